@@ -1,0 +1,57 @@
+# Two commands: `make demo` runs a local hub with all three services; `make test` runs the suite.
+# Both set up everything first: the package into .venv, configurable-http-proxy from npm into
+# node_modules, and (for tests) Debian packages the suite needs.
+
+VENV := .venv
+PY := $(VENV)/bin/python
+PROXY := node_modules/.bin/configurable-http-proxy
+APT_PACKAGES := postgresql
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
+PYTEST_ARGS ?=
+
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+
+.PHONY: setup system-packages demo test lint config clean
+
+setup: $(VENV)/.installed $(PROXY)
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $@
+
+$(PROXY): package.json package-lock.json
+	npm ci --no-audit --no-fund
+	touch $@
+
+# Debian packages the tests use, installed only when missing.
+system-packages:
+	@if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then \
+		$(SUDO) apt-get update -q && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q --no-install-recommends $(APT_PACKAGES); \
+	fi
+
+demo: setup
+	@echo
+	@echo "  Hub:        http://127.0.0.1:8000/hub/"
+	@echo "  Culler:     http://127.0.0.1:8000/services/cull/"
+	@echo "  Stats:      http://127.0.0.1:8000/services/stats/"
+	@echo "  Formgrader: http://127.0.0.1:8000/services/formgrader/"
+	@echo "  Log in as admin (hub admin), instructor (grades course101), student1..3; password: demo"
+	@echo
+	@mkdir -p .demo
+	cd .demo && ../$(PY) -m jupyterhub -f ../deploy/local/jupyterhub_config.py
+
+test: setup system-packages
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: setup
+	$(VENV)/bin/ruff check .
+
+# Print the jupyterhub_config.py lines that add the services to an existing hub.
+config: setup
+	@$(VENV)/bin/hubservices-config
+
+clean:
+	rm -rf $(VENV) node_modules .demo .pytest_cache

@@ -1,0 +1,377 @@
+"""The traitlets Application every service is: configuration, the web server, clean shutdown.
+
+A service subclasses :class:`HubServiceApp`, declares its options as ``.tag(config=True)`` traits,
+its routes in :meth:`HubServiceApp.service_handlers`, its access rule in
+:meth:`HubServiceApp.user_allowed` and its background work in :meth:`HubServiceApp.on_start`.
+Every option can be set the JupyterHub way: ``--Culler.timeout=3600``, the short
+``--timeout=3600`` (``--cull-users`` / ``--cull-users=false`` for booleans), or a config file
+given with ``--config``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import secrets
+import signal
+import stat
+import sys
+from pathlib import Path
+from typing import Any, ClassVar
+from urllib.parse import urlparse
+
+from jinja2 import ChoiceLoader, Environment, FileSystemLoader, select_autoescape
+from jupyterhub.services.auth import HubOAuth
+from prometheus_client import CollectorRegistry, Gauge, Histogram, Info
+from tornado.httpserver import HTTPServer
+from tornado.web import Application as TornadoApplication
+from traitlets import Bool, Integer, TraitError, Unicode, default, validate
+from traitlets import Set as SetTrait
+from traitlets.config import Application
+
+from .. import __version__
+from .hubapi import HubAPI
+from .web import NotFoundHandler, common_handlers, log_request
+
+COMMON_DIR = Path(__file__).parent
+SHUTDOWN_GRACE_SECONDS = 4.0
+
+#: Options that must never come from the command line: argv is visible to every local user.
+_NO_SHORT_OPTION = {"api_token"}
+
+
+def _slashed(prefix: str) -> str:
+    """A URL prefix with exactly one slash at each end, as tornado routes need."""
+    return "/" + prefix.strip("/") + "/"
+
+
+class HubServiceApp(Application):
+    """A JupyterHub service: hub-authenticated tornado app under the hub's proxy route.
+
+    Defaults come from the environment the hub gives a managed service
+    (``JUPYTERHUB_API_URL``, ``JUPYTERHUB_API_TOKEN``, ``JUPYTERHUB_SERVICE_PREFIX``,
+    ``JUPYTERHUB_SERVICE_URL``), so a service started by the hub needs no options at all.
+    """
+
+    #: The service's name in ``c.JupyterHub.services``; also its default proxy route.
+    service_name: ClassVar[str] = ""
+    #: Port used when ``JUPYTERHUB_SERVICE_URL`` is not set (service run by hand).
+    default_port: ClassVar[int] = 10100
+    #: Landing-page title.
+    title: ClassVar[str] = ""
+
+    version = __version__
+
+    config_file = Unicode(
+        "",
+        help="Load this config file (a Python file like jupyterhub_config.py, or JSON).",
+    ).tag(config=True)
+
+    hub_api_url = Unicode(help="The hub's REST API URL ($JUPYTERHUB_API_URL).").tag(config=True)
+
+    @default("hub_api_url")
+    def _default_hub_api_url(self) -> str:
+        return os.environ.get("JUPYTERHUB_API_URL", "http://127.0.0.1:8081/hub/api")
+
+    api_token = Unicode(
+        help="The service's hub API token ($JUPYTERHUB_API_TOKEN). Config file or env only."
+    ).tag(config=True)
+
+    @default("api_token")
+    def _default_api_token(self) -> str:
+        return os.environ.get("JUPYTERHUB_API_TOKEN", "")
+
+    service_prefix = Unicode(
+        help="URL prefix the proxy routes to this service ($JUPYTERHUB_SERVICE_PREFIX)."
+    ).tag(config=True)
+
+    @default("service_prefix")
+    def _default_service_prefix(self) -> str:
+        return _slashed(
+            os.environ.get("JUPYTERHUB_SERVICE_PREFIX", f"/services/{self.service_name}/")
+        )
+
+    @validate("service_prefix")
+    def _slashed_prefix(self, proposal: dict[str, Any]) -> str:
+        return _slashed(proposal["value"])
+
+    bind_url = Unicode(help="URL this service listens on ($JUPYTERHUB_SERVICE_URL).").tag(
+        config=True
+    )
+
+    @default("bind_url")
+    def _default_bind_url(self) -> str:
+        return os.environ.get("JUPYTERHUB_SERVICE_URL", f"http://127.0.0.1:{self.default_port}")
+
+    @validate("bind_url")
+    def _check_bind_url(self, proposal: dict[str, Any]) -> str:
+        url = urlparse(proposal["value"])
+        if url.scheme not in {"http", "https"} or not url.port:
+            raise TraitError(f"bind_url must look like http://host:port, not {proposal['value']!r}")
+        return proposal["value"]
+
+    data_dir = Unicode(
+        help="Directory for this service's files (cookie secret, SQLite database)."
+    ).tag(config=True)
+
+    @default("data_dir")
+    def _default_data_dir(self) -> str:
+        return os.environ.get("HUBSERVICES_DATA_DIR", os.getcwd())
+
+    cookie_secret_file = Unicode(
+        help="File holding the cookie secret, created with mode 0600, so a restart logs nobody out."
+    ).tag(config=True)
+
+    @default("cookie_secret_file")
+    def _default_cookie_secret_file(self) -> str:
+        return str(Path(self.data_dir) / f"{self.service_name}_cookie_secret")
+
+    allow_admin = Bool(True, help="Hub admins may use this service.").tag(config=True)
+    allowed_users = SetTrait(Unicode(), help="Hub users who may use this service.").tag(config=True)
+    allowed_groups = SetTrait(
+        Unicode(), help="Members of these hub groups may use this service."
+    ).tag(config=True)
+
+    metrics_scope = Unicode(
+        help="Hub scope a token needs to scrape /metrics (default: access to this service)."
+    ).tag(config=True)
+
+    @default("metrics_scope")
+    def _default_metrics_scope(self) -> str:
+        return f"access:services!service={self.service_name}"
+
+    metrics_allow_anonymous = Bool(
+        False, help="Serve /metrics without authentication (only behind a trusted network)."
+    ).tag(config=True)
+
+    hub_timeout = Integer(30, help="Seconds before a hub API request times out.").tag(config=True)
+
+    ssl_keyfile = Unicode(help="Internal TLS key ($JUPYTERHUB_SSL_KEYFILE).").tag(config=True)
+    ssl_certfile = Unicode(help="Internal TLS cert ($JUPYTERHUB_SSL_CERTFILE).").tag(config=True)
+    ssl_client_ca = Unicode(help="Internal TLS CA ($JUPYTERHUB_SSL_CLIENT_CA).").tag(config=True)
+
+    @default("ssl_keyfile")
+    def _default_ssl_keyfile(self) -> str:
+        return os.environ.get("JUPYTERHUB_SSL_KEYFILE", "")
+
+    @default("ssl_certfile")
+    def _default_ssl_certfile(self) -> str:
+        return os.environ.get("JUPYTERHUB_SSL_CERTFILE", "")
+
+    @default("ssl_client_ca")
+    def _default_ssl_client_ca(self) -> str:
+        return os.environ.get("JUPYTERHUB_SSL_CLIENT_CA", "")
+
+    # -- command line -----------------------------------------------------------------------
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.aliases, self.flags = self._short_options()
+
+    def _short_options(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        """``--timeout`` for ``--Culler.timeout``, dashed and underscored, for every option.
+
+        Booleans are both alias and flag, so ``--cull-users`` and ``--cull-users=false`` work.
+        """
+        aliases: dict[str, Any] = {"log-level": "Application.log_level"}
+        flags: dict[str, Any] = {}
+        for cls in self._short_option_classes():
+            for name, trait in cls.class_own_traits(config=True).items():
+                if name in _NO_SHORT_OPTION:
+                    continue
+                target = f"{cls.__name__}.{name}"
+                keys = {name, name.replace("_", "-")}
+                if name == "config_file":
+                    keys.add("config")
+                for key in keys:
+                    aliases[key] = (target, trait.help)
+                    if isinstance(trait, Bool):
+                        flags[key] = ({cls.__name__: {name: True}}, trait.help)
+        return aliases, flags
+
+    def _short_option_classes(self) -> list[type]:
+        """This app's class chain up to HubServiceApp, plus its configurable ``classes``."""
+        chain = [c for c in type(self).__mro__ if issubclass(c, HubServiceApp)]
+        return chain + list(self.classes)
+
+    def exit(self, exit_status: int | None = 0) -> None:
+        """Exit 2 on bad configuration (traitlets uses 1), as command-line tools do."""
+        super().exit(2 if exit_status == 1 else exit_status)
+
+    def initialize(self, argv: list[str] | None = None) -> None:
+        """Parse the command line, then the config file, which the command line overrides."""
+        self.parse_command_line(argv)
+        if self.config_file:
+            if not Path(self.config_file).is_file():
+                self.log.critical("Config file not found: %s", self.config_file)
+                self.exit(1)
+            cli_config = self.config
+            path = Path(self.config_file)
+            self.load_config_file(path.name, path=str(path.parent.resolve()))
+            self.update_config(cli_config)
+        if not self.api_token:
+            self.log.critical(
+                "No hub API token: run me as a JupyterHub service or set $JUPYTERHUB_API_TOKEN"
+            )
+            self.exit(1)
+
+    # -- what a service provides ------------------------------------------------------------
+
+    def service_handlers(self) -> list[tuple]:
+        """Routes relative to the service prefix, e.g. ``("", LandingHandler)``."""
+        return []
+
+    def required_scopes(self) -> list[str]:
+        """Hub scopes this service's token needs with the current options (for its role)."""
+        return []
+
+    def user_allowed(self, model: dict[str, Any]) -> bool:
+        """Whether a hub-authenticated user (or service) may use this service at all."""
+        if model.get("kind") == "service":
+            return model["name"] in self.allowed_users
+        return bool(
+            (self.allow_admin and model.get("admin"))
+            or model["name"] in self.allowed_users
+            or self.allowed_groups.intersection(model.get("groups", []))
+        )
+
+    async def on_start(self) -> None:
+        """Start background work (schedulers); called once the server listens."""
+
+    async def on_stop(self) -> None:
+        """Stop background work; must finish within a few seconds."""
+
+    # -- running ----------------------------------------------------------------------------
+
+    def template_dirs(self) -> list[Path]:
+        """The service's templates first, then the common ones it extends."""
+        own = Path(sys.modules[type(self).__module__].__file__ or "").parent / "templates"
+        return [own, COMMON_DIR / "templates"]
+
+    def load_cookie_secret(self) -> bytes:
+        """Read the cookie secret, creating it 0600 on first start and tightening loose modes."""
+        path = Path(self.cookie_secret_file)
+        if path.exists():
+            mode = stat.S_IMODE(path.stat().st_mode)
+            if mode & 0o077:
+                self.log.warning("Cookie secret %s was mode %o; setting 0600", path, mode)
+                path.chmod(0o600)
+            return bytes.fromhex(path.read_text().strip())
+        path.parent.mkdir(parents=True, exist_ok=True)
+        secret = secrets.token_bytes(32)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(secret.hex())
+        return secret
+
+    def make_metrics(self) -> CollectorRegistry:
+        """A registry per service, so one process never mixes two services' series."""
+        self.registry = CollectorRegistry()
+        prefix = f"hubservices_{self.service_name}"
+        Info(f"{prefix}_build", "Service version", registry=self.registry).info(
+            {"version": self.version}
+        )
+        self.request_duration = Histogram(
+            f"{prefix}_http_request_duration_seconds",
+            "Time to answer HTTP requests",
+            ["method", "handler", "code"],
+            registry=self.registry,
+        )
+        self.hub_up = Gauge(
+            f"{prefix}_hub_up",
+            "1 if the hub API answered the last health check",
+            registry=self.registry,
+        )
+        return self.registry
+
+    def make_hub_api(self) -> HubAPI:
+        """The hub client, with internal TLS when the hub gives us certificates."""
+        cert = (self.ssl_certfile, self.ssl_keyfile) if self.ssl_certfile else None
+        return HubAPI(
+            self.hub_api_url,
+            self.api_token,
+            timeout=self.hub_timeout,
+            verify=self.ssl_client_ca or True,
+            cert=cert,
+        )
+
+    def make_web_app(self) -> TornadoApplication:
+        """The tornado application with every route under the service prefix."""
+        prefix = self.service_prefix
+        hub_auth = HubOAuth(
+            api_url=self.hub_api_url,
+            api_token=self.api_token,
+            base_url=prefix,
+            cache_max_age=60,
+            certfile=self.ssl_certfile,
+            keyfile=self.ssl_keyfile,
+            client_ca=self.ssl_client_ca,
+            parent=self,
+        )
+        templates = Environment(
+            loader=ChoiceLoader([FileSystemLoader(str(d)) for d in self.template_dirs()]),
+            autoescape=select_autoescape(default=True),
+        )
+        routes = common_handlers() + self.service_handlers()
+        return TornadoApplication(
+            [(prefix + path, *rest) for path, *rest in routes],
+            service=self,
+            hub_auth=hub_auth,
+            hub_api=self.hub,
+            cookie_secret=self.load_cookie_secret(),
+            templates=templates,
+            static_path=str(COMMON_DIR / "static"),
+            static_url_prefix=prefix + "static/",
+            compress_response=True,
+            default_handler_class=NotFoundHandler,
+            log_function=log_request,
+        )
+
+    def start(self) -> None:
+        """Serve until SIGTERM or SIGINT."""
+        asyncio.run(self.serve())
+
+    async def serve(self) -> None:
+        """Listen, run background work, and stop cleanly within ``SHUTDOWN_GRACE_SECONDS``."""
+        self.hub = self.make_hub_api()
+        self.make_metrics()
+        web_app = self.make_web_app()
+        url = urlparse(self.bind_url)
+        ssl_options = None
+        if url.scheme == "https":
+            ssl_options = {"certfile": self.ssl_certfile, "keyfile": self.ssl_keyfile}
+        server = HTTPServer(web_app, xheaders=True, ssl_options=ssl_options)
+        server.listen(url.port, url.hostname or "")
+        self.log.info(
+            "%s %s listening on %s, route %s",
+            self.service_name,
+            self.version,
+            self.bind_url,
+            self.service_prefix,
+        )
+
+        stopping = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stopping.set)
+        await self.on_start()
+        await stopping.wait()
+
+        self.log.info("Stopping %s", self.service_name)
+        server.stop()
+        try:
+            await asyncio.wait_for(self.on_stop(), SHUTDOWN_GRACE_SECONDS)
+        except asyncio.TimeoutError:
+            self.log.warning(
+                "Background work did not stop in %ss; leaving it", SHUTDOWN_GRACE_SECONDS
+            )
+        await self.hub.aclose()
+
+    @classmethod
+    def main(cls, argv: list[str] | None = None) -> None:
+        """Entry point of ``python -m services.<name>``."""
+        logging.basicConfig()
+        app = cls.instance()
+        app.initialize(argv)
+        app.start()

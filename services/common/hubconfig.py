@@ -1,0 +1,172 @@
+"""Write the ``jupyterhub_config.py`` lines that add our services to a hub.
+
+Each service states the hub scopes it uses (:meth:`HubServiceApp.required_scopes`, which may
+depend on its options), so the roles printed here are least-privilege and nobody hand-writes
+scopes. ``hubservices-config cull stats --arg cull=--cull-users`` prints the snippet;
+:func:`services_and_roles` gives the same as data for recipes that are not Python.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import pprint
+import sys
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from .app import HubServiceApp
+
+#: Where each service's application class lives.
+SERVICE_APPS = {
+    "cull": "services.cull.app:Culler",
+    "stats": "services.stats.app:Stats",
+    "formgrader": "services.formgrader.app:FormGrader",
+}
+
+
+def service_app_class(name: str) -> type[HubServiceApp]:
+    """The application class of a service by its name."""
+    try:
+        module, _, cls = SERVICE_APPS[name].partition(":")
+    except KeyError:
+        raise ValueError(
+            f"unknown service {name!r}; choose from {', '.join(SERVICE_APPS)}"
+        ) from None
+    return getattr(importlib.import_module(module), cls)
+
+
+def required_scopes(name: str, args: Sequence[str] = ()) -> list[str]:
+    """The scopes service ``name`` needs when started with ``args``."""
+    app = service_app_class(name)()
+    app.parse_command_line(list(args))
+    return sorted(app.required_scopes())
+
+
+def services_and_roles(
+    services: Sequence[str] = tuple(SERVICE_APPS),
+    *,
+    python: str = sys.executable,
+    host: str = "127.0.0.1",
+    ports: Mapping[str, int] | None = None,
+    args: Mapping[str, Sequence[str]] | None = None,
+    data_dir: str | None = None,
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """``c.JupyterHub.services`` entries and ``load_roles`` for the chosen services.
+
+    Every hub user gets ``access:services!service=<name>`` (through the ``user`` role) so that
+    anyone can log in to a service and be told by the service itself whether they may use it.
+    """
+    ports = ports or {}
+    args = args or {}
+    entries: list[dict[str, Any]] = []
+    roles: list[dict[str, Any]] = []
+    for name in services:
+        cls = service_app_class(name)
+        command = [python, "-m", f"services.{name}", *args.get(name, ())]
+        if data_dir:
+            command.append(f"--data-dir={data_dir}")
+        entries.append(
+            {
+                "name": name,
+                "url": f"http://{host}:{ports.get(name, cls.default_port)}",
+                "command": command,
+                "oauth_no_confirm": True,
+                "info": {"description": cls.description.strip().splitlines()[0]},
+            }
+        )
+        scopes = required_scopes(name, args.get(name, ()))
+        if scopes:
+            roles.append(
+                {
+                    "name": f"hubservices-{name}",
+                    "description": f"What the {name} service uses, and nothing more",
+                    "scopes": scopes,
+                    "services": [name],
+                }
+            )
+    roles.append(
+        {
+            "name": "user",
+            "description": "Standard user privileges, and logging in to hubservices",
+            "scopes": ["self", *(f"access:services!service={name}" for name in services)],
+        }
+    )
+    return entries, roles
+
+
+def hub_config_snippet(services: Sequence[str] = tuple(SERVICE_APPS), **options: Any) -> str:
+    """The Python lines to paste into ``jupyterhub_config.py``."""
+    entries, roles = services_and_roles(services, **options)
+    return "\n".join(
+        [
+            f"# hubservices: {', '.join(services)} (printed by hubservices-config)",
+            "# If you already define the 'user' role in load_roles, merge its scopes into yours.",
+            f"c.JupyterHub.services.extend({pprint.pformat(entries, sort_dicts=False)})",
+            f"c.JupyterHub.load_roles.extend({pprint.pformat(roles, sort_dicts=False)})",
+            "",
+        ]
+    )
+
+
+def _key_value(text: str) -> tuple[str, str]:
+    name, sep, value = text.partition("=")
+    if not sep or name not in SERVICE_APPS:
+        raise argparse.ArgumentTypeError(
+            f"expected SERVICE=VALUE with a known service, not {text!r}"
+        )
+    return name, value
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """``hubservices-config``: print the snippet for the chosen services."""
+    parser = argparse.ArgumentParser(
+        prog="hubservices-config", description="Print jupyterhub_config.py lines for hubservices."
+    )
+    parser.add_argument(
+        "services",
+        nargs="*",
+        default=list(SERVICE_APPS),
+        choices=list(SERVICE_APPS),
+        metavar="SERVICE",
+        help=f"services to add (default: all of {', '.join(SERVICE_APPS)})",
+    )
+    parser.add_argument(
+        "--python", default=sys.executable, help="Python that has hubservices installed"
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="host the services listen on")
+    parser.add_argument("--data-dir", help="directory for the services' files")
+    parser.add_argument(
+        "--port", action="append", type=_key_value, default=[], metavar="SERVICE=PORT"
+    )
+    parser.add_argument(
+        "--arg",
+        action="append",
+        type=_key_value,
+        default=[],
+        metavar="SERVICE=ARG",
+        help="an option for a service, e.g. --arg cull=--timeout=3600 (repeatable)",
+    )
+    ns = parser.parse_args(argv)
+    try:
+        ports = {name: int(port) for name, port in ns.port}
+    except ValueError:
+        parser.error("--port takes SERVICE=PORT with a number")
+    args: dict[str, list[str]] = {}
+    for name, value in ns.arg:
+        args.setdefault(name, []).append(value)
+    print(
+        hub_config_snippet(
+            ns.services or list(SERVICE_APPS),
+            python=ns.python,
+            host=ns.host,
+            ports=ports,
+            args=args,
+            data_dir=ns.data_dir,
+        ),
+        end="",
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,62 @@
+"""Periodic async jobs (culling, stats sampling) on the service's asyncio event loop."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Coroutine
+from datetime import datetime, timezone
+from typing import Any
+
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from apscheduler.triggers.interval import IntervalTrigger
+from apscheduler.util import undefined
+
+
+class Scheduler:
+    """A thin AsyncIOScheduler wrapper whose jobs never overlap and never pile up.
+
+    APScheduler logs a job's exception with its traceback (logger ``apscheduler.executors``)
+    and keeps the schedule, so one failed run does not stop later ones.
+    """
+
+    def __init__(self) -> None:
+        self._scheduler = AsyncIOScheduler(timezone=timezone.utc)
+
+    def add_periodic(
+        self,
+        func: Callable[[], Coroutine[Any, Any, object]],
+        seconds: float,
+        *,
+        name: str,
+        run_now: bool = True,
+    ) -> None:
+        """Run the coroutine function ``func`` every ``seconds``, first at start if ``run_now``.
+
+        A run still going when the next is due makes that next one skip (max_instances=1).
+        Runs missed while the loop was blocked or the host suspended happen once, however
+        late (coalesce, no misfire grace limit), rather than being dropped or replayed.
+        """
+        self._scheduler.add_job(
+            func,
+            IntervalTrigger(seconds=seconds),
+            id=name,
+            name=name,
+            max_instances=1,
+            coalesce=True,
+            misfire_grace_time=None,
+            next_run_time=datetime.now(timezone.utc) if run_now else undefined,
+        )
+
+    def next_run(self, name: str) -> datetime | None:
+        """When job ``name`` runs next (UTC), e.g. for a status page; None if not scheduled."""
+        job = self._scheduler.get_job(name)
+        # Until start(), a job without run_now has no next run time yet.
+        return getattr(job, "next_run_time", None)
+
+    def start(self) -> None:
+        """Start running jobs; call from within the running event loop."""
+        self._scheduler.start()
+
+    def shutdown(self) -> None:
+        """Stop scheduling without waiting for running jobs, e.g. on SIGTERM; idempotent."""
+        if self._scheduler.running:
+            self._scheduler.shutdown(wait=False)

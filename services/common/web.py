@@ -1,0 +1,277 @@
+"""Hub-authenticated tornado handlers every service builds on.
+
+Pages log browsers in through the hub (HubOAuth); API routes take ``Authorization: token …`` or
+``Bearer …`` and answer JSON, never a login redirect. Authentication is the hub's (the user's
+scopes must grant access to this service); authorization is the service's
+(:meth:`HubServiceApp.user_allowed`: admin flag, users, groups). Cookie-authenticated requests
+that change state need the XSRF token; HubOAuth refuses the cookie without it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from http.client import responses
+from typing import TYPE_CHECKING, Any
+
+from jupyterhub.services.auth import (
+    HubOAuth,
+    HubOAuthCallbackHandler,
+    HubOAuthenticated,
+    UserNotAllowed,
+)
+from prometheus_client.exposition import choose_encoder
+from tornado.web import HTTPError, RequestHandler, authenticated
+
+if TYPE_CHECKING:
+    from .app import HubServiceApp
+
+log = logging.getLogger("hubservices.web")
+
+CONTENT_SECURITY_POLICY = "; ".join(
+    [
+        "default-src 'none'",
+        "script-src 'self'",
+        "style-src 'self'",
+        "img-src 'self' data:",
+        "font-src 'self'",
+        "connect-src 'self'",
+        "form-action 'self'",
+        "frame-ancestors 'self'",
+        "base-uri 'none'",
+    ]
+)
+HEALTH_CHECK_TIMEOUT = 3.0
+
+
+class SecureHandler(RequestHandler):
+    """Security headers on every response, our own pages included."""
+
+    @property
+    def service(self) -> HubServiceApp:
+        return self.settings["service"]
+
+    def set_default_headers(self) -> None:
+        self.set_header("Content-Security-Policy", CONTENT_SECURITY_POLICY)
+        self.set_header("X-Content-Type-Options", "nosniff")
+        self.set_header("X-Frame-Options", "SAMEORIGIN")
+        self.set_header("Referrer-Policy", "same-origin")
+        self.set_header("Cross-Origin-Opener-Policy", "same-origin")
+        self.set_header("Cache-Control", "no-store")
+
+
+class BaseHandler(HubOAuthenticated, SecureHandler):
+    """A page: anonymous browsers go to the hub's login, errors render as HTML."""
+
+    @property
+    def hub_auth(self) -> HubOAuth:
+        return self.settings["hub_auth"]
+
+    def check_hub_user(self, model: dict[str, Any]) -> dict[str, Any]:
+        """The hub says who it is and that it may reach us; the service says whether it may."""
+        model = super().check_hub_user(model)
+        if not self.service.user_allowed(model):
+            log.info(
+                "%s %s may not use %s", model["kind"], model["name"], self.service.service_name
+            )
+            raise UserNotAllowed(model)
+        return model
+
+    def denied_message(self) -> str:
+        """Why a request got no user: not logged in, or logged in but not allowed."""
+        model = getattr(self, "_cached_hub_user", None)
+        if model:
+            return f"{model.get('name')} may not use the {self.service.service_name} service."
+        return "Authentication required."
+
+    def render_page(self, template: str, **namespace: Any) -> None:
+        """Render a jinja2 template with what every page needs."""
+        page = self.settings["templates"].get_template(template)
+        self.finish(
+            page.render(
+                service=self.service,
+                prefix=self.service.service_prefix,
+                user=self.current_user,
+                xsrf_token=self.xsrf_token.decode() if self.current_user else "",
+                static_url=self.static_url,
+                **namespace,
+            )
+        )
+
+    def error_message(self, status_code: int, **kwargs: Any) -> str:
+        """The message an error response shows: the HTTPError's own, never a traceback."""
+        exc = kwargs.get("exc_info", (None, None, None))[1]
+        if isinstance(exc, HTTPError) and exc.log_message:
+            return exc.log_message % exc.args if exc.args else exc.log_message
+        return responses.get(status_code, "Error")
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        self.set_header("Content-Type", "text/html; charset=UTF-8")
+        page = self.settings["templates"].get_template("error.html")
+        self.finish(
+            page.render(
+                service=self.service,
+                prefix=self.service.service_prefix,
+                user=None,
+                static_url=self.static_url,
+                status_code=status_code,
+                reason=responses.get(status_code, "Error"),
+                message=self.error_message(status_code, **kwargs),
+                hub_url=self.hub_auth.hub_prefix,
+            )
+        )
+
+
+class APIHandler(BaseHandler):
+    """A JSON route: 403 JSON instead of a login redirect, JSON errors."""
+
+    def get_login_url(self) -> str:
+        raise HTTPError(403, self.denied_message())
+
+    def write_json(self, data: Any, status: int = 200) -> None:
+        self.set_status(status)
+        self.set_header("Content-Type", "application/json; charset=UTF-8")
+        self.finish(json.dumps(data, default=str))
+
+    def json_body(self) -> Any:
+        """The request's JSON body; a 400 naming the problem if it is not JSON."""
+        try:
+            return json.loads(self.request.body or b"null")
+        except ValueError as e:
+            raise HTTPError(400, f"Request body is not valid JSON: {e}") from None
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        self.set_header("Content-Type", "application/json; charset=UTF-8")
+        self.finish(
+            json.dumps(
+                {"status": status_code, "message": self.error_message(status_code, **kwargs)}
+            )
+        )
+
+
+class NotFoundHandler(BaseHandler):
+    """Any path under the prefix that no route claims."""
+
+    def prepare(self) -> None:
+        raise HTTPError(404, f"Nothing at {self.request.path}.")
+
+
+class OAuthCallbackHandler(HubOAuthCallbackHandler):
+    """HubOAuth's callback, using this app's HubOAuth instance."""
+
+    @property
+    def hub_auth(self) -> HubOAuth:
+        return self.settings["hub_auth"]
+
+
+class LandingHandler(BaseHandler):
+    """The service's front page (``templates/index.html``) for allowed users."""
+
+    @authenticated
+    def get(self) -> None:
+        self.render_page("index.html")
+
+
+class LogoutHandler(BaseHandler):
+    """``POST logout``: forget this service's login, then log out of the hub too."""
+
+    @authenticated
+    def post(self) -> None:
+        self.hub_auth.clear_cookie(self)
+        self.redirect(self.hub_auth.hub_prefix + "logout")
+
+
+class UserAPIHandler(APIHandler):
+    """``GET api/user``: who the hub says you are, as this service sees you."""
+
+    @authenticated
+    def get(self) -> None:
+        user = self.current_user
+        self.write_json(
+            {
+                "kind": user.get("kind", "user"),
+                "name": user["name"],
+                "admin": bool(user.get("admin")),
+                "groups": sorted(user.get("groups", [])),
+            }
+        )
+
+
+class HealthHandler(SecureHandler):
+    """``GET health``, unauthenticated: the service is up, and whether the hub answers."""
+
+    async def get(self) -> None:
+        hub = {"reachable": False, "version": None}
+        try:
+            info = await asyncio.wait_for(self.service.hub.hub_info(), HEALTH_CHECK_TIMEOUT)
+        except Exception as e:  # any failure means "not reachable"; say which in the body
+            hub["error"] = str(e) or type(e).__name__
+        else:
+            hub = {"reachable": True, "version": info.get("version")}
+        self.service.hub_up.set(1 if hub["reachable"] else 0)
+        self.set_header("Content-Type", "application/json")
+        self.finish(
+            {
+                "status": "ok",
+                "service": self.service.service_name,
+                "version": self.service.version,
+                "hub": hub,
+            }
+        )
+
+
+class MetricsHandler(APIHandler):
+    """``GET metrics``: this service's registry, OpenMetrics when the scraper asks for it.
+
+    Scrapers authenticate with a hub token holding ``metrics_scope``.
+    """
+
+    @property
+    def hub_scopes(self) -> set[str]:
+        return {self.service.metrics_scope}
+
+    def check_hub_user(self, model: dict[str, Any]) -> dict[str, Any]:
+        # The scope alone decides: a Prometheus token need not belong to an admin.
+        return HubOAuthenticated.check_hub_user(self, model)
+
+    def get(self) -> None:
+        if not self.service.metrics_allow_anonymous and not self.current_user:
+            raise HTTPError(403, self.denied_message())
+        encoder, content_type = choose_encoder(self.request.headers.get("Accept", ""))
+        self.set_header("Content-Type", content_type)
+        self.finish(encoder(self.service.registry))
+
+
+def common_handlers() -> list[tuple]:
+    """Routes every service has, relative to its prefix."""
+    return [
+        ("oauth_callback", OAuthCallbackHandler),
+        ("health", HealthHandler),
+        ("metrics", MetricsHandler),
+        ("logout", LogoutHandler),
+        ("api/user", UserAPIHandler),
+    ]
+
+
+def log_request(handler: RequestHandler) -> None:
+    """One line per request with the path only: query strings may carry tokens or codes."""
+    status = handler.get_status()
+    request = handler.request
+    seconds = request.request_time()
+    quiet = isinstance(handler, (HealthHandler, MetricsHandler)) and status < 400
+    level = logging.DEBUG if quiet else logging.INFO if status < 400 else logging.WARNING
+    if status >= 500:
+        level = logging.ERROR
+    model = getattr(handler, "_cached_hub_user", None) or {}
+    log.log(
+        level,
+        "%d %s %s (%s) %.1fms",
+        status,
+        request.method,
+        request.path,
+        model.get("name", "-"),
+        seconds * 1000,
+    )
+    service = handler.settings["service"]
+    service.request_duration.labels(request.method, type(handler).__name__, status).observe(seconds)

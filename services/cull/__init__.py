@@ -1,0 +1,1 @@
+"""Cull service: stops idle servers and, if asked, removes idle users."""

@@ -1,0 +1,1 @@
+"""Formgrader service: nbgrader's grading UI for every course, for its graders."""

@@ -1,0 +1,1 @@
+"""Stats service: usage history, Prometheus metrics, an admin dashboard and exports."""

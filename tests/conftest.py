@@ -1,0 +1,54 @@
+"""Fixtures shared by the whole suite: a real hub, its admin API, logged-in browsers, tokens."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+
+import httpx
+import pytest
+
+from services.common.hubapi import HubAPI
+from tests.harness.hub import Hub
+
+pytest_plugins = ["tests.harness.postgres"]
+
+
+@pytest.fixture(scope="session")
+def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hub]:
+    """One real hub with all three services, shared by the tests that only read and log in."""
+    hub = Hub(tmp_path_factory.mktemp("hub"))
+    hub.start()
+    try:
+        yield hub
+    finally:
+        hub.stop()
+
+
+@pytest.fixture
+async def hub_api(hub: Hub) -> AsyncIterator[HubAPI]:
+    """Our own hub client, with the harness's admin token."""
+    async with HubAPI(hub.api_url, hub.admin_token) as api:
+        yield api
+
+
+@pytest.fixture
+def unique() -> Callable[[str], str]:
+    """Names no other test uses, so tests sharing a hub never see each other's users."""
+    suffix = uuid.uuid4().hex[:6]
+    return lambda name: f"{name}-{suffix}"
+
+
+@pytest.fixture
+def browser(hub: Hub) -> Iterator[Callable[[str], httpx.Client]]:
+    """``browser("admin")``: an HTTP client logged in to the hub through its login form."""
+    clients: list[httpx.Client] = []
+
+    def login(username: str) -> httpx.Client:
+        client = hub.browser(username)
+        clients.append(client)
+        return client
+
+    yield login
+    for client in clients:
+        client.close()

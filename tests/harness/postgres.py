@@ -1,0 +1,95 @@
+"""Pytest plugin: a throwaway PostgreSQL server per test session and a fresh database per test.
+
+The server is private to the test run (own data directory, free port on 127.0.0.1, unix socket
+in the temp dir), so tests never depend on, or touch, a PostgreSQL service of the machine.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import URL, create_engine, text
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[URL]:
+    """Start PostgreSQL; yield the URL of its superuser's ``postgres`` database.
+
+    Skips when PostgreSQL is not installed, except under CI (env var CI set), where a missing
+    server must fail the run rather than silently skip the PostgreSQL half of the tests.
+    """
+    bindir = _find_bindir()
+    if bindir is None:
+        reason = "PostgreSQL is not installed (no pg_ctl in /usr/lib/postgresql/*/bin or on PATH)"
+        if os.environ.get("CI"):
+            pytest.fail(reason)
+        pytest.skip(reason)
+    # PostgreSQL refuses to run as root, so root runs it as the postgres system user.
+    as_user = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+    initdb, pg_ctl = [*as_user, str(bindir / "initdb")], [*as_user, str(bindir / "pg_ctl")]
+    tmp = Path(tempfile.mkdtemp(prefix="test-postgres-"))
+    data, log, port = str(tmp / "data"), tmp / "server.log", _free_port()
+    try:
+        if as_user:
+            shutil.chown(tmp, user="postgres")
+        _run([*initdb, "-D", data, "-U", "postgres", "-A", "trust", "-E", "UTF8", "--no-locale"])
+        options = f"-p {port} -k {tmp} -c listen_addresses=127.0.0.1 -c fsync=off"
+        _run([*pg_ctl, "start", "-w", "-D", data, "-l", str(log), "-o", options], log=log)
+        try:
+            yield URL.create(
+                "postgresql+psycopg2", "postgres", host="127.0.0.1", port=port, database="postgres"
+            )
+        finally:
+            _run([*pg_ctl, "stop", "-D", data, "-m", "immediate"])
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+@pytest.fixture
+def postgres_url(postgres_server: URL) -> Iterator[str]:
+    """Create an empty database for one test; yield its URL; drop it afterwards."""
+    name = f"test_{uuid.uuid4().hex}"
+    admin = create_engine(postgres_server, isolation_level="AUTOCOMMIT")
+    quoted = admin.dialect.identifier_preparer.quote(name)
+    try:
+        # CREATE/DROP DATABASE have no SQLAlchemy construct, hence text().
+        with admin.connect() as connection:
+            connection.execute(text(f"CREATE DATABASE {quoted}"))
+        yield postgres_server.set(database=name).render_as_string(hide_password=False)
+        with admin.connect() as connection:
+            # FORCE: connections a test left open must not keep its database alive.
+            connection.execute(text(f"DROP DATABASE {quoted} WITH (FORCE)"))
+    finally:
+        admin.dispose()
+
+
+def _find_bindir() -> Path | None:
+    """The newest installed PostgreSQL's bin directory (Debian/Ubuntu layout, else PATH)."""
+    candidates = Path("/usr/lib/postgresql").glob("*/bin/pg_ctl")
+    newest = max(candidates, key=lambda pg_ctl: float(pg_ctl.parent.parent.name), default=None)
+    found = newest or shutil.which("pg_ctl")
+    return Path(found).parent if found else None
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _run(args: list[str], *, log: Path | None = None) -> None:
+    """Run a PostgreSQL tool; on failure raise with its output (and the server log)."""
+    result = subprocess.run(args, capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        details = result.stdout + result.stderr
+        if log is not None and log.exists():
+            details += log.read_text()
+        raise RuntimeError(f"{' '.join(args)} failed:\n{details}")

@@ -1,0 +1,1 @@
+"""A tiny alembic migrations package (table ``items``) for testing services.common.db."""

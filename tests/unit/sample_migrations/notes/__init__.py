@@ -1,0 +1,1 @@
+"""A second service's migrations (table ``notes``), to test services sharing one database."""

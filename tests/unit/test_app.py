@@ -1,0 +1,185 @@
+"""Configuration the JupyterHub way, the cookie secret, and clean shutdown."""
+
+from __future__ import annotations
+
+import os
+import signal
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from traitlets import Bool, Integer
+
+from services.common.app import HubServiceApp
+from services.formgrader.app import FormGrader
+from tests.harness.hub import free_port
+
+
+class Demo(HubServiceApp):
+    """A service with one option of each kind, like the culler's."""
+
+    service_name = "demo"
+    timeout = Integer(600, help="Idle seconds").tag(config=True)
+    cull_users = Bool(False, help="Also remove users").tag(config=True)
+
+
+def configured(*argv: str) -> Demo:
+    app = Demo()
+    app.initialize(list(argv))
+    return app
+
+
+@pytest.fixture(autouse=True)
+def hub_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("JUPYTERHUB_API_TOKEN", "secret-token")
+    monkeypatch.delenv("JUPYTERHUB_SERVICE_PREFIX", raising=False)
+    monkeypatch.delenv("JUPYTERHUB_SERVICE_URL", raising=False)
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["--Demo.timeout=3600"], ["--timeout=3600"], ["--timeout", "3600"]],
+)
+def test_option_by_full_and_short_name(argv: list[str]) -> None:
+    assert configured(*argv).timeout == 3600
+
+
+@pytest.mark.parametrize(
+    "argv, expected",
+    [
+        ([], False),
+        (["--cull-users"], True),
+        (["--cull_users"], True),
+        (["--cull-users=true"], True),
+        (["--cull-users=false"], False),
+        (["--cull-users=False"], False),
+        (["--Demo.cull_users=True"], True),
+    ],
+)
+def test_boolean_flag_bare_and_valued(argv: list[str], expected: bool) -> None:
+    assert configured(*argv).cull_users is expected
+
+
+def test_config_file_and_command_line_overrides_it(tmp_path: Path) -> None:
+    config = tmp_path / "demo_config.py"
+    config.write_text("c.Demo.timeout = 1200\nc.Demo.cull_users = True\n")
+    assert configured(f"--config={config}").timeout == 1200
+    app = configured(f"--config={config}", "--timeout=60")
+    assert (app.timeout, app.cull_users) == (60, True)
+
+
+def test_defaults_follow_the_hub_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("JUPYTERHUB_SERVICE_PREFIX", "/services/demo")
+    monkeypatch.setenv("JUPYTERHUB_SERVICE_URL", "http://127.0.0.1:12345")
+    monkeypatch.setenv("JUPYTERHUB_API_URL", "http://hub:8081/hub/api")
+    app = configured()
+    assert app.service_prefix == "/services/demo/"
+    assert app.bind_url == "http://127.0.0.1:12345"
+    assert app.hub_api_url == "http://hub:8081/hub/api"
+    assert app.api_token == "secret-token"
+
+
+def test_token_is_not_a_command_line_option() -> None:
+    assert "api-token" not in Demo().aliases
+
+
+@pytest.mark.parametrize("argv", [["--timeout=abc"], ["--bind-url=nowhere"]])
+def test_invalid_value_exits_2(argv: list[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        configured(*argv)
+    assert exc.value.code == 2
+
+
+def run_service(
+    module: str, *argv: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", module, *argv],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "JUPYTERHUB_API_TOKEN": "t", **(env or {})},
+    )
+
+
+@pytest.mark.parametrize(
+    "argv, says",
+    [
+        (["--grader-group-pattern=graders"], "{course}"),
+        (["--FormGrader.bind_url=ftp://x"], "bind_url"),
+        (["--config=/nonexistent/config.py"], "/nonexistent/config.py"),
+    ],
+)
+def test_bad_config_is_one_line_and_exit_2(argv: list[str], says: str) -> None:
+    result = run_service("services.formgrader", *argv)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert says in lines[0]
+    assert "Traceback" not in result.stderr
+
+
+def test_missing_token_is_one_line_and_exit_2() -> None:
+    result = run_service("services.cull", env={"JUPYTERHUB_API_TOKEN": ""})
+    assert result.returncode == 2
+    assert "JUPYTERHUB_API_TOKEN" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_cookie_secret_is_private_and_survives_restart(tmp_path: Path) -> None:
+    app = configured(f"--data-dir={tmp_path}")
+    secret = app.load_cookie_secret()
+    path = Path(app.cookie_secret_file)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert configured(f"--data-dir={tmp_path}").load_cookie_secret() == secret
+    path.chmod(0o644)
+    assert configured(f"--data-dir={tmp_path}").load_cookie_secret() == secret
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+def test_formgrader_courses_come_from_grader_groups() -> None:
+    app = FormGrader()
+    model = {"name": "i", "groups": ["formgrade-course101", "formgrade-bio 2", "students"]}
+    assert app.graded_courses(model) == ["bio 2", "course101"]
+    assert app.user_allowed(model)
+    assert not app.user_allowed({"name": "s", "groups": ["students"], "admin": False})
+    app.grader_group_pattern = "{course}-graders"
+    assert app.graded_courses({"groups": ["phys-graders", "formgrade-x"]}) == ["phys"]
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_signal_stops_service_within_5_seconds(tmp_path: Path, sig: signal.Signals) -> None:
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "services.stats", f"--data-dir={tmp_path}"],
+        env={
+            **os.environ,
+            "JUPYTERHUB_API_TOKEN": "t",
+            "JUPYTERHUB_API_URL": f"http://127.0.0.1:{free_port()}/hub/api",
+            "JUPYTERHUB_SERVICE_URL": f"http://127.0.0.1:{port}",
+        },
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                r = httpx.get(f"http://127.0.0.1:{port}/services/stats/health", timeout=10)
+                break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline, "service did not start"
+                assert proc.poll() is None, proc.stdout.read().decode()
+                time.sleep(0.1)
+        assert r.json()["hub"]["reachable"] is False
+        start = time.monotonic()
+        proc.send_signal(sig)
+        assert proc.wait(timeout=5) == 0
+        assert time.monotonic() - start < 5
+    finally:
+        proc.kill()
+        proc.wait()
