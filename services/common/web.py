@@ -85,6 +85,12 @@ class BaseHandler(HubOAuthenticated, SecureHandler):
             return f"{model.get('name')} may not use the {self.service.service_name} service."
         return "Authentication required."
 
+    def get_login_url(self) -> str:
+        """The hub's login for anonymous browsers; a 403 page for users who are not allowed."""
+        if getattr(self, "_cached_hub_user", None):
+            raise HTTPError(403, self.denied_message())
+        return super().get_login_url()
+
     def render_page(self, template: str, **namespace: Any) -> None:
         """Render a jinja2 template with what every page needs."""
         page = self.settings["templates"].get_template(template)
