@@ -32,6 +32,6 @@ c.SimpleLocalProcessSpawner.home_dir_template = str(here / "home" / "{username}"
 if os.geteuid() == 0:
     c.Spawner.args = ["--allow-root"]
 
-services, roles = services_and_roles(data_dir=str(here / "services"))
+services, roles = services_and_roles(data_dir=str(here / "data"))
 c.JupyterHub.services = services
 c.JupyterHub.load_roles = roles

@@ -63,7 +63,8 @@ def services_and_roles(
     roles: list[dict[str, Any]] = []
     for name in services:
         cls = service_app_class(name)
-        command = [python, "-m", f"services.{name}", *args.get(name, ())]
+        # -P: the hub's working directory must not shadow our `services` package
+        command = [python, "-P", "-m", f"services.{name}", *args.get(name, ())]
         if data_dir:
             command.append(f"--data-dir={data_dir}")
         entries.append(

@@ -94,7 +94,7 @@ class Hub:
             self.services,
             ports=self.service_ports,
             args=self.service_args,
-            data_dir=str(work / "services"),
+            data_dir=str(work / "data"),
         )
         return f"""\
 c = get_config()  # noqa

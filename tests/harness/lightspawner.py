@@ -36,6 +36,7 @@ port, checks the server is up and points the proxy's routes at it.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
@@ -43,7 +44,7 @@ from jupyterhub import __version__
 from jupyterhub.spawner import Spawner
 from jupyterhub.utils import utcnow
 from tornado import httpserver, netutil, web
-from traitlets import Float
+from traitlets import Float, default
 
 __all__ = ["LightSpawner"]
 
@@ -77,6 +78,21 @@ def responder_url() -> str:
     return _responder_url
 
 
+def _apply_idle_seconds(spawner: Spawner, user_options: dict[str, Any]) -> None:
+    """The user option ``idle_seconds`` backdates the new server's last activity.
+
+    The hub calls this hook after setting last_activity to now and commits after start().
+    A bad value fails the spawn with 400 instead of making a server with odd activity.
+    """
+    idle_seconds = user_options.get("idle_seconds", 0)
+    if isinstance(idle_seconds, bool) or not isinstance(idle_seconds, (int, float)):
+        raise web.HTTPError(400, f"idle_seconds must be a number, not {idle_seconds!r}")
+    if idle_seconds < 0:
+        raise web.HTTPError(400, f"idle_seconds must not be negative, not {idle_seconds}")
+    if idle_seconds:
+        spawner.orm_spawner.last_activity = utcnow(with_tz=False) - timedelta(seconds=idle_seconds)
+
+
 class LightSpawner(Spawner):
     """A server that is a flag in the hub's database plus the shared responder.
 
@@ -90,14 +106,14 @@ class LightSpawner(Spawner):
 
     running: bool = False
 
+    @default("apply_user_options")
+    def _default_apply_user_options(self) -> Callable[[Spawner, dict[str, Any]], None]:
+        return _apply_idle_seconds
+
     async def start(self) -> str:
         """Mark the server running (poll() must say so while start is pending), return its URL."""
         self.running = True
         await asyncio.sleep(self.start_delay)
-        idle_seconds = float(self.user_options.get("idle_seconds", 0))
-        if idle_seconds:
-            # The hub set last_activity to now before calling start() and commits after it.
-            self.orm_spawner.last_activity = utcnow(with_tz=False) - timedelta(seconds=idle_seconds)
         return responder_url()
 
     async def stop(self, now: bool = False) -> None:

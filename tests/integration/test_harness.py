@@ -21,7 +21,7 @@ async def test_restart_keeps_logins_and_stop_leaves_nothing(tmp_path: Path) -> N
             await api.start_server("admin")
         client = hub.browser("admin")
         assert client.get(hub.service_url("cull")).status_code == 200
-        secret = (tmp_path / "services" / "cull_cookie_secret").stat()
+        secret = (tmp_path / "data" / "cull_cookie_secret").stat()
         assert secret.st_mode & 0o777 == 0o600
 
         hub.restart()

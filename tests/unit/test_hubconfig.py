@@ -22,7 +22,7 @@ def test_snippet_adds_services_and_roles_to_an_empty_config() -> None:
     c = load(hub_config_snippet(["cull", "stats"], python="/opt/py/bin/python"))
     services = c.JupyterHub.services.get_value([])
     assert [s["name"] for s in services] == ["cull", "stats"]
-    assert services[0]["command"] == ["/opt/py/bin/python", "-m", "services.cull"]
+    assert services[0]["command"] == ["/opt/py/bin/python", "-P", "-m", "services.cull"]
     assert services[0]["url"] == "http://127.0.0.1:10101"
     assert all(s["oauth_no_confirm"] for s in services)
     roles = c.JupyterHub.load_roles.get_value([])
