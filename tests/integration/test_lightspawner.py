@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -13,7 +12,7 @@ import psutil
 import pytest
 
 from services.common.hubapi import HubAPI, HubAPIError
-from tests.harness.hub import ROOT, Hub
+from tests.harness.hub import Hub
 
 pytestmark = pytest.mark.hub
 
@@ -51,10 +50,7 @@ def assert_reachable(hub: Hub, names: list[str]) -> None:
         assert (r.status_code, r.text) == (200, "lightspawner\n")
 
 
-async def test_hundreds_of_light_servers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    # The hub runs in tmp_path and must import tests.harness.lightspawner from the project.
-    path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
-    monkeypatch.setenv("PYTHONPATH", path)
+async def test_hundreds_of_light_servers(tmp_path: Path) -> None:
     hub = Hub(tmp_path, services=[], extra_config=CONFIG)
     hub.start()
     try:
@@ -76,7 +72,7 @@ async def test_hundreds_of_light_servers(tmp_path: Path, monkeypatch: pytest.Mon
 
             # Stopping takes 0.5 s, longer than slow_stop_timeout: 202, then it is gone.
             stopped = names[0]
-            assert await api.stop_server(stopped) in {202, 204}
+            assert await api.stop_server(stopped) == 202
             for _ in range(50):
                 if not (await api.get_user(stopped))["servers"]:
                     break
@@ -88,11 +84,12 @@ async def test_hundreds_of_light_servers(tmp_path: Path, monkeypatch: pytest.Mon
 
             # idle_seconds made the server idle for a day; the activity API moves it forward only.
             now = datetime.now(UTC)
-            assert now - await last_activity(api, IDLE) > timedelta(hours=23)
-            for hours in (48, 12):
+            day_old = await last_activity(api, IDLE)
+            assert now - day_old > timedelta(hours=23)
+            for hours, expected in ((48, day_old), (12, now - timedelta(hours=12))):
                 body = {"servers": {"": {"last_activity": iso(now - timedelta(hours=hours))}}}
                 await api.post("users", IDLE, "activity", json=body)
-            assert await last_activity(api, IDLE) == now - timedelta(hours=12)
+                assert await last_activity(api, IDLE) == expected
 
             await asyncio.to_thread(hub.restart)
             ready = await ready_names(api)
