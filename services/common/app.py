@@ -60,6 +60,8 @@ class HubServiceApp(Application):
     default_port: ClassVar[int] = 10100
     #: Landing-page title.
     title: ClassVar[str] = ""
+    #: More short options, e.g. ``{"url": "HubServiceApp.hub_api_url"}`` for a drop-in's names.
+    extra_aliases: ClassVar[dict[str, str]] = {}
 
     version = __version__
 
@@ -146,6 +148,9 @@ class HubServiceApp(Application):
     ).tag(config=True)
 
     hub_timeout = Integer(30, help="Seconds before a hub API request times out.").tag(config=True)
+    hub_retries = Integer(
+        6, help="Retries of a failed hub API request, with exponential backoff (about a minute)."
+    ).tag(config=True)
 
     ssl_keyfile = Unicode(help="Internal TLS key ($JUPYTERHUB_SSL_KEYFILE).").tag(config=True)
     ssl_certfile = Unicode(help="Internal TLS cert ($JUPYTERHUB_SSL_CERTFILE).").tag(config=True)
@@ -174,7 +179,7 @@ class HubServiceApp(Application):
 
         Booleans are both alias and flag, so ``--cull-users`` and ``--cull-users=false`` work.
         """
-        aliases: dict[str, Any] = {"log-level": "Application.log_level"}
+        aliases: dict[str, Any] = {"log-level": "Application.log_level", **self.extra_aliases}
         flags: dict[str, Any] = {}
         for cls in self._short_option_classes():
             for name, trait in cls.class_own_traits(config=True).items():
@@ -200,6 +205,15 @@ class HubServiceApp(Application):
         super().exit(2 if exit_status == 1 else exit_status)
 
     def initialize(self, argv: list[str] | None = None) -> None:
+        """Load the configuration; make sure there is a token to talk to the hub with."""
+        self.load_config(argv)
+        if not self.api_token:
+            self.log.critical(
+                "No hub API token: run me as a JupyterHub service or set $JUPYTERHUB_API_TOKEN"
+            )
+            self.exit(1)
+
+    def load_config(self, argv: list[str] | None = None) -> None:
         """Parse the command line, then the config file, which the command line overrides."""
         self.parse_command_line(argv)
         if self.config_file:
@@ -210,11 +224,6 @@ class HubServiceApp(Application):
             path = Path(self.config_file)
             self.load_config_file(path.name, path=str(path.parent.resolve()))
             self.update_config(cli_config)
-        if not self.api_token:
-            self.log.critical(
-                "No hub API token: run me as a JupyterHub service or set $JUPYTERHUB_API_TOKEN"
-            )
-            self.exit(1)
 
     # -- what a service provides ------------------------------------------------------------
 
@@ -237,7 +246,7 @@ class HubServiceApp(Application):
         )
 
     async def on_start(self) -> None:
-        """Start background work (schedulers); called once the server listens."""
+        """Open databases and start background work; called before the server listens."""
 
     async def on_stop(self) -> None:
         """Stop background work; must finish within a few seconds."""
@@ -285,15 +294,20 @@ class HubServiceApp(Application):
         )
         return self.registry
 
-    def make_hub_api(self) -> HubAPI:
-        """The hub client, with internal TLS when the hub gives us certificates."""
+    def make_hub_api(self, **options: Any) -> HubAPI:
+        """The hub client, with internal TLS when the hub gives us certificates.
+
+        ``options`` (concurrency, page_size...) go to :class:`HubAPI` as they are.
+        """
         cert = (self.ssl_certfile, self.ssl_keyfile) if self.ssl_certfile else None
         return HubAPI(
             self.hub_api_url,
             self.api_token,
             timeout=self.hub_timeout,
+            retries=self.hub_retries,
             verify=self.ssl_client_ca or True,
             cert=cert,
+            **options,
         )
 
     def make_web_app(self) -> TornadoApplication:
@@ -333,10 +347,15 @@ class HubServiceApp(Application):
         asyncio.run(self.serve())
 
     async def serve(self) -> None:
-        """Listen, run background work, and stop cleanly within ``SHUTDOWN_GRACE_SECONDS``."""
+        """Start background work, listen, and stop cleanly within ``SHUTDOWN_GRACE_SECONDS``."""
         self.hub = self.make_hub_api()
         self.make_metrics()
         web_app = self.make_web_app()
+        stopping = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stopping.set)
+        await self.on_start()
         url = urlparse(self.bind_url)
         ssl_options = None
         if url.scheme == "https":
@@ -351,18 +370,13 @@ class HubServiceApp(Application):
             self.service_prefix,
         )
 
-        stopping = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stopping.set)
-        await self.on_start()
         await stopping.wait()
 
         self.log.info("Stopping %s", self.service_name)
         server.stop()
         try:
             await asyncio.wait_for(self.on_stop(), SHUTDOWN_GRACE_SECONDS)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             self.log.warning(
                 "Background work did not stop in %ss; leaving it", SHUTDOWN_GRACE_SECONDS
             )

@@ -39,7 +39,7 @@ def service_app_class(name: str) -> type[HubServiceApp]:
 def required_scopes(name: str, args: Sequence[str] = ()) -> list[str]:
     """The scopes service ``name`` needs when started with ``args``."""
     app = service_app_class(name)()
-    app.parse_command_line(list(args))
+    app.load_config(list(args))
     return sorted(app.required_scopes())
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Coroutine
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
@@ -19,7 +19,7 @@ class Scheduler:
     """
 
     def __init__(self) -> None:
-        self._scheduler = AsyncIOScheduler(timezone=timezone.utc)
+        self._scheduler = AsyncIOScheduler(timezone=UTC)
 
     def add_periodic(
         self,
@@ -43,7 +43,7 @@ class Scheduler:
             max_instances=1,
             coalesce=True,
             misfire_grace_time=None,
-            next_run_time=datetime.now(timezone.utc) if run_now else undefined,
+            next_run_time=datetime.now(UTC) if run_now else undefined,
         )
 
     def next_run(self, name: str) -> datetime | None:
@@ -51,6 +51,10 @@ class Scheduler:
         job = self._scheduler.get_job(name)
         # Until start(), a job without run_now has no next run time yet.
         return getattr(job, "next_run_time", None)
+
+    def run_soon(self, name: str) -> None:
+        """Bring job ``name``'s next run forward to now (it skips if a run is still going)."""
+        self._scheduler.modify_job(name, next_run_time=datetime.now(UTC))
 
     def start(self) -> None:
         """Start running jobs; call from within the running event loop."""

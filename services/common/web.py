@@ -91,6 +91,19 @@ class BaseHandler(HubOAuthenticated, SecureHandler):
             raise HTTPError(403, self.denied_message())
         return super().get_login_url()
 
+    def int_argument(self, name: str, default: int, *, minimum: int, maximum: int) -> int:
+        """A whole-number query argument within bounds; a 400 naming it otherwise."""
+        raw = self.get_argument(name, None)
+        if raw is None:
+            return default
+        try:
+            value = int(raw)
+        except ValueError:
+            raise HTTPError(400, f"{name} must be a whole number, not {raw!r}") from None
+        if not minimum <= value <= maximum:
+            raise HTTPError(400, f"{name} must be between {minimum} and {maximum}, not {value}")
+        return value
+
     def render_page(self, template: str, **namespace: Any) -> None:
         """Render a jinja2 template with what every page needs."""
         page = self.settings["templates"].get_template(template)

@@ -1,18 +1,226 @@
-"""The cull service application."""
+"""The cull service: options (a drop-in for jupyterhub-idle-culler's), schedule, routes."""
 
-from typing import ClassVar
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+from typing import Any, ClassVar
+
+from traitlets import Bool, Dict, Integer, List, Unicode, default
 
 from ..common.app import HubServiceApp
-from ..common.web import LandingHandler
+from ..common.db import Database
+from ..common.hubapi import HubAPI, HubAPIError
+from ..common.scheduler import Scheduler
+from .audit import Audit
+from .culler import CullCycle, CullMetrics, CullOptions, CycleResult
+from .handlers import CullsAPI, CyclesAPI, StatusAPI, StatusPage, UpcomingAPI
+from .policy import Judged, Policy, Rule
+
+log = logging.getLogger("hubservices.cull")
 
 
 class Culler(HubServiceApp):
-    """Stops idle servers; its status page is for hub admins."""
+    """Stops idle servers and, if asked, removes idle users; its status page is for hub admins."""
 
     service_name: ClassVar[str] = "cull"
     title: ClassVar[str] = "Idle culler"
     default_port: ClassVar[int] = 10101
     description = __doc__
+    extra_aliases: ClassVar[dict[str, str]] = {"url": "HubServiceApp.hub_api_url"}
+
+    # -- jupyterhub-idle-culler's options, same names, meanings and defaults -------------------
+
+    timeout = Integer(600, min=0, help="Seconds a server may be idle before it is culled.").tag(
+        config=True
+    )
+    cull_every = Integer(0, min=0, help="Seconds between cycles; 0 means half the timeout.").tag(
+        config=True
+    )
+    max_age = Integer(
+        0,
+        min=0,
+        help="Cull servers (and users) older than this many seconds, even if active; 0: off.",
+    ).tag(config=True)
+    cull_users = Bool(
+        False, help="Also remove users whose servers are stopped and who are idle."
+    ).tag(config=True)
+    cull_admin_users = Bool(True, help="With cull_users, remove admin users too.").tag(config=True)
+    cull_default_servers = Bool(True, help="Cull users' default servers.").tag(config=True)
+    cull_named_servers = Bool(True, help="Cull users' named servers.").tag(config=True)
+    remove_named_servers = Bool(
+        False, help="Remove named servers when culling them, not only stop them."
+    ).tag(config=True)
+    concurrency = Integer(
+        10, min=1, help="Most hub API requests (and server stops) in flight at once."
+    ).tag(config=True)
+    api_page_size = Integer(
+        0, min=0, help="Users per page when listing; 0: the hub's default."
+    ).tag(config=True)
+    ssl_enabled = Bool(
+        False, help="Talk to the hub with its internal TLS certificates (internal_ssl)."
+    ).tag(config=True)
+    internal_certs_location = Unicode(
+        "internal-ssl", help="The hub's internal_certs_location, when ssl_enabled."
+    ).tag(config=True)
+
+    # -- beyond the reference ----------------------------------------------------------------
+
+    dry_run = Bool(False, help="Report what would be culled and why; stop nothing.").tag(
+        config=True
+    )
+    policies = List(
+        Dict(),
+        help="""Rules by group, user, server name or user_options; the first that matches wins.
+        Each is a dict with match keys (groups, users, servers, user_options) and what to do
+        (timeout, max_age in seconds, or never=True). See docs/cull.md.""",
+    ).tag(config=True)
+    busy_kernels = Bool(
+        False, help="Ask a server before culling it and keep it while a kernel is busy."
+    ).tag(config=True)
+    busy_kernel_cap = Integer(
+        86400, min=0, help="A busy server is culled anyway once idle this many seconds; 0: never."
+    ).tag(config=True)
+    server_url = Unicode(
+        help="Where single-user servers answer (the hub's public URL), for busy_kernels."
+    ).tag(config=True)
+    stop_timeout = Integer(
+        300, min=1, help="Seconds to wait for a slow stop before giving up removing its user."
+    ).tag(config=True)
+    warn_before = Integer(
+        0, min=0, help="Warn this many seconds before a server is culled; 0: no warnings."
+    ).tag(config=True)
+    warn_command = List(
+        Unicode(),
+        help="Command run to warn (CULL_USER, CULL_SERVER, CULL_DUE, CULL_WHY in its env).",
+    ).tag(config=True)
+    warn_url = Unicode(help="URL that receives a JSON POST to warn.").tag(config=True)
+    db_url = Unicode(help="Database for the audit trail (any SQLAlchemy URL).").tag(config=True)
+
+    @default("db_url")
+    def _default_db_url(self) -> str:
+        return f"sqlite:///{Path(self.data_dir).resolve() / 'cull.sqlite'}"
+
+    def initialize(self, argv: list[str] | None = None) -> None:
+        super().initialize(argv)
+        try:
+            self.rules()
+        except ValueError as e:
+            self.log.critical("Bad config: %s", e)
+            self.exit(1)
+        if self.busy_kernels and not self.server_url:
+            self.log.critical("Bad config: busy_kernels needs server_url (the hub's public URL)")
+            self.exit(1)
+        if self.ssl_enabled:
+            certs = Path(self.internal_certs_location)
+            self.ssl_keyfile = str(certs / "hub-internal" / "hub-internal.key")
+            self.ssl_certfile = str(certs / "hub-internal" / "hub-internal.crt")
+            self.ssl_client_ca = str(certs / "hub-ca" / "hub-ca.crt")
+
+    @property
+    def cull_interval(self) -> int:
+        """Seconds between cycles: ``cull_every``, else half the timeout (as idle-culler)."""
+        return self.cull_every or max(self.timeout // 2, 1) or 300
+
+    def rules(self) -> tuple[Rule, ...]:
+        """The policies option as rules; ``ValueError`` naming a bad one."""
+        return tuple(Rule.from_config(i, p) for i, p in enumerate(self.policies))
+
+    def policy(self) -> Policy:
+        return Policy(
+            timeout=self.timeout,
+            max_age=self.max_age,
+            cull_users=self.cull_users,
+            cull_admin_users=self.cull_admin_users,
+            cull_default_servers=self.cull_default_servers,
+            cull_named_servers=self.cull_named_servers,
+            rules=self.rules(),
+        )
+
+    def options(self) -> CullOptions:
+        return CullOptions(
+            concurrency=self.concurrency,
+            remove_named_servers=self.remove_named_servers,
+            dry_run=self.dry_run,
+            busy_kernels=self.busy_kernels,
+            busy_kernel_cap=self.busy_kernel_cap,
+            server_url=self.server_url,
+            stop_timeout=self.stop_timeout,
+            warn_before=self.warn_before,
+            warn_command=tuple(self.warn_command),
+            warn_url=self.warn_url,
+        )
+
+    def required_scopes(self) -> list[str]:
+        scopes = {"list:users", "read:users:activity", "read:servers", "delete:servers"}
+        if any(rule.groups for rule in self.rules()):
+            scopes.add("read:users:groups")
+        if self.cull_users:
+            scopes.add("admin:users")  # delete users; read their admin flag and creation time
+        if self.busy_kernels:
+            scopes.add("access:servers")  # ask servers about their kernels
+        return sorted(scopes)
+
+    # -- running -----------------------------------------------------------------------------
+
+    def make_hub_api(self, **options: Any) -> HubAPI:
+        return super().make_hub_api(
+            concurrency=self.concurrency, page_size=self.api_page_size or None, **options
+        )
+
+    def make_metrics(self) -> Any:
+        registry = super().make_metrics()
+        self.metrics = CullMetrics(registry)
+        return registry
+
+    async def on_start(self) -> None:
+        self.db = Database(
+            self.db_url, migrations="services.cull.migrations", version_table="alembic_version_cull"
+        )
+        self.db.upgrade()
+        self.audit = Audit(self.db)
+        self.last_result: CycleResult | None = None
+        self.scheduler = Scheduler()
+        self.scheduler.add_periodic(self.cull_once, self.cull_interval, name="cull", run_now=True)
+        self.scheduler.start()
+        log.info(
+            "Culling servers idle %ss (max age %ss) every %ss%s",
+            self.timeout,
+            self.max_age,
+            self.cull_interval,
+            "; DRY RUN" if self.dry_run else "",
+        )
+
+    async def on_stop(self) -> None:
+        self.scheduler.shutdown()
+        self.db.dispose()
+
+    async def cull_once(self) -> None:
+        """The scheduler's job: one cycle; a failed cycle is logged and the next one goes on."""
+        cycle = CullCycle(
+            self.hub, self.policy(), self.options(), self.audit, self.metrics, token=self.api_token
+        )
+        try:
+            self.last_result = await cycle.run()
+        except HubAPIError as e:
+            log.error("Cull cycle failed: %s; next try at %s", e, self.scheduler.next_run("cull"))
+        except asyncio.CancelledError:
+            # shutting down mid-cycle: what was stopped is recorded, the rest waits for next time
+            log.info("Cull cycle interrupted by shutdown")
+
+    def upcoming(self) -> list[Judged]:
+        """Servers kept by the last cycle that have a due time, soonest first."""
+        return self.last_result.upcoming if self.last_result else []
+
+    def run_soon(self) -> None:
+        self.scheduler.run_soon("cull")
 
     def service_handlers(self) -> list[tuple]:
-        return [("", LandingHandler)]
+        return [
+            ("", StatusPage),
+            ("api/status", StatusAPI),
+            ("api/cycles", CyclesAPI),
+            ("api/culls", CullsAPI),
+            ("api/upcoming", UpcomingAPI),
+        ]

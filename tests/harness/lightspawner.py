@@ -8,9 +8,11 @@ holds thousands of "running" servers: 5,000 users with 1,000 servers of which 20
 Configuration (``c.LightSpawner.<option>``; the hub must import this module, so the project
 root must be on its ``PYTHONPATH``):
 
-- ``start_delay``, ``stop_delay``: seconds that ``start()``/``stop()`` take. A stop slower than
-  the hub's ``slow_stop_timeout`` (``c.JupyterHub.tornado_settings = {"slow_stop_timeout": s}``,
-  10 s by default) makes the hub answer ``DELETE .../server`` with 202 instead of 204.
+- ``start_delay``, ``stop_delay``: seconds that ``start()``/``stop()`` take; the user option
+  ``start_delay`` overrides the first for one server (a spawn that stays pending). A stop
+  slower than the hub's ``slow_stop_timeout``
+  (``c.JupyterHub.tornado_settings = {"slow_stop_timeout": s}``, 10 s by default) makes the
+  hub answer ``DELETE .../server`` with 202 instead of 204.
 - Starting more than ``c.JupyterHub.concurrent_spawn_limit`` (100) servers at once makes the
   hub answer 429 with a Retry-After of 30-60 s: start at most 100 at a time, or raise the limit.
 - ``c.JupyterHub.cleanup_servers = False`` keeps the servers "running" over a hub restart.
@@ -121,7 +123,7 @@ class LightSpawner(Spawner):
     async def start(self) -> str:
         """Mark the server running (poll() must say so while start is pending), return its URL."""
         self.running = True
-        await asyncio.sleep(self.start_delay)
+        await asyncio.sleep(self.user_options.get("start_delay", self.start_delay))
         return responder_url()
 
     async def stop(self, now: bool = False) -> None:

@@ -40,11 +40,19 @@ def test_snippet_keeps_what_the_admin_already_configured() -> None:
     assert [s["name"] for s in c.JupyterHub.services] == ["mine", "formgrader"]
 
 
-def test_no_role_grants_a_scope_no_service_uses() -> None:
-    _, roles = services_and_roles()
-    granted = {scope for role in roles if role["name"] != "user" for scope in role["scopes"]}
-    # the skeletons call no hub endpoint that needs a scope yet
-    assert granted == set()
+def role_scopes(services: list[str], args: dict | None = None) -> dict[str, list[str]]:
+    _, roles = services_and_roles(services, args=args)
+    return {r["name"]: r["scopes"] for r in roles if r["name"] != "user"}
+
+
+def test_cull_role_holds_only_what_its_options_use() -> None:
+    base = ["delete:servers", "list:users", "read:servers", "read:users:activity"]
+    assert role_scopes(["cull"]) == {"hubservices-cull": base}
+    assert role_scopes(["cull"], {"cull": ["--cull-users"]})["hubservices-cull"] == sorted(
+        [*base, "admin:users"]
+    )
+    busy = role_scopes(["cull"], {"cull": ["--busy-kernels", "--server-url=http://hub"]})
+    assert "access:servers" in busy["hubservices-cull"]
 
 
 def test_ports_args_and_data_dir_reach_the_command() -> None:

@@ -6,7 +6,7 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
@@ -116,5 +116,5 @@ async def test_next_run_is_in_the_future(scheduler: Scheduler) -> None:
 
     next_run = scheduler.next_run("cull")
     assert next_run is not None
-    assert next_run > datetime.now(timezone.utc)
+    assert next_run > datetime.now(UTC)
     assert scheduler.next_run("unknown") is None

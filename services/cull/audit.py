@@ -1,0 +1,112 @@
+"""Writing and reading the audit trail; the only place the culler touches its database."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import func, select
+
+from ..common.db import Database
+from .models import Cull, CullWarning, Cycle
+from .policy import Verdict, parse_time
+
+
+def as_utc(value: datetime | None) -> datetime | None:
+    """SQLite hands timestamps back naive; they were stored as UTC."""
+    if value is None or value.tzinfo is not None:
+        return value
+    return value.replace(tzinfo=UTC)
+
+
+class Audit:
+    """The culler's record of cycles, culls and warnings."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def start_cycle(self, dry_run: bool, at: datetime) -> int:
+        with self.db.session() as session:
+            cycle = Cycle(started_at=at, dry_run=dry_run)
+            session.add(cycle)
+            session.flush()
+            return cycle.id
+
+    def finish_cycle(
+        self, cycle_id: int, at: datetime, error: str | None = None, **counts: int
+    ) -> None:
+        with self.db.session() as session:
+            cycle = session.get_one(Cycle, cycle_id)
+            cycle.finished_at = at
+            cycle.error = error
+            for name, value in counts.items():
+                setattr(cycle, name, value)
+
+    def record(
+        self,
+        cycle_id: int,
+        *,
+        kind: str,
+        user: str,
+        server: str | None,
+        verdict: Verdict,
+        model: Mapping[str, Any],
+        outcome: str,
+    ) -> None:
+        """One cull; ``model`` is the server's (or user's) model the verdict was made on."""
+        born = model.get("started") if kind == "server" else model.get("created")
+        with self.db.session() as session:
+            session.add(
+                Cull(
+                    cycle_id=cycle_id,
+                    at=datetime.now(UTC),
+                    kind=kind,
+                    user=user,
+                    server=server,
+                    reason=verdict.reason or "",
+                    why=verdict.why,
+                    rule=verdict.rule,
+                    idle_seconds=_seconds(verdict.idle),
+                    age_seconds=_seconds(verdict.age),
+                    last_activity=parse_time(model.get("last_activity")),
+                    started=parse_time(born),
+                    outcome=outcome,
+                )
+            )
+
+    def warn_once(self, user: str, server: str, started: datetime, due: datetime) -> bool:
+        """Note a warning for this server run; False if it was already warned."""
+        with self.db.session() as session:
+            seen = session.scalar(
+                select(func.count())
+                .select_from(CullWarning)
+                .where(
+                    CullWarning.user == user,
+                    CullWarning.server == server,
+                    CullWarning.started == started,
+                )
+            )
+            if seen:
+                return False
+            session.add(
+                CullWarning(
+                    user=user, server=server, started=started, due=due, warned_at=datetime.now(UTC)
+                )
+            )
+            return True
+
+    def recent_cycles(self, limit: int) -> list[Cycle]:
+        with self.db.session() as session:
+            return list(session.scalars(select(Cycle).order_by(Cycle.id.desc()).limit(limit)))
+
+    def recent_culls(self, limit: int, user: str | None = None) -> list[Cull]:
+        query = select(Cull).order_by(Cull.id.desc()).limit(limit)
+        if user is not None:
+            query = query.where(Cull.user == user)
+        with self.db.session() as session:
+            return list(session.scalars(query))
+
+
+def _seconds(delta: Any) -> int | None:
+    return None if delta is None else int(delta.total_seconds())

@@ -1,0 +1,394 @@
+"""One cull cycle: list everything, decide, then re-check and stop servers concurrently.
+
+The decisions are :mod:`services.cull.policy`'s; this module only talks to the hub, the
+servers (busy kernels), the warning hook and the audit trail, in that order of a cycle:
+
+1. list every user with a ready server (and, with ``cull_users``, every inactive user) before
+   acting, so stops and deletions never shift the pages being read;
+2. warn the owners of servers due within ``warn_before``;
+3. for each server to cull, at most ``concurrency`` at a time: fetch it again and skip it if it
+   became active, pending or was restarted; keep it if a kernel is busy; stop it;
+4. remove users whose servers are all stopped, only once their stops have finished.
+
+One server's or user's failure is counted and logged and never stops the others.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from ..common.hubapi import HubAPI, HubAPIError
+from .audit import Audit
+from .policy import (
+    Judged,
+    Policy,
+    Verdict,
+    judge_all,
+    judge_server,
+    judge_user,
+    keep_for_busy_kernel,
+    parse_time,
+)
+
+log = logging.getLogger("hubservices.cull")
+
+STOPPED, STOPPING, REMOVED, DELETED, DRY_RUN = (
+    "stopped",
+    "stopping",
+    "removed",
+    "deleted",
+    "dry-run",
+)
+
+
+@dataclass(frozen=True)
+class CullOptions:
+    """How the culler acts on its decisions (what it decides is the Policy)."""
+
+    concurrency: int = 10
+    remove_named_servers: bool = False
+    dry_run: bool = False
+    busy_kernels: bool = False
+    busy_kernel_cap: int = 86400
+    server_url: str = ""  # where single-user servers answer (the proxy), for busy kernels
+    stop_timeout: float = 300.0  # how long to wait for a slow (202) stop before a user removal
+    warn_before: int = 0
+    warn_command: Sequence[str] = ()
+    warn_url: str = ""
+
+
+class CullMetrics:
+    """The culler's Prometheus series, in the service's registry."""
+
+    def __init__(self, registry: CollectorRegistry, prefix: str = "hubservices_cull") -> None:
+        self.servers_culled = Counter(
+            f"{prefix}_servers_culled",
+            "Servers stopped by the culler",
+            ["reason"],
+            registry=registry,
+        )
+        self.users_culled = Counter(
+            f"{prefix}_users_culled", "Users removed by the culler", ["reason"], registry=registry
+        )
+        self.kept_busy = Counter(
+            f"{prefix}_servers_kept_busy", "Idle servers kept for a busy kernel", registry=registry
+        )
+        self.errors = Counter(
+            f"{prefix}_errors", "Failures, by the step that failed", ["step"], registry=registry
+        )
+        self.cycle_duration = Histogram(
+            f"{prefix}_cycle_duration_seconds",
+            "Duration of a cull cycle",
+            buckets=(0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600),
+            registry=registry,
+        )
+        self.examined = Gauge(
+            f"{prefix}_servers_examined",
+            "Running servers the last cycle looked at",
+            registry=registry,
+        )
+        self.due = Gauge(
+            f"{prefix}_servers_due",
+            "Servers the last cycle found due for culling",
+            registry=registry,
+        )
+        self.in_flight = Gauge(
+            f"{prefix}_stops_in_flight", "Server stops waiting for the hub now", registry=registry
+        )
+        self.last_success = Gauge(
+            f"{prefix}_last_success_timestamp_seconds",
+            "When a cycle last finished without a cycle-level error",
+            registry=registry,
+        )
+
+
+@dataclass
+class CycleResult:
+    """What a cycle did; also what the status page shows as upcoming."""
+
+    examined: int = 0
+    culled_servers: int = 0
+    culled_users: int = 0
+    kept_busy: int = 0
+    errors: int = 0
+    upcoming: list[Judged] = field(default_factory=list)  # kept servers with a due time
+
+
+class CullCycle:
+    """One pass of the culler over the hub."""
+
+    def __init__(
+        self,
+        hub: HubAPI,
+        policy: Policy,
+        options: CullOptions,
+        audit: Audit,
+        metrics: CullMetrics,
+        *,
+        token: str,
+    ) -> None:
+        """``token`` is the service's, for asking servers about their kernels."""
+        self.hub = hub
+        self._token = token
+        self.policy = policy
+        self.options = options
+        self.audit = audit
+        self.metrics = metrics
+        self.result = CycleResult()
+        self._stops = asyncio.Semaphore(options.concurrency)
+
+    async def run(self) -> CycleResult:
+        start = time.monotonic()
+        now = datetime.now(UTC)
+        cycle_id = self.audit.start_cycle(self.options.dry_run, now)
+        error = None
+        try:
+            await self._run(cycle_id, now)
+        except HubAPIError as e:
+            error = str(e)
+            self.metrics.errors.labels("list").inc()
+            raise
+        finally:
+            self.audit.finish_cycle(
+                cycle_id,
+                datetime.now(UTC),
+                error,
+                examined=self.result.examined,
+                culled_servers=self.result.culled_servers,
+                culled_users=self.result.culled_users,
+                kept_busy=self.result.kept_busy,
+                errors=self.result.errors,
+            )
+            self.metrics.cycle_duration.observe(time.monotonic() - start)
+        self.metrics.last_success.set_to_current_time()
+        return self.result
+
+    async def _run(self, cycle_id: int, now: datetime) -> None:
+        ready = await self.hub.list_users(state="ready")
+        inactive = await self.hub.list_users(state="inactive") if self.policy.cull_users else []
+        if any(r.groups for r in self.policy.rules) and any("groups" not in u for u in ready):
+            self.metrics.errors.labels("list").inc()
+            log.error("Policies match groups, but the hub gives no groups: add read:users:groups")
+        judged = judge_all(ready, self.policy, now)
+        due = [j for j in judged if j.verdict.cull]
+        kept = [j for j in judged if not j.verdict.cull and j.verdict.due]
+        self.result.examined = len(judged)
+        self.result.upcoming = sorted(kept, key=lambda j: j.verdict.due)
+        self.metrics.examined.set(len(judged))
+        self.metrics.due.set(len(due))
+        log.info(
+            "Cycle %d: %d running servers, %d due%s",
+            cycle_id,
+            len(judged),
+            len(due),
+            " (dry run: stopping nothing)" if self.options.dry_run else "",
+        )
+        if self.options.warn_before:
+            await self._warn(kept, now)
+
+        outcomes = await asyncio.gather(*(self._cull_server(cycle_id, j) for j in due))
+        if not self.policy.cull_users:
+            return
+        stopped_all = _users_with_every_server_gone(ready, due, outcomes)
+        names = [u["name"] for u in inactive if not u.get("servers")] + stopped_all
+        await asyncio.gather(*(self._cull_user(cycle_id, name) for name in names))
+
+    async def _cull_server(self, cycle_id: int, judged: Judged) -> str | None:
+        """Stop one server if it is still due; the outcome, or None if it was kept."""
+        name, server_name = judged.user["name"], judged.server_name
+        try:
+            async with self._stops:
+                fresh_user = await self.hub.get_user(name)
+                fresh = (fresh_user.get("servers") or {}).get(server_name)
+                if fresh is None:
+                    log.info("Not culling %s: already stopped", judged.label)
+                    return None
+                if fresh.get("started") != judged.server.get("started"):
+                    log.info("Not culling %s: restarted since the listing", judged.label)
+                    return None
+                verdict = judge_server(
+                    fresh_user, server_name, fresh, self.policy, datetime.now(UTC)
+                )
+                if not verdict.cull:
+                    log.info("Not culling %s: %s since the listing", judged.label, verdict.why)
+                    return None
+                if self.options.busy_kernels and await self._keep_busy(judged, verdict):
+                    return None
+                if self.options.dry_run:
+                    log.info("Would cull %s: %s", judged.label, verdict.why)
+                    outcome = DRY_RUN
+                else:
+                    log.info("Culling %s: %s", judged.label, verdict.why)
+                    outcome = await self._stop(name, server_name)
+        except HubAPIError as e:
+            self.result.errors += 1
+            self.metrics.errors.labels("stop").inc()
+            log.error("Could not cull %s: %s", judged.label, e)
+            return None
+        self.audit.record(
+            cycle_id,
+            kind="server",
+            user=name,
+            server=server_name,
+            verdict=verdict,
+            model=fresh,
+            outcome=outcome,
+        )
+        if outcome != DRY_RUN:
+            self.result.culled_servers += 1
+            self.metrics.servers_culled.labels(verdict.reason).inc()
+        if outcome == STOPPING and self.policy.cull_users:
+            outcome = await self._wait_stopped(name, server_name)
+        return outcome
+
+    async def _stop(self, user: str, server_name: str) -> str:
+        remove = self.options.remove_named_servers and server_name != ""
+        self.metrics.in_flight.inc()
+        try:
+            status = await self.hub.stop_server(user, server_name, remove=remove)
+        finally:
+            self.metrics.in_flight.dec()
+        if status == 202:
+            log.warning("Server %s/%s is slow to stop", user, server_name)
+            return STOPPING
+        return REMOVED if remove else STOPPED
+
+    async def _wait_stopped(self, user: str, server_name: str) -> str:
+        """Poll a slow stop until it finishes: a user is removed only once it has."""
+        deadline = time.monotonic() + self.options.stop_timeout
+        delay = 0.5
+        while time.monotonic() < deadline:
+            await asyncio.sleep(delay)
+            servers = (await self.hub.get_user(user)).get("servers") or {}
+            if server_name not in servers:
+                return STOPPED
+            delay = min(delay * 2, 10)
+        log.warning(
+            "Server %s/%s still stopping after %ss", user, server_name, self.options.stop_timeout
+        )
+        return STOPPING
+
+    async def _cull_user(self, cycle_id: int, name: str) -> None:
+        """Remove a user with no servers if the policy says so, judged on a fresh model."""
+        try:
+            user = await self.hub.get_user(name)
+            if self.options.dry_run:
+                # its servers would have been stopped by now
+                user = {**user, "servers": {}}
+            verdict = judge_user(user, self.policy, datetime.now(UTC))
+            if not verdict.cull:
+                return
+            if self.options.dry_run:
+                log.info("Would remove user %s: %s", name, verdict.why)
+                outcome = DRY_RUN
+            else:
+                log.info("Removing user %s: %s", name, verdict.why)
+                await self.hub.delete_user(name)
+                outcome = DELETED
+                self.result.culled_users += 1
+                self.metrics.users_culled.labels(verdict.reason).inc()
+        except HubAPIError as e:
+            self.result.errors += 1
+            self.metrics.errors.labels("user").inc()
+            log.error("Could not cull user %s: %s", name, e)
+            return
+        self.audit.record(
+            cycle_id,
+            kind="user",
+            user=name,
+            server=None,
+            verdict=verdict,
+            model=user,
+            outcome=outcome,
+        )
+
+    async def _keep_busy(self, judged: Judged, verdict: Verdict) -> bool:
+        """Ask the server, without counting as activity, whether a kernel is busy."""
+        url = (
+            judged.server.get("full_url")
+            or self.options.server_url.rstrip("/") + judged.server["url"]
+        )
+        try:
+            async with httpx.AsyncClient(timeout=10) as client:
+                r = await client.get(
+                    f"{url}api/kernels",
+                    params={"no_track_activity": "1"},
+                    headers={"Authorization": f"token {self._token}"},
+                )
+                r.raise_for_status()
+                busy = any(k.get("execution_state") == "busy" for k in r.json())
+        except (httpx.HTTPError, ValueError) as e:
+            self.metrics.errors.labels("kernels").inc()
+            log.warning("Could not ask %s about its kernels (%s); culling as idle", judged.label, e)
+            return False
+        if keep_for_busy_kernel(verdict, busy, self.options.busy_kernel_cap):
+            log.info("Keeping %s: a kernel is busy (%s)", judged.label, verdict.why)
+            self.result.kept_busy += 1
+            self.metrics.kept_busy.inc()
+            return True
+        return False
+
+    async def _warn(self, kept: list[Judged], now: datetime) -> None:
+        """Tell the owners of servers due within ``warn_before`` seconds, once per server run."""
+        for j in kept:
+            if (j.verdict.due - now).total_seconds() > self.options.warn_before:
+                continue
+            started = parse_time(j.server.get("started"))
+            if not self.audit.warn_once(j.user["name"], j.server_name, started, j.verdict.due):
+                continue
+            notice = {
+                "user": j.user["name"],
+                "server": j.server_name,
+                "due": j.verdict.due.isoformat(),
+                "why": j.verdict.why,
+            }
+            try:
+                await send_warning(self.options, notice)
+            except (TimeoutError, OSError, httpx.HTTPError) as e:
+                self.metrics.errors.labels("warn").inc()
+                log.warning("Could not warn %s: %s", j.label, e)
+
+
+def _users_with_every_server_gone(
+    ready: list[Mapping[str, Any]], due: list[Judged], outcomes: list[str | None]
+) -> list[str]:
+    """Users all of whose servers this cycle stopped (and whose stops have finished)."""
+    stopped: dict[str, set[str]] = {}
+    for judged, outcome in zip(due, outcomes, strict=True):
+        if outcome in (STOPPED, REMOVED, DRY_RUN):
+            stopped.setdefault(judged.user["name"], set()).add(judged.server_name)
+    return [
+        u["name"] for u in ready if u["name"] in stopped and set(u["servers"]) <= stopped[u["name"]]
+    ]
+
+
+#: Environment variables a warning command never sees: the service's credentials.
+_SECRET_ENV = ("JUPYTERHUB_API_TOKEN", "JPY_API_TOKEN", "JUPYTERHUB_CLIENT_ID")
+
+
+async def send_warning(options: CullOptions, notice: Mapping[str, str]) -> None:
+    """Run the warning command and/or POST to the warning URL with the notice."""
+    if options.warn_command:
+        env = {k: v for k, v in os.environ.items() if k not in _SECRET_ENV}
+        env.update({f"CULL_{key.upper()}": value for key, value in notice.items()})
+        proc = await asyncio.create_subprocess_exec(*options.warn_command, env=env)
+        try:
+            code = await asyncio.wait_for(proc.wait(), 30)
+        except TimeoutError:
+            proc.kill()
+            raise
+        if code:
+            raise OSError(f"warning command exited {code}")
+    if options.warn_url:
+        async with httpx.AsyncClient(timeout=10) as client:
+            (await client.post(options.warn_url, json=notice)).raise_for_status()

@@ -1,0 +1,345 @@
+"""The cull service against a real hub: what it stops, what it spares, and how it says why."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from services.common.hubapi import HubAPI
+from tests.harness.hub import Hub, free_port
+
+pytestmark = pytest.mark.hub
+
+LIGHT = """
+c.JupyterHub.spawner_class = "tests.harness.lightspawner.LightSpawner"
+c.JupyterHub.allow_named_servers = True
+c.JupyterHub.load_groups = {"staff": {"users": []}, "long-jobs": {"users": []}}
+"""
+
+POLICIES = [
+    {"name": "staff", "groups": ["staff"], "never": True},
+    {"name": "long-jobs", "groups": ["long-jobs"], "timeout": 8 * 3600},
+    {"name": "gpu", "user_options": {"profile": "gpu"}, "timeout": 1800},
+]
+
+
+class CullClient:
+    """The culler's JSON API, as an admin's script would use it."""
+
+    def __init__(self, hub: Hub, token: str) -> None:
+        self.http = httpx.AsyncClient(
+            base_url=hub.service_url("cull"),
+            headers={"Authorization": f"token {token}"},
+            timeout=30,
+        )
+
+    async def cycle(self, timeout: float = 60) -> dict:
+        """Run a cycle now and return it once finished."""
+        before = (await self.http.get("api/cycles", params={"limit": 1})).json()
+        last_id = before[0]["id"] if before else 0
+        assert (await self.http.post("api/cycles")).status_code == 202
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            cycles = (await self.http.get("api/cycles", params={"limit": 1})).json()
+            if cycles and cycles[0]["id"] > last_id and cycles[0]["finished_at"]:
+                return cycles[0]
+            await asyncio.sleep(0.2)
+        raise AssertionError("no cycle finished")
+
+    async def culls(self, **params) -> list[dict]:
+        return (await self.http.get("api/culls", params=params)).json()
+
+
+async def wait_first_cycle(client: CullClient) -> None:
+    for _ in range(150):
+        cycles = (await client.http.get("api/cycles")).json()
+        if cycles and cycles[-1]["finished_at"]:
+            return
+        await asyncio.sleep(0.2)
+    raise AssertionError("the first cycle never finished")
+
+
+async def start(api: HubAPI, user: str, server: str = "", **options) -> None:
+    path = ("users", user, "servers", server) if server else ("users", user, "server")
+    await api.post(*path, json=options)
+
+
+async def servers_of(api: HubAPI, user: str) -> dict:
+    return (await api.get_user(user)).get("servers") or {}
+
+
+@pytest.fixture
+async def cull_hub(tmp_path: Path) -> AsyncIterator[tuple[Hub, HubAPI, CullClient]]:
+    """A hub whose culler uses a 1 h timeout, policies, and removes named servers."""
+    config = tmp_path / "cull_config.py"
+    config.write_text(f"c.Culler.policies = {POLICIES!r}\n")
+    hub = Hub(
+        tmp_path / "hub",
+        services=["cull"],
+        service_args={
+            "cull": [
+                f"--config={config}",
+                "--timeout=3600",
+                "--cull-every=3600",
+                "--remove-named-servers",
+            ]
+        },
+        extra_config=LIGHT,
+    )
+    hub.start()
+    try:
+        async with HubAPI(hub.api_url, hub.admin_token) as api:
+            token = await api.create_token("admin", scopes=["access:services!service=cull"])
+            client = CullClient(hub, token)
+            await wait_first_cycle(client)
+            yield hub, api, client
+            await client.http.aclose()
+    finally:
+        hub.stop()
+
+
+async def test_one_cycle_stops_what_is_due_and_spares_the_rest(cull_hub) -> None:
+    hub, api, cull = cull_hub
+    users = [
+        "idle",
+        "active",
+        "pending",
+        "named",
+        "gpu",
+        "cpu",
+        "staffer",
+        "marathon",
+        "dana",
+        "dana#1",
+    ]
+    await api.create_users(users)
+    await api.add_group_users("staff", ["staffer"])
+    await api.add_group_users("long-jobs", ["marathon"])
+    await asyncio.gather(
+        start(api, "idle", idle_seconds=4000),
+        start(api, "active"),
+        start(api, "named", "big-data", idle_seconds=4000),
+        start(api, "named"),
+        start(api, "gpu", idle_seconds=2000, profile="gpu"),
+        start(api, "cpu", idle_seconds=2000, profile="cpu"),
+        start(api, "staffer", idle_seconds=99999),
+        start(api, "marathon", idle_seconds=4000),
+        start(api, "dana"),
+        start(api, "dana#1", idle_seconds=4000),
+    )
+    await start(api, "pending", start_delay=60, idle_seconds=4000)
+
+    cycle = await cull.cycle()
+    assert cycle["errors"] == 0
+    assert cycle["culled_servers"] == 4
+
+    assert await servers_of(api, "idle") == {}
+    assert await servers_of(api, "gpu") == {}
+    assert await servers_of(api, "dana#1") == {}
+    named = await servers_of(api, "named")
+    assert list(named) == [""]  # "big-data" stopped and removed, the active default kept
+    named_all = await api.get("users", "named", params={"include_stopped_servers": "1"})
+    assert "big-data" not in named_all["servers"]
+    for kept in ["active", "cpu", "staffer", "marathon", "dana"]:
+        assert list(await servers_of(api, kept)) == [""], kept
+    assert (await servers_of(api, "pending"))[""]["pending"] == "spawn"
+
+    culls = {(c["user"], c["server"]): c for c in await cull.culls()}
+    assert set(culls) == {("idle", ""), ("gpu", ""), ("dana#1", ""), ("named", "big-data")}
+    assert culls[("gpu", "")]["rule"] == "gpu"
+    assert culls[("gpu", "")]["why"].startswith("idle 33m")
+    assert culls[("named", "big-data")]["outcome"] == "removed"
+    assert culls[("idle", "")]["reason"] == "idle"
+    assert culls[("idle", "")]["idle_seconds"] >= 4000
+
+    upcoming = (await cull.http.get("api/upcoming", params={"minutes": 45})).json()
+    assert {(u["user"], u["server"]) for u in upcoming} == {("cpu", "")}
+
+
+async def test_status_page_and_bad_parameters(cull_hub) -> None:
+    hub, api, cull = cull_hub
+    await api.create_users(["late"])
+    await start(api, "late", idle_seconds=4000)
+    await cull.cycle()
+    r = await cull.http.get("api/culls", params={"limit": "lots"})
+    assert r.status_code == 400
+    assert r.json()["message"] == "limit must be a whole number, not 'lots'"
+    assert (await cull.http.get("api/upcoming", params={"minutes": 0})).status_code == 400
+    status = (await cull.http.get("api/status")).json()
+    assert status["timeout"] == 3600 and status["next_run"]
+    page = hub.browser("admin").get(hub.service_url("cull"))
+    assert page.status_code == 200
+    assert "late" in page.text and "idle 1h06m" in page.text
+
+
+async def test_metrics_count_culls_by_reason(cull_hub) -> None:
+    hub, api, cull = cull_hub
+    await api.create_users(["m1", "m2"])
+    await start(api, "m1", idle_seconds=4000)
+    await start(api, "m2", idle_seconds=4000)
+    await cull.cycle()
+    text = (await cull.http.get("metrics")).text
+    assert 'hubservices_cull_servers_culled_total{reason="idle"} 2.0' in text
+    assert "hubservices_cull_servers_examined 2.0" in text
+    assert "hubservices_cull_last_success_timestamp_seconds" in text
+
+
+@pytest.mark.parametrize("mode", ["dry-run", "cull-users"])
+async def test_users_and_dry_run(tmp_path: Path, mode: str) -> None:
+    """Short timeouts: users become idle in seconds. Admins are never removed."""
+    dry = mode == "dry-run"
+    config = tmp_path / "cull_config.py"
+    config.write_text(
+        "c.Culler.policies = ["
+        "{'name': 'staff', 'groups': ['staff'], 'never': True},"
+        "{'name': 'sprint', 'groups': ['sprint'], 'timeout': 0, 'max_age': 3}]\n"
+    )
+    args = [
+        f"--config={config}",
+        "--timeout=2",
+        "--cull-every=3600",
+        "--cull-users",
+        "--cull-admin-users=false",
+        "--max-age=3",
+    ]
+    hub = Hub(
+        tmp_path / "hub",
+        services=["cull"],
+        service_args={"cull": args + ["--dry-run"] * dry},
+        extra_config=LIGHT + 'c.JupyterHub.load_groups = {"staff": {"users": []}, '
+        '"sprint": {"users": []}}\nc.Authenticator.admin_users = {"admin", "boss"}\n',
+    )
+    hub.start()
+    try:
+        async with HubAPI(hub.api_url, hub.admin_token) as api:
+            token = await api.create_token("admin", scopes=["access:services!service=cull"])
+            cull = CullClient(hub, token)
+            await wait_first_cycle(cull)
+            await api.create_users(["gone", "runner", "staffer", "sprinter"])
+            await api.add_group_users("staff", ["staffer"])
+            await api.add_group_users("sprint", ["sprinter"])
+            await start(api, "runner", idle_seconds=10)
+            await start(api, "staffer", idle_seconds=10)
+            await start(api, "sprinter")
+            await start(api, "boss", idle_seconds=10)
+            await asyncio.sleep(3.5)
+            cycle = await cull.cycle()
+            names = {u["name"] for u in await api.list_users()}
+            culls = {(c["kind"], c["user"]): c for c in await cull.culls()}
+            await cull.http.aclose()
+    finally:
+        hub.stop()
+    expected = {
+        ("server", "runner"),
+        ("user", "runner"),
+        ("user", "gone"),
+        ("server", "sprinter"),
+        ("user", "sprinter"),
+        ("server", "boss"),
+    }
+    assert set(culls) == expected
+    assert culls[("server", "sprinter")]["reason"] == "max-age"
+    assert {"admin", "boss", "staffer"} <= names  # admins and protected users stay
+    if dry:
+        assert {c["outcome"] for c in culls.values()} == {"dry-run"}
+        assert {"gone", "runner", "sprinter"} <= names
+        assert cycle["culled_servers"] == 0
+    else:
+        assert not {"gone", "runner", "sprinter"} & names
+        assert cycle["culled_users"] == 3
+
+
+def external_culler(hub: Hub, token: str, data: Path, *args: str) -> subprocess.Popen:
+    """The culler run by hand (like a systemd unit), so it outlives hub restarts."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "services.cull", f"--data-dir={data}", *args],
+        env={
+            **os.environ,
+            "JUPYTERHUB_API_TOKEN": token,
+            "JUPYTERHUB_API_URL": hub.api_url,
+            "JUPYTERHUB_SERVICE_URL": f"http://127.0.0.1:{free_port()}",
+        },
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def stop_and_read(proc: subprocess.Popen) -> str:
+    proc.terminate()
+    try:
+        out, _ = proc.communicate(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, _ = proc.communicate()
+    return out
+
+
+async def test_hub_restarting_mid_cycle_is_survived(tmp_path: Path) -> None:
+    token = "external-culler-token-" + os.urandom(8).hex()
+    hub = Hub(
+        tmp_path / "hub",
+        services=[],
+        extra_config=LIGHT
+        + f"""
+c.JupyterHub.cleanup_servers = False
+c.LightSpawner.stop_delay = 1.0
+c.JupyterHub.services.append({{"name": "cull", "api_token": {token!r}}})
+c.JupyterHub.load_roles.append({{"name": "cull", "services": ["cull"],
+    "scopes": ["list:users", "read:users:activity", "read:servers", "delete:servers"]}})
+""",
+    )
+    hub.start()
+    proc = None
+    try:
+        async with HubAPI(hub.api_url, hub.admin_token) as api:
+            names = [f"slow{i}" for i in range(8)]
+            await api.create_users(names)
+            await asyncio.gather(*(start(api, n, idle_seconds=4000) for n in names))
+        proc = external_culler(
+            hub, token, tmp_path / "data", "--timeout=600", "--cull-every=4", "--concurrency=2"
+        )
+        await asyncio.sleep(2.5)  # the first cycle is stopping servers, two at a time
+        hub.restart()
+        async with HubAPI(hub.api_url, hub.admin_token) as api:
+            for _ in range(150):
+                if not await api.list_users(state="ready"):
+                    break
+                await asyncio.sleep(0.2)
+            else:
+                pytest.fail("idle servers still running after the hub came back")
+        assert proc.poll() is None, "the culler died with the hub"
+    finally:
+        out = stop_and_read(proc) if proc else ""
+        hub.stop()
+    assert "retry" in out, out
+    assert "Traceback" not in out, out
+    assert "api_token" not in out and token not in out
+
+
+async def test_a_token_lacking_a_scope_is_named(
+    hub: Hub, hub_api: HubAPI, unique, tmp_path
+) -> None:
+    user = unique("weak")
+    await hub_api.create_users([user])
+    token = await hub_api.create_token(user)
+    proc = external_culler(hub, token, tmp_path, "--cull-every=3600")
+    try:
+        await asyncio.sleep(4)
+        assert proc.poll() is None, "a failed cycle must not stop the service"
+    finally:
+        out = stop_and_read(proc)
+    assert (
+        "Cull cycle failed: hub API GET /users: 403, the service's token lacks scope list:users"
+        in out
+    )
+    assert "Traceback" not in out
+    assert token not in out
