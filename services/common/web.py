@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from datetime import datetime
 from http.client import responses
 from typing import TYPE_CHECKING, Any
 
@@ -151,7 +152,7 @@ class APIHandler(BaseHandler):
     def write_json(self, data: Any, status: int = 200) -> None:
         self.set_status(status)
         self.set_header("Content-Type", "application/json; charset=UTF-8")
-        self.finish(json.dumps(data, default=str))
+        self.finish(json.dumps(data, default=_json_default))
 
     def json_body(self) -> Any:
         """The request's JSON body; a 400 naming the problem if it is not JSON."""
@@ -260,6 +261,11 @@ class MetricsHandler(APIHandler):
         encoder, content_type = choose_encoder(self.request.headers.get("Accept", ""))
         self.set_header("Content-Type", content_type)
         self.finish(encoder(self.service.registry))
+
+
+def _json_default(value: Any) -> str:
+    """Datetimes as ISO 8601 (what JavaScript's Date and the hub's API use); else str()."""
+    return value.isoformat() if isinstance(value, datetime) else str(value)
 
 
 def common_handlers() -> list[tuple]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import subprocess
 import sys
@@ -12,6 +13,8 @@ from pathlib import Path
 
 import httpx
 import pytest
+from tornado.httpclient import HTTPRequest
+from tornado.websocket import websocket_connect
 
 from services.common.hubapi import HubAPI
 from tests.harness.hub import Hub, free_port
@@ -80,7 +83,14 @@ async def servers_of(api: HubAPI, user: str) -> dict:
 async def cull_hub(tmp_path: Path) -> AsyncIterator[tuple[Hub, HubAPI, CullClient]]:
     """A hub whose culler uses a 1 h timeout, policies, and removes named servers."""
     config = tmp_path / "cull_config.py"
-    config.write_text(f"c.Culler.policies = {POLICIES!r}\n")
+    warned = tmp_path / "warned.txt"
+    record = "import os, sys; print(os.environ['CULL_USER'], os.environ['CULL_DUE'], "
+    record += "'JUPYTERHUB_API_TOKEN' in os.environ, file=open(sys.argv[1], 'a'))"
+    config.write_text(
+        f"c.Culler.policies = {POLICIES!r}\n"
+        f"c.Culler.warn_before = 1800\n"
+        f"c.Culler.warn_command = {[sys.executable, '-c', record, str(warned)]!r}\n"
+    )
     hub = Hub(
         tmp_path / "hub",
         services=["cull"],
@@ -162,6 +172,14 @@ async def test_one_cycle_stops_what_is_due_and_spares_the_rest(cull_hub) -> None
 
     upcoming = (await cull.http.get("api/upcoming", params={"minutes": 45})).json()
     assert {(u["user"], u["server"]) for u in upcoming} == {("cpu", "")}
+
+    # cpu is due within the 30 min warning window: warned once, without our token
+    await cull.cycle()
+    warned = (hub.workdir.parent / "warned.txt").read_text().splitlines()
+    assert len(warned) == 1
+    user, due, saw_token = warned[0].split()
+    assert (user, saw_token) == ("cpu", "False")
+    assert due == upcoming[0]["due"]
 
 
 async def test_status_page_and_bad_parameters(cull_hub) -> None:
@@ -343,3 +361,93 @@ async def test_a_token_lacking_a_scope_is_named(
     )
     assert "Traceback" not in out
     assert token not in out
+
+
+async def execute(ws_url: str, token: str, code: str) -> None:
+    """Send one execute_request to a kernel over its websocket, as a notebook does."""
+    request = HTTPRequest(ws_url, headers={"Authorization": f"token {token}"})
+    conn = await websocket_connect(request)
+    session = os.urandom(8).hex()
+    conn.write_message(
+        json.dumps(
+            {
+                "header": {
+                    "msg_id": os.urandom(8).hex(),
+                    "username": "",
+                    "session": session,
+                    "msg_type": "execute_request",
+                    "version": "5.3",
+                },
+                "parent_header": {},
+                "metadata": {},
+                "content": {
+                    "code": code,
+                    "silent": False,
+                    "store_history": False,
+                    "user_expressions": {},
+                    "allow_stdin": False,
+                    "stop_on_error": True,
+                },
+                "channel": "shell",
+                "buffers": [],
+            }
+        )
+    )
+    conn.close()
+
+
+async def test_a_busy_kernel_keeps_its_server(tmp_path: Path) -> None:
+    """A real single-user server running a cell that sleeps is not culled while it runs."""
+    hub = Hub(tmp_path / "hub", services=["cull"])
+    hub.service_args["cull"] = [
+        "--timeout=2",
+        "--cull-every=3600",
+        "--busy-kernels",
+        "--busy-kernel-cap=0",
+        f"--server-url={hub.url}",
+    ]
+    hub.start()
+    try:
+        async with (
+            HubAPI(hub.api_url, hub.admin_token) as api,
+            httpx.AsyncClient(
+                base_url=f"{hub.url}/user/cruncher/",
+                headers={"Authorization": f"token {hub.admin_token}"},
+                timeout=30,
+            ) as server,
+        ):
+            cull = CullClient(hub, await api.create_token("admin", scopes=["access:services"]))
+            await wait_first_cycle(cull)
+            await api.create_users(["cruncher"])
+            await api.start_server("cruncher")
+            for _ in range(300):
+                if (await servers_of(api, "cruncher")).get("", {}).get("ready"):
+                    break
+                await asyncio.sleep(0.2)
+            kernel = (await server.post("api/kernels", json={})).json()
+            ws = f"ws://127.0.0.1:{hub.port}/user/cruncher/api/kernels/{kernel['id']}/channels"
+            await execute(ws, hub.admin_token, "import time; time.sleep(120)")
+            for _ in range(100):
+                kernels = (await server.get("api/kernels")).json()
+                if kernels[0]["execution_state"] == "busy":
+                    break
+                await asyncio.sleep(0.2)
+            else:
+                pytest.fail("the kernel never got busy")
+            await asyncio.sleep(2.5)  # idle past the 2 s timeout, as the hub sees it
+
+            busy = await cull.cycle()
+            assert busy["kept_busy"] == 1 and busy["culled_servers"] == 0
+            assert "" in await servers_of(api, "cruncher")
+
+            await server.post(f"api/kernels/{kernel['id']}/interrupt")
+            for _ in range(100):
+                if (await server.get("api/kernels")).json()[0]["execution_state"] == "idle":
+                    break
+                await asyncio.sleep(0.2)
+            done = await cull.cycle()
+            assert done["culled_servers"] == 1
+            assert await servers_of(api, "cruncher") == {}
+            await cull.http.aclose()
+    finally:
+        hub.stop()
