@@ -26,6 +26,8 @@ def format_duration(delta: timedelta | None) -> str:
     """``2h05m``, ``3m20s``: short enough for a log line and a table cell."""
     if delta is None:
         return "?"
+    if abs(delta.total_seconds()) < 10:
+        return f"{delta.total_seconds():.1f}s"
     seconds = int(delta.total_seconds())
     sign, seconds = ("-", -seconds) if seconds < 0 else ("", seconds)
     days, rest = divmod(seconds, 86400)
