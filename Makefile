@@ -15,15 +15,10 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
 setup: $(VENV)/.installed $(PROXY)
 
-$(VENV)/.installed: pyproject.toml
-	python3 -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[test]'
-	touch $@
-
-$(PROXY): package.json package-lock.json
-	npm ci --no-audit --no-fund
-	touch $@
+# deploy/install.sh is also what the compose image runs: one install, tested here.
+$(VENV)/.installed $(PROXY): pyproject.toml package.json package-lock.json deploy/install.sh
+	EDITABLE=1 deploy/install.sh $(VENV) test
+	touch $(VENV)/.installed $(PROXY)
 
 # Debian packages the tests use, installed only when missing.
 system-packages:

@@ -48,12 +48,16 @@ def services_and_roles(
     *,
     python: str = sys.executable,
     host: str = "127.0.0.1",
+    bind_host: str | None = None,
     ports: Mapping[str, int] | None = None,
     args: Mapping[str, Sequence[str]] | None = None,
     data_dir: str | None = None,
+    environment: Mapping[str, str] | None = None,
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """``c.JupyterHub.services`` entries and ``load_roles`` for the chosen services.
 
+    ``host`` is where the proxy reaches the services; ``bind_host`` (e.g. ``0.0.0.0`` in a
+    container, where ``host`` is the container's name) is where they listen, if different.
     Every hub user gets ``access:services!service=<name>`` (through the ``user`` role) so that
     anyone can log in to a service and be told by the service itself whether they may use it.
     """
@@ -64,15 +68,20 @@ def services_and_roles(
     for name in services:
         cls = service_app_class(name)
         # -P: the hub's working directory must not shadow our `services` package
+        port = ports.get(name, cls.default_port)
         command = [python, "-P", "-m", f"services.{name}", *args.get(name, ())]
         if data_dir:
             command.append(f"--data-dir={data_dir}")
+        if bind_host:
+            command.append(f"--bind-url=http://{bind_host}:{port}")
         entries.append(
             {
                 "name": name,
-                "url": f"http://{host}:{ports.get(name, cls.default_port)}",
+                "url": f"http://{host}:{port}",
                 "command": command,
                 "oauth_no_confirm": True,
+                # secrets (a database password) go here, not on the command line
+                "environment": dict(environment or {}),
                 "info": {"description": cls.description.strip().splitlines()[0]},
             }
         )
@@ -135,7 +144,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument(
         "--python", default=sys.executable, help="Python that has hubservices installed"
     )
-    parser.add_argument("--host", default="127.0.0.1", help="host the services listen on")
+    parser.add_argument("--host", default="127.0.0.1", help="host the proxy reaches them at")
+    parser.add_argument("--bind-host", help="address they listen on, if not --host (0.0.0.0)")
     parser.add_argument("--data-dir", help="directory for the services' files")
     parser.add_argument(
         "--port", action="append", type=_key_value, default=[], metavar="SERVICE=PORT"
@@ -161,6 +171,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             ns.services or list(SERVICE_APPS),
             python=ns.python,
             host=ns.host,
+            bind_host=ns.bind_host,
             ports=ports,
             args=args,
             data_dir=ns.data_dir,

@@ -38,6 +38,7 @@ HARNESS_SCOPES = [
     "access:services",
     "read:services",
     "list:services",
+    "read:roles",
 ]
 
 
@@ -66,12 +67,14 @@ class Hub:
         *,
         service_args: Mapping[str, Sequence[str]] | None = None,
         extra_config: str = "",
+        recipe: str | None = None,
     ) -> None:
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.services = list(services)
         self.service_args = dict(service_args or {})
         self.extra_config = extra_config
+        self.recipe = recipe
         self.port = free_port()
         self.hub_port = free_port()
         self.proxy_api_port = free_port()
@@ -96,8 +99,7 @@ class Hub:
             args=self.service_args,
             data_dir=str(work / "data"),
         )
-        return f"""\
-c = get_config()  # noqa
+        essentials = f"""\
 c.JupyterHub.bind_url = {self.url!r}
 c.JupyterHub.hub_bind_url = "http://127.0.0.1:{self.hub_port}"
 c.ConfigurableHTTPProxy.api_url = "http://127.0.0.1:{self.proxy_api_port}"
@@ -113,13 +115,34 @@ c.JupyterHub.spawner_class = "simple"
 c.SimpleLocalProcessSpawner.home_dir_template = {str(work / "home" / "{username}")!r}
 c.Spawner.args = {spawner_args!r}
 c.Spawner.start_timeout = 60
-c.JupyterHub.services = [{{"name": "harness", "api_token": {self.admin_token!r}}}]
-c.JupyterHub.load_roles = [
-    {{"name": "harness", "scopes": {HARNESS_SCOPES!r}, "services": ["harness"]}}
-]
-{snippet}
-{self.extra_config}
 """
+        harness = f"""\
+c.JupyterHub.services.append({{"name": "harness", "api_token": {self.admin_token!r}}})
+c.JupyterHub.load_roles.append(
+    {{"name": "harness", "scopes": {HARNESS_SCOPES!r}, "services": ["harness"]}}
+)
+"""
+        if self.recipe is None:
+            parts = [essentials, snippet]
+        else:
+            # a deploy recipe as written, then this machine's ports and paths swapped in
+            parts = [
+                self.recipe,
+                essentials,
+                f"""\
+_services = c.JupyterHub.services
+if not isinstance(_services, list):  # only extended so far: a traitlets LazyConfigValue
+    c.JupyterHub.services = _services = _services.get_value([])
+for _service in _services:
+    if _service["name"] in {self.service_ports!r}:
+        _port = {self.service_ports!r}[_service["name"]]
+        _service["url"] = f"http://127.0.0.1:{{_port}}"
+        _service["command"] = [{sys.executable!r}] + [
+            a for a in _service["command"][1:] if not a.startswith(("--bind-url=", "--data-dir="))
+        ] + ["--data-dir={work / "data"}"]
+""",
+            ]
+        return "\n".join(["c = get_config()  # noqa", *parts, harness, self.extra_config, ""])
 
     def start(self, timeout: float = 60) -> None:
         """Start the hub and wait until it and every service answer through the proxy."""
