@@ -5,7 +5,7 @@
 VENV := .venv
 PY := $(VENV)/bin/python
 PROXY := node_modules/.bin/configurable-http-proxy
-APT_PACKAGES := postgresql
+APT_PACKAGES := postgresql prometheus chromium
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 PYTEST_ARGS ?=
 
@@ -22,7 +22,8 @@ $(VENV)/.installed $(PROXY): pyproject.toml package.json package-lock.json deplo
 
 # Debian packages the tests use, installed only when missing.
 system-packages:
-	@if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then \
+	@if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || ! test -x /usr/bin/prometheus \
+		|| ! test -x /usr/bin/promtool || ! test -x /usr/bin/chromium; then \
 		$(SUDO) apt-get update -q && \
 		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q --no-install-recommends $(APT_PACKAGES); \
 	fi

@@ -11,7 +11,7 @@ import pytest
 from services.common.hubapi import HubAPI
 from tests.harness.hub import Hub
 
-pytest_plugins = ["tests.harness.postgres"]
+pytest_plugins = ["tests.harness.postgres", "tests.harness.prometheus", "tests.harness.chromium"]
 
 
 @pytest.fixture(scope="session")

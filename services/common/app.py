@@ -121,6 +121,17 @@ class HubServiceApp(Application):
     def _default_data_dir(self) -> str:
         return os.environ.get("HUBSERVICES_DATA_DIR", os.getcwd())
 
+    db_url = Unicode(
+        help="""Database for the service's records (any SQLAlchemy URL; default
+        $HUBSERVICES_DATABASE_URL, else hubservices.sqlite in data_dir). Services sharing
+        one database see each other's records: stats shows the culler's culls."""
+    ).tag(config=True)
+
+    @default("db_url")
+    def _default_db_url(self) -> str:
+        default = f"sqlite:///{Path(self.data_dir).resolve() / 'hubservices.sqlite'}"
+        return os.environ.get("HUBSERVICES_DATABASE_URL", default)
+
     cookie_secret_file = Unicode(
         help="File holding the cookie secret, created with mode 0600, so a restart logs nobody out."
     ).tag(config=True)

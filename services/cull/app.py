@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 from pathlib import Path
 from typing import Any, ClassVar
 
-from traitlets import Bool, Dict, Integer, List, Unicode, default
+from traitlets import Bool, Dict, Integer, List, Unicode
 
 from ..common.app import HubServiceApp
 from ..common.db import Database
@@ -97,14 +96,6 @@ class Culler(HubServiceApp):
         help="Command run to warn (CULL_USER, CULL_SERVER, CULL_DUE, CULL_WHY in its env).",
     ).tag(config=True)
     warn_url = Unicode(help="URL that receives a JSON POST to warn.").tag(config=True)
-    db_url = Unicode(
-        help="Database for the audit trail (any SQLAlchemy URL); $HUBSERVICES_DATABASE_URL."
-    ).tag(config=True)
-
-    @default("db_url")
-    def _default_db_url(self) -> str:
-        default = f"sqlite:///{Path(self.data_dir).resolve() / 'cull.sqlite'}"
-        return os.environ.get("HUBSERVICES_DATABASE_URL", default)
 
     def initialize(self, argv: list[str] | None = None) -> None:
         super().initialize(argv)

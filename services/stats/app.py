@@ -1,9 +1,27 @@
-"""The stats service application."""
+"""The stats service application: options, tables, the poller and the routes."""
 
-from typing import ClassVar
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, ClassVar
+
+from prometheus_client import CollectorRegistry
+from tornado.web import StaticFileHandler
+from traitlets import Float, Integer, TraitError, Unicode, validate
+from traitlets import Set as SetTrait
 
 from ..common.app import HubServiceApp
-from ..common.web import LandingHandler
+from ..common.db import Database
+from ..common.scheduler import Scheduler
+from .handlers import DashboardDataHandler, DashboardHandler, UsageHandler, UserSessionsHandler
+from .metrics import PollMetrics, SnapshotCollector
+from .poller import Poller
+from .store import StatsStore
+
+STATIC_DIR = Path(__file__).parent / "static"
+#: The scheduler job's name.
+POLL_JOB = "poll"
 
 
 class Stats(HubServiceApp):
@@ -14,5 +32,88 @@ class Stats(HubServiceApp):
     default_port: ClassVar[int] = 10102
     description = __doc__
 
+    poll_interval = Float(60.0, help="Seconds between two polls of the hub's users.").tag(
+        config=True
+    )
+
+    @validate("poll_interval")
+    def _check_poll_interval(self, proposal: dict[str, Any]) -> float:
+        if proposal["value"] <= 0:
+            raise TraitError(f"poll_interval must be positive, not {proposal['value']}")
+        return proposal["value"]
+
+    activity_bucket = Integer(
+        900, help="Seconds per activity bucket: active time is counted in these steps."
+    ).tag(config=True)
+
+    @validate("activity_bucket")
+    def _check_activity_bucket(self, proposal: dict[str, Any]) -> int:
+        value = proposal["value"]
+        if value < 60 or 86400 % value:
+            raise TraitError(f"activity_bucket must divide a day and be >= 60, not {value}")
+        return value
+
+    retention_days = Integer(
+        400,
+        help="Days raw sessions and activity are kept after their daily roll-up (0: forever).",
+    ).tag(config=True)
+
+    @validate("retention_days")
+    def _check_retention_days(self, proposal: dict[str, Any]) -> int:
+        if proposal["value"] < 0:
+            raise TraitError(f"retention_days must not be negative, not {proposal['value']}")
+        return proposal["value"]
+
+    metrics_groups = SetTrait(
+        Unicode(), help="Hub groups that get per-group metrics (opt-in; no per-user labels)."
+    ).tag(config=True)
+
+    poller: Poller | None = None
+
+    page_size = Integer(200, help="Users per page when listing the hub's users.").tag(config=True)
+
+    def required_scopes(self) -> list[str]:
+        """What the poller reads: every user with activity, servers and groups."""
+        return ["list:users", "read:users:activity", "read:users:groups", "read:servers"]
+
     def service_handlers(self) -> list[tuple]:
-        return [("", LandingHandler)]
+        return [
+            ("", DashboardHandler),
+            ("api/dashboard", DashboardDataHandler),
+            ("api/usage", UsageHandler),
+            ("api/users/([^/]+)/sessions", UserSessionsHandler),
+            ("assets/(.*)", StaticFileHandler, {"path": str(STATIC_DIR)}),
+        ]
+
+    def make_metrics(self) -> CollectorRegistry:
+        registry = super().make_metrics()
+        self.poll_metrics = PollMetrics(registry)
+        registry.register(SnapshotCollector(lambda: self.poller.last if self.poller else None))
+        return registry
+
+    async def on_start(self) -> None:
+        self.database = Database(
+            self.db_url,
+            migrations="services.stats.migrations",
+            version_table="alembic_version_stats",
+        )
+        self.database.upgrade()
+        retention = timedelta(days=self.retention_days) if self.retention_days else None
+        self.store = StatsStore(
+            self.database, bucket_seconds=self.activity_bucket, retention=retention
+        )
+        self.poller = Poller(
+            self.hub,
+            self.store,
+            self.poll_metrics,
+            interval=self.poll_interval,
+            page_size=self.page_size,
+            groups=set(self.metrics_groups),
+        )
+        self.scheduler = Scheduler()
+        self.scheduler.add_periodic(self.poller.poll, self.poll_interval, name=POLL_JOB)
+        self.scheduler.start()
+
+    async def on_stop(self) -> None:
+        self.scheduler.shutdown()
+        self.database.dispose()

@@ -1,0 +1,316 @@
+"""Stats service benchmark (issue 4): one run, figures printed as a Markdown table.
+
+- ``poll``: a real hub with 10,000 users (in 10 groups) and 2,000 running LightSpawner servers.
+  Wall time and hub requests of one poll (first poll: opens every session; steady poll:
+  nothing changed), by our Poller in this process on a temporary SQLite file, and the poll time
+  the stats service itself reports under that hub (least-privilege token). Scrape latency p50 /
+  p99 of ``/services/stats/metrics`` next to the hub's own ``/hub/metrics``, both through the
+  proxy, sequentially, in the same run.
+- ``storage``: bytes per active user-day, from a simulated day of one-minute polls (no hub).
+- ``report``: the usage report over a simulated year (1,000 users x 365 days) on SQLite.
+
+Run from the project root: ``.venv/bin/python bench/stats_bench.py [--only poll|storage|report]``.
+Targets: poll of 10k users under 5 s; scrape p99 no worse than the hub's; report under 1 s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import math
+import os
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+from prometheus_client import CollectorRegistry
+from prometheus_client.parser import text_string_to_metric_families
+from sqlalchemy import insert
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from services.common.db import Database  # noqa: E402
+from services.common.hubapi import HubAPI  # noqa: E402
+from services.stats import logic  # noqa: E402
+from services.stats.metrics import PollMetrics  # noqa: E402
+from services.stats.models import DailyUsage, GroupMembership, Meta  # noqa: E402
+from services.stats.poller import Poller  # noqa: E402
+from services.stats.store import ROLLED_UNTIL, StatsStore  # noqa: E402
+from tests.harness.hub import Hub  # noqa: E402
+
+HUB_CONFIG = """
+c.JupyterHub.spawner_class = "tests.harness.lightspawner.LightSpawner"
+c.JupyterHub.concurrent_spawn_limit = 0
+c.JupyterHub.authenticate_prometheus = False
+c.JupyterHub.cleanup_servers = True
+"""
+figures: list[tuple[str, str]] = []
+
+
+def figure(name: str, value: str) -> None:
+    figures.append((name, value))
+    print(f"{name}: {value}", flush=True)
+
+
+def open_db(path: Path) -> Database:
+    db = Database(
+        f"sqlite:///{path}",
+        migrations="services.stats.migrations",
+        version_table="alembic_version_stats",
+    )
+    db.upgrade()
+    return db
+
+
+class CountingTransport(httpx.AsyncHTTPTransport):
+    """Counts the requests our hub client sends."""
+
+    requests = 0
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        CountingTransport.requests += 1
+        return await super().handle_async_request(request)
+
+
+def percentile(samples: list[float], p: float) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, math.ceil(p / 100 * len(ordered)) - 1)]
+
+
+def scrape_samples(text: str) -> dict[tuple[str, tuple], float]:
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
+async def populate(api: HubAPI, users: int, servers: int, groups: int) -> None:
+    names = [f"u{i:05d}" for i in range(users)]
+    t = time.monotonic()
+    for i in range(0, users, 1000):
+        await api.create_users(names[i : i + 1000])
+    size = users // groups
+    for g in range(groups):
+        await api.create_group(f"course{g}")
+        await api.add_group_users(f"course{g}", names[g * size : (g + 1) * size])
+    figure("setup: users and groups created in", f"{time.monotonic() - t:.1f} s")
+    t = time.monotonic()
+    await asyncio.gather(*(api.start_server(name) for name in names[:servers]))
+    figure("setup: servers started in", f"{time.monotonic() - t:.1f} s")
+
+
+async def bench_poll(args: argparse.Namespace, workdir: Path) -> None:
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.getenv("PYTHONPATH")]))
+    hub = Hub(
+        workdir / "hub",
+        services=["stats"],
+        service_args={"stats": ["--poll-interval=20"]},
+        extra_config=HUB_CONFIG,
+    )
+    hub.start()
+    try:
+        async with HubAPI(hub.api_url, hub.admin_token, concurrency=50) as api:
+            await populate(api, args.users, args.servers, groups=10)
+            stats_token = await api.create_token("admin", scopes=["access:services!service=stats"])
+        transport = CountingTransport()
+        async with HubAPI(hub.api_url, hub.admin_token, transport=transport) as client:
+            db = open_db(workdir / "poll.sqlite")
+            store = StatsStore(db, bucket_seconds=900, retention=None)
+            metrics = PollMetrics(CollectorRegistry())
+            poller = Poller(client, store, metrics, interval=60, page_size=200, groups={"course0"})
+            for label in ("first poll (opens 2,000 sessions, 10,000 memberships)", "steady poll"):
+                before, t = CountingTransport.requests, time.monotonic()
+                await poller.poll()
+                elapsed = time.monotonic() - t
+                assert metrics.poll_errors._value.get() == 0, "poll failed"
+                figure(
+                    f"poll of {args.users:,} users, {args.servers:,} servers: {label}",
+                    f"{elapsed:.2f} s, {CountingTransport.requests - before} hub requests",
+                )
+            assert poller.last is not None
+            assert poller.last.summary.users == args.users + 1
+            db.dispose()
+
+        auth = {"Authorization": f"Bearer {stats_token}"}
+        with httpx.Client(timeout=30) as http:
+            await service_poll_time(http, hub, auth, args.users + 1)
+            for name, url, headers in [
+                ("stats /services/stats/metrics", hub.service_url("stats", "metrics"), auth),
+                ("hub /hub/metrics", f"{hub.url}/hub/metrics", {}),
+            ]:
+                http.get(url, headers=headers).raise_for_status()  # warm the token cache
+                times = []
+                size = 0
+                for _ in range(args.scrapes):
+                    t = time.perf_counter()
+                    r = http.get(url, headers=headers)
+                    times.append(time.perf_counter() - t)
+                    r.raise_for_status()
+                    size = len(r.content)
+                figure(
+                    f"scrape {name} ({args.scrapes} sequential, {size:,} bytes)",
+                    f"p50 {percentile(times, 50) * 1000:.1f} ms, "
+                    f"p99 {percentile(times, 99) * 1000:.1f} ms",
+                )
+    finally:
+        hub.stop()
+
+
+async def service_poll_time(http: httpx.Client, hub: Hub, auth: dict, users: int) -> None:
+    """The poll time the stats service reports, once its polls see every user."""
+    url = hub.service_url("stats", "metrics")
+    duration = ("hubservices_stats_poll_duration_seconds_sum", ())
+    count = ("hubservices_stats_poll_duration_seconds_count", ())
+    deadline = time.monotonic() + 120
+    first = None
+    while time.monotonic() < deadline:
+        m = scrape_samples(http.get(url, headers=auth).text)
+        if m.get(("hubservices_stats_users", ())) == users:
+            if first is None:
+                first = m
+            elif m[count] > first[count]:
+                polls = m[count] - first[count]
+                seconds = (m[duration] - first[duration]) / polls
+                figure("poll by the stats service itself (its histogram)", f"{seconds:.2f} s")
+                return
+        await asyncio.sleep(1)
+    figure("poll by the stats service itself", "not measured (no poll within 120 s)")
+
+
+class DayHub:
+    """Hands the poller a simulated hub: ``active`` users working 09:00-17:00, with servers."""
+
+    hub_version = "bench"
+
+    def __init__(self, users: int, active: int) -> None:
+        self.users, self.active = users, active
+        self.now = datetime(2026, 3, 2)
+
+    async def paginate(self, *segments: str, params: Any = None) -> AsyncIterator[dict]:
+        working = 9 <= self.now.hour < 17
+        start = logic.iso(self.now.replace(hour=9, minute=0))
+        for i in range(self.users):
+            busy = working and i < self.active
+            last = self.now if busy else datetime(2026, 1, 1)
+            servers = {}
+            if busy:
+                servers[""] = {
+                    "started": start,
+                    "ready": True,
+                    "pending": None,
+                    "last_activity": logic.iso(last),
+                }
+            yield {
+                "name": f"u{i}",
+                "last_activity": logic.iso(last),
+                "servers": servers,
+                "groups": [f"course{i % 10}"],
+            }
+
+
+async def bench_storage(args: argparse.Namespace, workdir: Path) -> None:
+    from services.stats import poller as poller_module
+
+    path = workdir / "storage.sqlite"
+    db = open_db(path)
+    store = StatsStore(db, bucket_seconds=900, retention=None)
+    hub = DayHub(users=1000, active=200)
+    poller = Poller(
+        hub, store, PollMetrics(CollectorRegistry()), interval=60, page_size=200, groups=set()
+    )  # type: ignore[arg-type]
+    poller_module.utcnow = lambda: hub.now  # type: ignore[assignment]
+    await poller.poll()  # the first poll stores every user's membership and old activity
+    db.dispose()
+    before = path.stat().st_size
+    db = open_db(path)
+    store.db = db
+    t = time.monotonic()
+    for _ in range(24 * 60):
+        hub.now += timedelta(minutes=1)
+        await poller.poll()
+    elapsed = time.monotonic() - t
+    hub.now += timedelta(days=1)  # next day: roll-up of the simulated day
+    await poller.poll()
+    db.dispose()
+    grown = path.stat().st_size - before
+    figure(
+        "storage: a simulated day (1,000 users, 200 active 8 h, 1,440 polls)",
+        f"{grown / hub.active:,.0f} bytes per active user-day "
+        f"(file grew {grown:,} bytes; polls took {elapsed / 1440 * 1000:.1f} ms each)",
+    )
+
+
+def bench_report(args: argparse.Namespace, workdir: Path) -> None:
+    db = open_db(workdir / "report.sqlite")
+    store = StatsStore(db, bucket_seconds=900, retention=None)
+    first = datetime(2025, 1, 1)
+    days = args.report_days
+    with db.session() as session:
+        for d in range(days):
+            day = first + timedelta(days=d)
+            session.execute(
+                insert(DailyUsage),
+                [
+                    {
+                        "day": day,
+                        "user": f"u{u:04d}",
+                        "sessions": 1 + (u + d) % 3,
+                        "server_seconds": 3600.0 * (1 + (u * d) % 5),
+                        "active_seconds": 900.0 * (1 + (u + d) % 8),
+                    }
+                    for u in range(args.report_users)
+                ],
+            )
+        session.add_all(
+            GroupMembership(group=f"course{u % 10}", user=f"u{u:04d}", joined=first)
+            for u in range(args.report_users)
+        )
+        session.add(Meta(key=ROLLED_UNTIL, value=(first + timedelta(days=days)).isoformat()))
+    now = first + timedelta(days=days, hours=12)
+    year = {"from": first.date().isoformat(), "to": (now - timedelta(days=1)).date().isoformat()}
+    for label, extra in [("all users", {}), ("one group", {"group": "course3"})]:
+        query = logic.parse_usage_query({**year, **extra}, now.date())
+        times = []
+        for _ in range(5):
+            t = time.perf_counter()
+            rows = store.usage(query, now)
+            times.append(time.perf_counter() - t)
+        figure(
+            f"usage report over {days} days x {args.report_users:,} users, {label}",
+            f"{statistics.median(times) * 1000:.0f} ms median of 5 ({len(rows)} rows)",
+        )
+    db.dispose()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", choices=["poll", "storage", "report"])
+    parser.add_argument("--users", type=int, default=10_000)
+    parser.add_argument("--servers", type=int, default=2_000)
+    parser.add_argument("--scrapes", type=int, default=300)
+    parser.add_argument("--report-users", type=int, default=1_000)
+    parser.add_argument("--report-days", type=int, default=365)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="stats-bench-") as tmp:
+        workdir = Path(tmp)
+        if args.only in (None, "report"):
+            bench_report(args, workdir)
+        if args.only in (None, "storage"):
+            asyncio.run(bench_storage(args, workdir))
+        if args.only in (None, "poll"):
+            asyncio.run(bench_poll(args, workdir))
+    print("\n| measurement | result |\n|---|---|")
+    for name, value in figures:
+        print(f"| {name} | {value} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Alembic migrations of the stats tables (version table ``alembic_version_stats``)."""

@@ -1,0 +1,83 @@
+"""The stats tables. Times are naive UTC datetimes, the same on SQLite and PostgreSQL.
+
+Table names start with ``stats_``: the database may be shared with the other services.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import DateTime, Float, Index, Integer, String, UniqueConstraint
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+#: JupyterHub limits neither user nor server names; 255 fits what authenticators produce.
+NAME = String(255)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class ServerSession(Base):
+    """One run of one server, from the hub's ``started`` until we saw it gone."""
+
+    __tablename__ = "stats_sessions"
+    __table_args__ = (
+        # reconciling after a restart finds a run by these three; one row per run
+        UniqueConstraint("user", "server", "started", name="uq_stats_sessions_run"),
+        Index("ix_stats_sessions_open", "ended"),
+        Index("ix_stats_sessions_user_started", "user", "started"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user: Mapped[str] = mapped_column(NAME)
+    server: Mapped[str] = mapped_column(NAME, default="")
+    started: Mapped[datetime] = mapped_column(DateTime)
+    ended: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    end_reason: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    last_activity: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    #: last poll that saw the server: bounds the end of a run that stopped while we were down
+    last_seen: Mapped[datetime] = mapped_column(DateTime)
+
+
+class ActivityBucket(Base):
+    """A user was active (their last_activity moved) within this bucket."""
+
+    __tablename__ = "stats_activity"
+
+    user: Mapped[str] = mapped_column(NAME, primary_key=True)
+    bucket: Mapped[datetime] = mapped_column(DateTime, primary_key=True, index=True)
+
+
+class DailyUsage(Base):
+    """One user's usage on one UTC day, rolled up from sessions and activity buckets."""
+
+    __tablename__ = "stats_daily"
+
+    day: Mapped[datetime] = mapped_column(DateTime, primary_key=True)
+    user: Mapped[str] = mapped_column(NAME, primary_key=True, index=True)
+    sessions: Mapped[int] = mapped_column(Integer, default=0)
+    server_seconds: Mapped[float] = mapped_column(Float, default=0.0)
+    active_seconds: Mapped[float] = mapped_column(Float, default=0.0)
+
+
+class GroupMembership(Base):
+    """A user was in a group from ``joined`` until ``left`` (open while still a member)."""
+
+    __tablename__ = "stats_group_membership"
+    __table_args__ = (Index("ix_stats_group_membership_group", "group", "user"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    group: Mapped[str] = mapped_column(NAME)
+    user: Mapped[str] = mapped_column(NAME)
+    joined: Mapped[datetime] = mapped_column(DateTime)
+    left: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+
+
+class Meta(Base):
+    """Small facts the service keeps between restarts, e.g. up to which day it rolled up."""
+
+    __tablename__ = "stats_meta"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(String(255))

@@ -1,0 +1,102 @@
+"""The periodic job: read the hub's users once, let :mod:`.logic` decide, let the store write."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from datetime import UTC, datetime, timedelta
+
+from ..common.hubapi import HubAPI, HubAPIError
+from . import logic
+from .metrics import LastPoll, PollMetrics
+from .store import StatsStore, StoredState
+
+log = logging.getLogger("hubservices.stats")
+
+#: Slack on top of two poll intervals before a vanished server counts as gone unobserved.
+GAP_SLACK = timedelta(seconds=10)
+
+
+def utcnow() -> datetime:
+    """Now as the stats tables store it: naive UTC."""
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+class Poller:
+    """Keeps the state the next poll compares with, and the last poll for the metrics."""
+
+    def __init__(
+        self,
+        hub: HubAPI,
+        store: StatsStore,
+        metrics: PollMetrics,
+        *,
+        interval: float,
+        page_size: int,
+        groups: set[str],
+    ) -> None:
+        self.hub = hub
+        self.store = store
+        self.metrics = metrics
+        self.max_gap = 2 * timedelta(seconds=interval) + GAP_SLACK
+        self.page_size = page_size
+        self.groups = groups
+        self.state: StoredState | None = None
+        self.last: LastPoll | None = None
+        self.rolled_day: datetime | None = None
+        self.previous_poll: datetime | None = None
+
+    async def poll(self) -> None:
+        """One poll; a failure is counted and logged, and the next poll starts over."""
+        started = time.monotonic()
+        try:
+            await self._poll()
+        except Exception as e:  # the hub or the database failed: keep the schedule going
+            self.metrics.poll_errors.inc()
+            # a hub error says what went wrong in one line; anything else needs its traceback
+            log.error("Poll failed: %s", e, exc_info=not isinstance(e, HubAPIError))
+            self.state = None  # reload from the database: a failed write rolled back
+        finally:
+            self.metrics.poll_duration.observe(time.monotonic() - started)
+
+    async def _poll(self) -> None:
+        if self.state is None:
+            self.state = await asyncio.to_thread(self.store.load_state)
+        users = [u async for u in self.hub.paginate("users", params={"limit": self.page_size})]
+        snapshot = logic.snapshot_from_users(users, utcnow(), self.hub.hub_version)
+        state = self.state
+        changes = logic.reconcile_sessions(state.open_sessions.values(), snapshot, self.max_gap)
+        buckets = logic.new_activity_buckets(
+            state.recorded_buckets, snapshot, self.store.bucket_seconds
+        )
+        joined, left = logic.membership_changes(state.open_memberships, snapshot.memberships)
+        opened = await asyncio.to_thread(self.store.apply, snapshot, changes, buckets, joined, left)
+
+        for closed in changes.closed:
+            state.open_sessions.pop((closed.session.user, closed.session.server), None)
+            self.metrics.stops.labels(closed.reason).inc()
+            self.metrics.session_duration.observe(closed.duration)
+        for session, last_activity in changes.moved:
+            session.last_activity = last_activity
+        for session in state.open_sessions.values():
+            session.last_seen = snapshot.taken
+        state.open_sessions.update(((s.user, s.server), s) for s in opened)
+        state.recorded_buckets.update(buckets)
+        state.open_memberships = (state.open_memberships | joined) - left
+        self.metrics.starts.inc(len(opened))
+        if self.previous_poll is not None:  # server time before our first poll is not ours
+            self.metrics.server_seconds.inc(
+                logic.server_seconds(snapshot.servers, self.previous_poll, snapshot.taken)
+            )
+        self.previous_poll = snapshot.taken
+        self.last = LastPoll(
+            logic.summarize(snapshot, self.groups), snapshot.hub_version, time.time()
+        )
+
+        today = logic.day_start(snapshot.taken)
+        if self.rolled_day != today:
+            days = await asyncio.to_thread(self.store.roll_up, snapshot.taken)
+            self.rolled_day = today
+            if days:
+                log.info("Rolled up %d day(s) of usage", days)

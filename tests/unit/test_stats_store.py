@@ -1,0 +1,256 @@
+"""Stats storage on SQLite and on a real PostgreSQL: the poller's writes, roll-ups, reports.
+
+The hub is replaced by a stub that hands the poller prepared user lists (or fails), and the
+clock by a variable: these tests are about what is stored, the real hub is in integration.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from prometheus_client import CollectorRegistry
+from sqlalchemy import Column, DateTime, Integer, MetaData, String, Table, func, insert, select
+
+from services.common.db import Database
+from services.common.hubapi import HubUnavailable
+from services.stats import poller as poller_module
+from services.stats.logic import UsageQuery, iso
+from services.stats.metrics import PollMetrics
+from services.stats.models import ActivityBucket, Base, DailyUsage, ServerSession
+from services.stats.poller import Poller
+from services.stats.store import StatsStore
+
+DAY0 = datetime(2026, 3, 2)  # a Monday
+
+
+class StubHub:
+    """Hands out the user list a test set, or raises as an unreachable hub would."""
+
+    hub_version = "5.3.0"
+
+    def __init__(self) -> None:
+        self.users: list[dict[str, Any]] = []
+        self.fail = False
+
+    async def paginate(self, *segments: str, params: Any = None) -> AsyncIterator[dict]:
+        if self.fail:
+            raise HubUnavailable("GET", "/users", 503, "hub down")
+        for user in self.users:
+            yield user
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = DAY0 + timedelta(hours=9)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, **kwargs: float) -> None:
+        self.now += timedelta(**kwargs)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
+    url = (
+        f"sqlite:///{tmp_path / 'stats.sqlite'}"
+        if request.param == "sqlite"
+        else request.getfixturevalue("postgres_url")
+    )
+    database = Database(
+        url, migrations="services.stats.migrations", version_table="alembic_version_stats"
+    )
+    database.upgrade()
+    yield database
+    database.dispose()
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
+    clock = Clock()
+    monkeypatch.setattr(poller_module, "utcnow", clock)
+    return clock
+
+
+def make_poller(
+    db: Database, hub: StubHub, retention: timedelta | None = None, interval: float = 60
+) -> Poller:
+    store = StatsStore(db, bucket_seconds=900, retention=retention)
+    metrics = PollMetrics(CollectorRegistry())
+    return Poller(hub, store, metrics, interval=interval, page_size=200, groups={"c1"})  # type: ignore[arg-type]
+
+
+def user(name: str, servers: dict[str, datetime] | None = None, *, last=None, groups=()) -> dict:
+    return {
+        "name": name,
+        "last_activity": iso(last),
+        "groups": list(groups),
+        "servers": {
+            s: {"started": iso(t), "ready": True, "pending": None, "last_activity": iso(last)}
+            for s, t in (servers or {}).items()
+        },
+    }
+
+
+def sessions(db: Database) -> list[tuple]:
+    with db.session() as s:
+        rows = s.scalars(select(ServerSession).order_by(ServerSession.id))
+        return [(r.user, r.server, r.started, r.ended, r.end_reason) for r in rows]
+
+
+def test_migrations_build_exactly_the_models(db: Database) -> None:
+    db.upgrade()  # again: nothing to do
+    with db.engine.connect() as connection:
+        context = MigrationContext.configure(
+            connection, opts={"version_table": "alembic_version_stats"}
+        )
+        assert compare_metadata(context, Base.metadata) == []
+
+
+async def test_sessions_follow_servers_and_survive_a_restart(db: Database, clock: Clock) -> None:
+    hub = StubHub()
+    start = clock.now - timedelta(minutes=10)
+    hub.users = [user("a b", {"": start}, last=clock.now), user("dana#1", {"gpu": clock.now})]
+    first = make_poller(db, hub)
+    await first.poll()
+    assert first.last is not None
+    assert first.metrics.starts._value.get() == 2
+
+    # the service restarts: a new poller loads the open sessions and continues them
+    clock.advance(minutes=5)
+    restarted = make_poller(db, hub)
+    await restarted.poll()
+    assert restarted.metrics.starts._value.get() == 0
+    assert len(sessions(db)) == 2
+
+    clock.advance(minutes=1)
+    hub.users = [user("a b", last=clock.now), user("dana#1", {"gpu": start + timedelta(hours=1)})]
+    await restarted.poll()
+    rows = sessions(db)
+    assert rows[0] == ("a b", "", start, clock.now, "stopped")
+    assert rows[1][3] == clock.now and rows[1][4] == "stopped"  # restarted between polls
+    assert rows[2][:3] == ("dana#1", "gpu", start + timedelta(hours=1))
+    assert restarted.metrics.session_duration._sum.get() == pytest.approx(16 * 60 + 6 * 60)
+    assert [s["server"] for s in restarted.store.user_sessions("dana#1")] == ["gpu", "gpu"]
+
+
+async def test_run_closed_by_mistake_is_reopened_not_duplicated(db: Database, clock: Clock) -> None:
+    hub = StubHub()
+    start = clock.now
+    hub.users = [user("ann", {"": start})]
+    poller = make_poller(db, hub)
+    await poller.poll()
+    hub.users = [user("ann")]  # the hub briefly does not list it (e.g. while restarting)
+    clock.advance(minutes=1)
+    await poller.poll()
+    hub.users = [user("ann", {"": start})]
+    clock.advance(minutes=1)
+    await poller.poll()
+    assert sessions(db) == [("ann", "", start, None, None)]
+
+
+async def test_failed_poll_is_counted_and_loses_nothing(db: Database, clock: Clock) -> None:
+    hub = StubHub()
+    hub.users = [user("ann", {"": clock.now})]
+    poller = make_poller(db, hub)
+    await poller.poll()
+    last = poller.last
+    hub.fail = True
+    clock.advance(minutes=1)
+    await poller.poll()
+    assert poller.metrics.poll_errors._value.get() == 1
+    assert poller.last is last  # metrics keep the last good snapshot
+    assert sessions(db)[0][3] is None
+
+
+async def test_activity_is_stored_only_when_it_moves(db: Database, clock: Clock) -> None:
+    hub = StubHub()
+    poller = make_poller(db, hub)
+    for _ in range(10):  # ten polls of 100 idle users and one busy one
+        hub.users = [user(f"idle{i}", last=DAY0) for i in range(100)]
+        hub.users.append(user("busy", last=clock.now))
+        await poller.poll()
+        clock.advance(minutes=5)
+    with db.session() as s:
+        rows = s.execute(select(ActivityBucket.user, func.count()).group_by(ActivityBucket.user))
+        counts = dict(rows.all())
+    assert counts.pop("busy") == 4  # 50 minutes in 15-minute buckets
+    assert set(counts.values()) == {1}  # idle users: their one old bucket, once
+
+
+async def test_roll_up_report_and_retention_agree(db: Database, clock: Clock) -> None:
+    """The usage report is the same from raw rows, from roll-ups, and after pruning."""
+    hub = StubHub()
+    poller = make_poller(db, hub, retention=timedelta(days=2), interval=3600)
+    start = clock.now  # Monday 09:00
+    for hour in range(0, 48):  # ann runs a server for two days; bob for an hour on Monday
+        hub.users = [
+            user("ann", {"": start}, last=clock.now, groups=["c1"] if hour < 24 else []),
+            user("bob", {"": start} if hour == 0 else None, last=start, groups=["c1"]),
+        ]
+        await poller.poll()
+        clock.advance(hours=1)
+    query = UsageQuery(DAY0, DAY0 + timedelta(days=3), None, None, "json")
+    live_now = clock.now  # Wednesday 09:00, Monday and Tuesday rolled up
+    with db.session() as s:
+        assert s.scalar(select(func.count()).select_from(DailyUsage)) == 3
+    report = {r.user: r for r in poller.store.usage(query, live_now)}
+    assert report["ann"].server_hours == pytest.approx(48)
+    assert report["ann"].days_active == 3
+    assert report["ann"].active_hours == pytest.approx(12.0)  # one bucket an hour
+    assert report["bob"].sessions == 1 and report["bob"].server_hours == pytest.approx(1)
+
+    # ann left c1 on Tuesday 09:00: the group report counts her Monday and Tuesday only
+    group = UsageQuery(DAY0, DAY0 + timedelta(days=3), None, "c1", "json")
+    by_group = {r.user: r for r in poller.store.usage(group, live_now)}
+    assert by_group["ann"].days_active == 2
+    assert by_group["ann"].server_hours == pytest.approx(15 + 24)
+
+    # a week later everything raw from before the cutoff is pruned; the report is unchanged
+    clock.advance(days=7)
+    hub.users = [user("ann"), user("bob")]
+    await poller.poll()
+    with db.session() as s:
+        assert s.scalar(select(func.count()).select_from(ActivityBucket)) == 0
+        assert s.scalar(select(func.count()).select_from(ServerSession)) == 0
+    again = {r.user: r for r in poller.store.usage(query, clock.now)}
+    # ann's server vanished while unobserved: it ended when last seen, Wednesday 08:00
+    assert again["ann"].server_hours == pytest.approx(47)
+    assert again["ann"].active_hours == report["ann"].active_hours
+    assert again["bob"] == report["bob"]
+
+
+async def test_dashboard_and_culls(db: Database, clock: Clock) -> None:
+    hub = StubHub()
+    hub.users = [user("ann", {"": clock.now - timedelta(hours=1)}, last=clock.now, groups=["c1"])]
+    poller = make_poller(db, hub)
+    await poller.poll()
+    for range_name, points in [("day", 96), ("week", 168), ("semester", 182)]:
+        data = poller.store.dashboard(range_name, clock.now)
+        assert len(data["series"]) == points
+        assert data["series"][-1]["running_servers"] == 1
+        assert data["users"][0]["user"] == "ann"
+        assert data["groups"][0]["group"] == "c1"
+        assert data["culls"] is None  # no cull service in this database
+
+    culls = Table(
+        "culls",
+        MetaData(),
+        Column("id", Integer, primary_key=True),
+        Column("at", DateTime(timezone=True)),
+        Column("user", String(255)),
+        Column("why", String(255)),
+    )
+    culls.create(db.engine)
+    with db.engine.begin() as connection:
+        connection.execute(insert(culls), [{"at": clock.now, "user": "bob", "why": "idle"}])
+    shown = poller.store.recent_culls()
+    assert shown is not None
+    assert shown["columns"] == ["at", "user"]
+    assert shown["rows"][0][1] == "bob"
