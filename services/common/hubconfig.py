@@ -10,9 +10,13 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import json
 import pprint
+import secrets
+import shlex
 import sys
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from .app import HubServiceApp
@@ -95,6 +99,8 @@ def services_and_roles(
                     "services": [name],
                 }
             )
+    if not entries:
+        return entries, roles
     roles.append(
         {
             "name": "user",
@@ -105,9 +111,68 @@ def services_and_roles(
     return entries, roles
 
 
+def service_environment(
+    name: str,
+    *,
+    token: str,
+    hub_api_url: str,
+    host: str = "127.0.0.1",
+    port: int | None = None,
+    args: Sequence[str] = (),
+) -> dict[str, str]:
+    """The environment of a service that systemd (not the hub) runs: what the hub would set."""
+    prefix = f"/services/{name}/"
+    return {
+        "JUPYTERHUB_SERVICE_NAME": name,
+        "JUPYTERHUB_API_URL": hub_api_url,
+        "JUPYTERHUB_API_TOKEN": token,
+        "JUPYTERHUB_SERVICE_URL": f"http://{host}:{port or service_app_class(name).default_port}",
+        "JUPYTERHUB_SERVICE_PREFIX": prefix,
+        "JUPYTERHUB_CLIENT_ID": f"service-{name}",
+        "JUPYTERHUB_OAUTH_CALLBACK_URL": prefix + "oauth_callback",
+        "JUPYTERHUB_OAUTH_ACCESS_SCOPES": json.dumps([f"access:services!service={name}"]),
+        "HUBSERVICES_ARGS": shlex.join(args),
+    }
+
+
+def format_env_file(env: Mapping[str, str]) -> str:
+    """``KEY='value'`` lines, as systemd's EnvironmentFile and shells read them."""
+    return "".join(f"{key}={shlex.quote(value)}\n" for key, value in env.items())
+
+
+def read_env_file(path: Path) -> dict[str, str]:
+    """The variables of an environment file written by :func:`format_env_file`."""
+    env = {}
+    for line in path.read_text().splitlines():
+        key, sep, value = line.partition("=")
+        if sep and not key.lstrip().startswith("#"):
+            env[key.strip()] = " ".join(shlex.split(value))
+    return env
+
+
+def external_services_and_roles(
+    envs: Mapping[str, Mapping[str, str]],
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Entries and roles for services run by a supervisor with these environments (by name)."""
+    args = {name: shlex.split(env.get("HUBSERVICES_ARGS", "")) for name, env in envs.items()}
+    entries, roles = services_and_roles(list(envs), args=args)
+    for entry in entries:
+        env = envs[entry["name"]]
+        del entry["command"], entry["environment"]
+        entry["url"] = env["JUPYTERHUB_SERVICE_URL"]
+        entry["api_token"] = env["JUPYTERHUB_API_TOKEN"]
+    return entries, roles
+
+
 def hub_config_snippet(services: Sequence[str] = tuple(SERVICE_APPS), **options: Any) -> str:
     """The Python lines to paste into ``jupyterhub_config.py``."""
-    entries, roles = services_and_roles(services, **options)
+    return format_snippet(services, *services_and_roles(services, **options))
+
+
+def format_snippet(
+    services: Sequence[str], entries: list[dict[str, Any]], roles: list[dict[str, Any]]
+) -> str:
+    """Entries and roles as ``jupyterhub_config.py`` lines that extend what is there."""
     return "\n".join(
         [
             f"# hubservices: {', '.join(services)} (printed by hubservices-config)",
@@ -136,8 +201,6 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument(
         "services",
         nargs="*",
-        default=list(SERVICE_APPS),
-        choices=list(SERVICE_APPS),
         metavar="SERVICE",
         help=f"services to add (default: all of {', '.join(SERVICE_APPS)})",
     )
@@ -158,6 +221,14 @@ def main(argv: Sequence[str] | None = None) -> None:
         metavar="SERVICE=ARG",
         help="an option for a service, e.g. --arg cull=--timeout=3600 (repeatable)",
     )
+    external = parser.add_argument_group(
+        "services run by systemd (external)",
+        "--env-for prints a service's environment file with a new token; --env-dir prints "
+        "the hub's lines for the services whose environment files are in that directory",
+    )
+    external.add_argument("--env-for", choices=list(SERVICE_APPS), metavar="SERVICE")
+    external.add_argument("--hub-api-url", default="http://127.0.0.1:8081/hub/api")
+    external.add_argument("--env-dir", type=Path, metavar="DIR")
     ns = parser.parse_args(argv)
     try:
         ports = {name: int(port) for name, port in ns.port}
@@ -166,18 +237,37 @@ def main(argv: Sequence[str] | None = None) -> None:
     args: dict[str, list[str]] = {}
     for name, value in ns.arg:
         args.setdefault(name, []).append(value)
-    print(
-        hub_config_snippet(
-            ns.services or list(SERVICE_APPS),
+    services = ns.services or list(SERVICE_APPS)
+    unknown = [name for name in services if name not in SERVICE_APPS]
+    if unknown:
+        parser.error(f"unknown service {unknown[0]!r}; choose from {', '.join(SERVICE_APPS)}")
+    if ns.env_for:
+        env = service_environment(
+            ns.env_for,
+            token=secrets.token_hex(32),
+            hub_api_url=ns.hub_api_url,
+            host=ns.host,
+            port=ports.get(ns.env_for),
+            args=args.get(ns.env_for, ()),
+        )
+        print(format_env_file(env), end="")
+    elif ns.env_dir:
+        missing = [n for n in services if not (ns.env_dir / f"{n}.env").is_file()]
+        if missing:
+            parser.error(f"no {missing[0]}.env in {ns.env_dir}: write it with --env-for")
+        envs = {name: read_env_file(ns.env_dir / f"{name}.env") for name in services}
+        print(format_snippet(services, *external_services_and_roles(envs)), end="")
+    else:
+        snippet = hub_config_snippet(
+            services,
             python=ns.python,
             host=ns.host,
             bind_host=ns.bind_host,
             ports=ports,
             args=args,
             data_dir=ns.data_dir,
-        ),
-        end="",
-    )
+        )
+        print(snippet, end="")
 
 
 if __name__ == "__main__":
