@@ -17,12 +17,8 @@ pytest_plugins = ["tests.harness.postgres", "tests.harness.prometheus", "tests.h
 @pytest.fixture(scope="session")
 def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hub]:
     """One real hub with all three services, shared by the tests that only read and log in."""
-    hub = Hub(tmp_path_factory.mktemp("hub"))
-    hub.start()
-    try:
+    with Hub(tmp_path_factory.mktemp("hub")) as hub:
         yield hub
-    finally:
-        hub.stop()
 
 
 @pytest.fixture

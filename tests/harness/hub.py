@@ -144,6 +144,13 @@ for _service in _services:
             ]
         return "\n".join(["c = get_config()  # noqa", *parts, harness, self.extra_config, ""])
 
+    def __enter__(self) -> Hub:
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
     def start(self, timeout: float = 60) -> None:
         """Start the hub and wait until it and every service answer through the proxy."""
         self.config_path.write_text(self.config_text())

@@ -104,16 +104,13 @@ async def cull_hub(tmp_path: Path) -> AsyncIterator[tuple[Hub, HubAPI, CullClien
         },
         extra_config=LIGHT,
     )
-    hub.start()
-    try:
+    with hub:
         async with HubAPI(hub.api_url, hub.admin_token) as api:
             token = await api.create_token("admin", scopes=["access:services!service=cull"])
             client = CullClient(hub, token)
             await wait_first_cycle(client)
             yield hub, api, client
             await client.http.aclose()
-    finally:
-        hub.stop()
 
 
 async def test_one_cycle_stops_what_is_due_and_spares_the_rest(cull_hub) -> None:

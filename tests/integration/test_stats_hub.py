@@ -41,11 +41,8 @@ def stats_hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hub]:
         service_args={"stats": ["--poll-interval=1", f"--metrics-groups={GROUP}"]},
         extra_config=CONFIG,
     )
-    hub.start()
-    try:
+    with hub:
         yield hub
-    finally:
-        hub.stop()
 
 
 @pytest.fixture
