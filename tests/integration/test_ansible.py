@@ -45,8 +45,8 @@ def prepared_venv(prefix: Path) -> None:
 def test_playbook_installs_services_the_hub_runs(tmp_path: Path) -> None:
     prefix = tmp_path / "root"
     prepared_venv(prefix)
-    hub = Hub(tmp_path / "hub", services=[])
     ports = {name: free_port() for name in SERVICES}
+    hub = Hub(tmp_path / "hub", services=[])  # its ports and API URL go to the playbook
     extra = {
         "ansible_python_interpreter": sys.executable,
         "hubservices_prefix": str(prefix),
@@ -77,24 +77,25 @@ def test_playbook_installs_services_the_hub_runs(tmp_path: Path) -> None:
     snippet_path = prefix / "etc" / "jupyterhub" / "jupyterhub_config.d" / "hubservices.py"
     assert stat.S_IMODE(snippet_path.stat().st_mode) == 0o600
 
-    # what systemd would do: the hub loads the snippet, the units run the services
+    # what systemd would do: the units run the services, the hub loads the snippet
     hub.extra_config = snippet_path.read_text()
-    hub.start()
+    venv_python = prefix / "opt" / "hubservices" / "venv" / "bin" / "python"
     procs = []
     try:
-        venv_python = prefix / "opt" / "hubservices" / "venv" / "bin" / "python"
         for name in SERVICES:
-            command = [venv_python, "-P", "-m", f"services.{name}", f"--data-dir={tmp_path / name}"]
+            command = [venv_python, "-P", "-m", f"services.{name}"]
+            command += [f"--data-dir={tmp_path / name}"]
             command += shlex.split(envs[name]["HUBSERVICES_ARGS"])
             env = {"PATH": os.environ["PATH"], **envs[name]}
             procs.append(subprocess.Popen(command, env=env, stderr=subprocess.DEVNULL))
+        hub.start()  # after the services: the hub waits for external services it cannot reach
         for name in SERVICES:
             deadline = time.monotonic() + 30
             while httpx.get(hub.service_url(name, "health")).status_code != 200:
                 assert time.monotonic() < deadline, f"{name} never answered through the proxy"
                 time.sleep(0.3)
         admin = hub.browser("admin")
-        assert admin.get(hub.service_url("cull")).status_code == 200  # OAuth as an external service
+        assert admin.get(hub.service_url("cull")).status_code == 200  # OAuth, external service
         admin.close()
     finally:
         for proc in procs:
