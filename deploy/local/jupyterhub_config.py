@@ -32,6 +32,9 @@ c.SimpleLocalProcessSpawner.home_dir_template = str(here / "home" / "{username}"
 if os.geteuid() == 0:
     c.Spawner.args = ["--allow-root"]
 
-services, roles = services_and_roles(data_dir=str(here / "data"))
+services, roles = services_and_roles(
+    data_dir=str(here / "data"),
+    args={"formgrader": [f"--config={project / 'deploy/local/course101/formgrader_config.py'}"]},
+)
 c.JupyterHub.services = services
 c.JupyterHub.load_roles = roles

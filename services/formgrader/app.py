@@ -1,13 +1,28 @@
-"""The formgrader service application."""
+"""The formgrader service application: every configured course, for its graders."""
 
+from __future__ import annotations
+
+import os
 import re
+import sys
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, ClassVar
 
-from tornado.web import authenticated
-from traitlets import TraitError, Unicode, validate
+from nbgrader.server_extensions.formgrader import handlers as nbgrader_pages
+from tornado.web import Application as TornadoApplication
+from traitlets import Dict, Float, Integer, TraitError, Unicode, default, validate
 
 from ..common.app import HubServiceApp
-from ..common.web import BaseHandler
+from ..common.web import NotFoundHandler
+from .adapter import (
+    CourseRuntime,
+    FormgraderSettings,
+    nbgrader_routes,
+    nbgrader_templates,
+)
+from .courses import may_grade, parse_courses
+from .handlers import ActionHandler, CoursesHandler, FormgraderRootHandler, course_handlers
+from .jobs import Jobs
 
 
 class FormGrader(HubServiceApp):
@@ -29,23 +44,128 @@ class FormGrader(HubServiceApp):
             raise TraitError("grader_group_pattern must contain {course} exactly once")
         return proposal["value"]
 
+    courses = Dict(
+        help="""Courses served, by course id (config file):
+        {"course101": {"root": "/srv/course101", "db_url": "postgresql://...",
+        "exchange": "/srv/nbgrader/exchange", "timezone": "UTC", "nbgrader": {...}}}.
+        db_url defaults to SQLite in the root; nbgrader holds more nbgrader config sections.""",
+    ).tag(config=True)
+
+    @validate("courses")
+    def _valid_courses(self, proposal: dict[str, Any]) -> dict[str, Any]:
+        try:
+            parse_courses(proposal["value"], self.exchange)
+        except ValueError as e:
+            raise TraitError(f"courses: {e}") from None
+        return proposal["value"]
+
+    exchange = Unicode(
+        "/srv/nbgrader/exchange", help="The nbgrader exchange of courses that name none."
+    ).tag(config=True)
+
+    max_workers = Integer(
+        help="Long actions (autograde, generate, collect, feedback) run at once; others queue."
+    ).tag(config=True)
+
+    @default("max_workers")
+    def _default_max_workers(self) -> int:
+        return os.cpu_count() or 2
+
+    job_timeout = Float(3600, help="Seconds before a long action is killed.").tag(config=True)
+
+    db_threads = Integer(
+        8, help="Threads for gradebook reads and writes (one database connection each)."
+    ).tag(config=True)
+
     def graded_courses(self, model: dict[str, Any]) -> list[str]:
-        """The course ids whose grader group this user is in."""
+        """The course ids whose grader group this user is in (configured here or not)."""
         before, after = self.grader_group_pattern.split("{course}")
         pattern = re.compile(re.escape(before) + "(.+)" + re.escape(after))
         matches = (pattern.fullmatch(group) for group in model.get("groups", []))
         return sorted(m.group(1) for m in matches if m)
 
+    def courses_of(self, model: dict[str, Any]) -> list[str]:
+        """Courses on this user's list: all configured ones for service-wide graders."""
+        if super().user_allowed(model):
+            return sorted(set(self.graded_courses(model)) | set(self.runtimes))
+        return self.graded_courses(model)
+
+    def may_grade_course(self, model: dict[str, Any], course_id: str) -> bool:
+        return may_grade(
+            model,
+            course_id,
+            group_pattern=self.grader_group_pattern,
+            service_wide=super().user_allowed(model),
+        )
+
     def user_allowed(self, model: dict[str, Any]) -> bool:
         return super().user_allowed(model) or bool(self.graded_courses(model))
+
+    def required_scopes(self) -> list[str]:
+        # users are identified through OAuth with their groups; the service calls no hub API
+        return []
 
     def service_handlers(self) -> list[tuple]:
         return [("", CoursesHandler)]
 
+    # -- running ----------------------------------------------------------------------------
 
-class CoursesHandler(BaseHandler):
-    """The courses this user grades."""
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.runtimes: dict[str, CourseRuntime] = {}
 
-    @authenticated
-    def get(self) -> None:
-        self.render_page("index.html", courses=self.service.graded_courses(self.current_user))
+    async def on_start(self) -> None:
+        """Open every course's gradebook, then route to each course's application."""
+        # nbgrader runs `alembic` from PATH when it creates a gradebook
+        bindir = os.path.dirname(sys.executable)
+        os.environ["PATH"] = os.pathsep.join(filter(None, [bindir, os.environ.get("PATH")]))
+        self.executor = ThreadPoolExecutor(self.db_threads, thread_name_prefix="gradebook")
+        self.jobs = Jobs(max_parallel=self.max_workers, timeout=self.job_timeout)
+        for course in parse_courses(self.courses, self.exchange).values():
+            self.runtimes[course.id] = CourseRuntime.open(course)
+        self.web_app.add_handlers(
+            ".*$",
+            [
+                (f"{self.service_prefix}{re.escape(course_id)}(?:/.*)?", self.course_app(runtime))
+                for course_id, runtime in self.runtimes.items()
+            ],
+        )
+        self.log.info("Courses: %s", ", ".join(self.runtimes) or "none")
+
+    async def on_stop(self) -> None:
+        await self.jobs.stop()
+        self.executor.shutdown(wait=False, cancel_futures=True)
+        for runtime in self.runtimes.values():
+            runtime.close()
+
+    def make_web_app(self) -> TornadoApplication:
+        """Our routes; on_start adds one application per course under ``<prefix><course>/``."""
+        self.web_app = super().make_web_app()
+        return self.web_app
+
+    def course_app(self, runtime: CourseRuntime) -> TornadoApplication:
+        """nbgrader's formgrader and our course routes, with this course as their settings."""
+        base_url = f"{self.service_prefix}{runtime.course.id}"
+        routes = [
+            *course_handlers(),
+            *nbgrader_routes(
+                ActionHandler, {nbgrader_pages.FormgraderHandler: FormgraderRootHandler}
+            ),
+        ]
+        settings = {
+            key: self.web_app.settings[key]
+            for key in (
+                "service", "hub_auth", "hub_api", "cookie_secret", "templates", "static_path",
+                "static_url_prefix", "compress_response", "log_function",
+            )
+        }  # fmt: skip
+        return TornadoApplication(
+            [(f"{base_url}/{pattern}", handler, kwargs) for pattern, handler, kwargs in routes],
+            default_handler_class=NotFoundHandler,
+            base_url=base_url,
+            course_runtime=runtime,
+            nbgrader_formgrader=FormgraderSettings(url_prefix=""),
+            nbgrader_jinja2_env=nbgrader_templates(),
+            nbgrader_bad_setup=False,
+            **settings,
+        )

@@ -1,0 +1,201 @@
+"""What the formgrader decides without a server: courses, who grades them, safe names, CSP.
+
+Pure functions, so that the rules that keep one course's graders out of another course, keep
+paths inside a course and keep student HTML from running script are unit-tested on their own.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import html
+import os
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+#: Course, assignment, notebook, student and grade ids that may appear in a URL and become a
+#: path component or a glob in nbgrader: no separators, no leading dot ("..", ".ssh"), no glob.
+_SAFE_ID = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.@+-]{0,127}")
+
+#: Environment variables a worker (and the student code it runs) keeps; everything else, the
+#: hub token and any secret among them, is dropped.
+WORKER_ENV_KEEP = frozenset(
+    {
+        "PATH",
+        "HOME",
+        "LANG",
+        "LANGUAGE",
+        "TZ",
+        "TMPDIR",
+        "PYTHONPATH",
+        "VIRTUAL_ENV",
+        "USER",
+        "LOGNAME",
+        "SHELL",
+        "JUPYTER_PATH",
+        "JUPYTER_DATA_DIR",
+    }
+)
+
+_COURSE_KEYS = {"root", "db_url", "exchange", "timezone", "nbgrader"}
+
+
+@dataclass(frozen=True)
+class Course:
+    """One course as the service's config file declares it."""
+
+    id: str
+    root: Path
+    db_url: str
+    exchange: Path
+    timezone: str = "UTC"
+    #: More nbgrader configuration, e.g. ``{"ExecutePreprocessor": {"timeout": 60}}``.
+    nbgrader: Mapping[str, Any] = field(default_factory=dict)
+
+
+def is_safe_id(value: str) -> bool:
+    """Whether ``value`` can name a course, assignment, student or notebook on disk."""
+    return bool(_SAFE_ID.fullmatch(value))
+
+
+def parse_courses(raw: Mapping[str, Any], default_exchange: str) -> dict[str, Course]:
+    """Courses from the ``courses`` option; ValueError naming the course and key that is wrong.
+
+    ``{"course101": {"root": "/srv/course101", "db_url": "postgresql://...",
+    "exchange": "/srv/exchange"}}``; ``db_url`` defaults to SQLite in the course root and
+    ``exchange`` to ``default_exchange``.
+    """
+    courses = {}
+    for course_id, spec in raw.items():
+        if not is_safe_id(course_id):
+            raise ValueError(f"course id {course_id!r} must be letters, digits, '_.@+-'")
+        if not isinstance(spec, Mapping) or not spec.get("root"):
+            raise ValueError(f"course {course_id!r} needs at least a 'root' directory")
+        unknown = set(spec) - _COURSE_KEYS
+        if unknown:
+            raise ValueError(f"course {course_id!r}: unknown key(s) {', '.join(sorted(unknown))}")
+        root = Path(spec["root"])
+        if not root.is_absolute():
+            raise ValueError(f"course {course_id!r}: root must be an absolute path, not {root}")
+        exchange = Path(spec.get("exchange") or default_exchange)
+        if not exchange.is_absolute():
+            raise ValueError(f"course {course_id!r}: exchange must be absolute, not {exchange}")
+        if not isinstance(spec.get("nbgrader", {}), Mapping):
+            raise ValueError(f"course {course_id!r}: 'nbgrader' must be a dict of config sections")
+        courses[course_id] = Course(
+            id=course_id,
+            root=root,
+            db_url=spec.get("db_url") or f"sqlite:///{root / 'gradebook.db'}",
+            exchange=exchange,
+            timezone=spec.get("timezone", "UTC"),
+            nbgrader=dict(spec.get("nbgrader", {})),
+        )
+    return courses
+
+
+def may_grade(
+    model: Mapping[str, Any], course_id: str, *, group_pattern: str, service_wide: bool
+) -> bool:
+    """Whether a hub user may grade ``course_id``.
+
+    ``service_wide`` is the service's own verdict (hub admin with ``allow_admin``, or named in
+    ``allowed_users``/``allowed_groups``): those grade every course. Others must be in the
+    course's grader group.
+    """
+    if service_wide:
+        return True
+    if model.get("kind", "user") != "user":
+        return False
+    return group_pattern.format(course=course_id) in model.get("groups", [])
+
+
+def worker_env(environ: Mapping[str, str], bindir: str) -> dict[str, str]:
+    """The environment for a worker: only harmless variables survive, never a token.
+
+    ``bindir`` (the service's Python's) goes first on PATH: nbgrader runs ``alembic`` from
+    PATH when it creates a gradebook, and kernels are found next to the Python.
+    """
+    env = {key: value for key, value in environ.items() if key in WORKER_ENV_KEEP}
+    env["PATH"] = os.pathsep.join(filter(None, [bindir, env.get("PATH")]))
+    return env
+
+
+def browser_safe_type(content_type: str | None) -> str:
+    """The type to serve a student's file as: never one a browser would run as script."""
+    if not content_type:
+        return "application/octet-stream"
+    if content_type.endswith(("javascript", "ecmascript", "jscript")):
+        return "text/plain"
+    return content_type
+
+
+_SCRIPT = re.compile(r"<script(?P<attrs>[^>]*)>(?P<body>.*?)</script\s*>", re.I | re.S)
+_HANDLER = re.compile(r"""\son[a-z]+\s*=\s*(?:"([^"]*)"|'([^']*)')""", re.I)
+_NON_JS_TYPE = re.compile(
+    r"""\btype\s*=\s*["']?+(?!text/javascript|module|application/javascript)""", re.I
+)
+
+
+def _sha256(text: str) -> str:
+    digest = hashlib.sha256(text.encode()).digest()
+    return "'sha256-" + base64.b64encode(digest).decode() + "'"
+
+
+def trusted_part(page: str, student_content_marker: str | None) -> str:
+    """The part of ``page`` before the student's content starts (all of it without a marker).
+
+    A rendered submission is nbgrader's template (head, navigation bar) up to the notebook
+    container, then the student's HTML, whose scripts must stay blocked.
+    """
+    if student_content_marker is None:
+        return page
+    end = page.find(student_content_marker)
+    return page[:end] if end >= 0 else ""
+
+
+def inline_script_hashes(page: str) -> set[str]:
+    """CSP hashes of the inline JavaScript of ``page`` (other script types do not run)."""
+    hashes = set()
+    for match in _SCRIPT.finditer(page):
+        attrs = match.group("attrs")
+        if "src=" in attrs.lower() or _NON_JS_TYPE.search(attrs):
+            continue
+        hashes.add(_sha256(match.group("body")))
+    return hashes
+
+
+def event_handler_hashes(page: str) -> set[str]:
+    """CSP hashes (for ``'unsafe-hashes'``) of the ``on…=`` attributes of ``page``."""
+    found = {html.unescape(m.group(1) or m.group(2) or "") for m in _HANDLER.finditer(page)}
+    return {_sha256(source) for source in found}
+
+
+def page_csp(script_hashes: Iterable[str], handler_hashes: Iterable[str] = ()) -> str:
+    """The Content-Security-Policy of an nbgrader page: its own scripts, by hash, and no other.
+
+    Styles may be inline (nbconvert inlines its CSS and nbgrader uses style attributes).
+    """
+    script = ["'self'", *sorted(script_hashes)]
+    handlers = sorted(handler_hashes)
+    if handlers:
+        script += ["'unsafe-hashes'", *handlers]
+    return "; ".join(
+        [
+            "default-src 'none'",
+            "script-src " + " ".join(script),
+            "style-src 'self' 'unsafe-inline'",
+            "img-src 'self' data:",
+            "font-src 'self' data:",
+            "connect-src 'self'",
+            "form-action 'self'",
+            "frame-ancestors 'self'",
+            "base-uri 'none'",
+        ]
+    )
+
+
+#: A student's own file (image, HTML, data) from a submission: no script, no same origin.
+SANDBOX_CSP = "sandbox; default-src 'none'; img-src 'self' data:; style-src 'unsafe-inline'"

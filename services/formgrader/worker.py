@@ -1,0 +1,74 @@
+"""One long nbgrader action in its own process: ``python -m services.formgrader.worker``.
+
+The service runs generate, release, collect, autograde and feedback here, not in its event loop
+and not in its environment: the process starts with :func:`courses.worker_env` (no hub token,
+no secret), so the student code autograde executes cannot read them from its environment. The
+job arrives as JSON on stdin (the database URL may hold a password, and argv is visible to every
+local user); the result, nbgrader's own ``{"success", "log", "error"}``, leaves as JSON on stdout.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from nbgrader.apps.api import NbGraderAPI
+from nbgrader.coursedir import CourseDirectory
+from traitlets.config import Config
+
+from .courses import Course
+
+#: NbGraderAPI methods a job may call, with the number of ids each takes.
+ACTIONS = {
+    "generate_assignment": 1,
+    "unrelease": 1,
+    "release_assignment": 1,
+    "collect": 1,
+    "autograde": 2,
+    "generate_feedback": (1, 2),
+    "release_feedback": (1, 2),
+}
+
+
+def nbgrader_config(course: Course) -> Config:
+    """nbgrader's configuration for a course: its directories, database and exchange."""
+    config = Config({section: dict(values) for section, values in course.nbgrader.items()})
+    config.CourseDirectory.root = str(course.root)
+    config.CourseDirectory.course_id = course.id
+    config.CourseDirectory.db_url = course.db_url
+    config.Exchange.root = str(course.exchange)
+    config.NbGraderAPI.timezone = course.timezone
+    return config
+
+
+def course_to_json(course: Course) -> dict[str, Any]:
+    return {**course.__dict__, "root": str(course.root), "exchange": str(course.exchange)}
+
+
+def course_from_json(data: dict[str, Any]) -> Course:
+    return Course(**{**data, "root": Path(data["root"]), "exchange": Path(data["exchange"])})
+
+
+def run(course: Course, action: str, args: list[str]) -> dict[str, Any]:
+    """Call the NbGraderAPI method for ``action``, as nbgrader's own formgrader would."""
+    counts = ACTIONS[action]
+    if len(args) not in (counts if isinstance(counts, tuple) else (counts,)):
+        raise ValueError(f"{action} takes {counts} ids, not {len(args)}")
+    config = nbgrader_config(course)
+    api = NbGraderAPI(CourseDirectory(config=config), config=config)
+    return getattr(api, action)(*args)
+
+
+def main() -> None:
+    """Read the job from stdin, keep stdout for the result alone (nbgrader logs go to stderr)."""
+    job = json.load(sys.stdin)
+    out, sys.stdout = sys.stdout, sys.stderr
+    result = run(course_from_json(job["course"]), job["action"], job["args"])
+    out.write(json.dumps(result))
+    out.flush()
+
+
+if __name__ == "__main__":
+    main()

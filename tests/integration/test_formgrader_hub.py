@@ -1,0 +1,327 @@
+"""The formgrader under a real hub: two courses, their graders, students working through the
+nbgrader exchange, and the whole grading cycle through the service's own routes.
+
+One hub of our own for the module (formgrader only, two configured courses); the tests run in
+file order: the cycle test leaves graded submissions that the later tests look at.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import nbformat
+import pytest
+from playwright.sync_api import expect
+
+from tests.harness.hub import ROOT, Hub
+
+pytestmark = pytest.mark.hub
+
+SAMPLE = ROOT / "deploy" / "local" / "course101" / "source" / "ps1" / "problem1.ipynb"
+NBGRADER = str(Path(sys.executable).parent / "nbgrader")
+STUDENTS = {
+    # a right answer that also prints what environment student code sees
+    "student1": "import os\nprint('ENV', sorted(os.environ))\n"
+    "def squares(n):\n    return [i * i for i in range(1, n + 1)]",
+    # a wrong answer
+    "student2": "def squares(n):\n    return []",
+    # a slow one, to look at the service while an autograde runs
+    "student3": "import time\ntime.sleep(4)\n"
+    "def squares(n):\n    return [i * i for i in range(1, n + 1)]",
+}
+#: student2 tries to run script in the grader's browser through a markdown answer
+XSS = "<script>document.title = 'pwned'</script><img src=x onerror=\"alert(1)\">"
+
+
+@pytest.fixture(scope="module")
+def fg(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hub]:
+    work = tmp_path_factory.mktemp("fghub")
+    exchange = work / "exchange"
+    exchange.mkdir(mode=0o777)
+    courses = {
+        name: {"root": str(work / "courses" / name), "exchange": str(exchange)}
+        for name in ("course1", "course2")
+    }
+    config = work / "formgrader_config.py"
+    config.write_text(
+        f"c.FormGrader.courses = {json.dumps(courses)}\nc.FormGrader.max_workers = 2\n"
+    )
+    hub = Hub(
+        work,
+        services=["formgrader"],
+        service_args={"formgrader": [f"--config={config}"]},
+        extra_config='c.JupyterHub.load_groups = {"formgrade-course1": {"users": ["teacher1"]},'
+        ' "formgrade-course2": {"users": ["teacher2"]}}\n',
+    )
+    hub.start()
+    hub.exchange = exchange  # type: ignore[attr-defined]
+    hub.course_root = Path(courses["course1"]["root"])  # type: ignore[attr-defined]
+    try:
+        yield hub
+    finally:
+        hub.stop()
+
+
+class Grader:
+    """A logged-in browser that sends the XSRF token the way nbgrader's JavaScript does."""
+
+    def __init__(self, hub: Hub, user: str, course: str = "course1") -> None:
+        self.client = hub.browser(user)
+        self.base = f"/services/formgrader/{course}/"
+        self.client.get(self.base)  # OAuth into the service; sets its _xsrf cookie
+
+    def get(self, path: str, **kwargs: Any) -> httpx.Response:
+        return self.client.get(self.base + path, **kwargs)
+
+    def send(
+        self, method: str, path: str, body: Any = None, timeout: float = 120
+    ) -> httpx.Response:
+        xsrf = self.client.cookies.get("_xsrf", "", path="/services/formgrader/")
+        headers = {"X-CSRFToken": xsrf}
+        return self.client.request(
+            method, self.base + path, json=body, headers=headers, timeout=timeout
+        )
+
+    def ok(self, method: str, path: str, body: Any = None) -> Any:
+        r = self.send(method, path, body)
+        assert r.status_code == 200, r.text
+        result = r.json()
+        if isinstance(result, dict) and "success" in result:
+            assert result["success"], result
+        return result
+
+
+def student_run(hub: Hub, student: str, *args: str) -> None:
+    """Run an nbgrader student command as ``student``, with a home of their own."""
+    home = hub.workdir / "students" / student
+    home.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "USER": student, "LOGNAME": student, "HOME": str(home)}
+    exchange = f"--Exchange.root={hub.exchange}"  # type: ignore[attr-defined]
+    subprocess.run(
+        [
+            NBGRADER,
+            *args,
+            "--course=course1",
+            f"--student={student}",
+            exchange,
+            f"--Exchange.assignment_dir={home}",
+        ],
+        cwd=home,
+        env=env,
+        check=True,
+        capture_output=True,
+    )
+
+
+def answer(hub: Hub, student: str, code: str, text: str) -> None:
+    path = hub.workdir / "students" / student / "ps1" / "problem1.ipynb"
+    nb = nbformat.read(path, as_version=4)
+    for cell in nb.cells:
+        grade_id = cell.metadata.get("nbgrader", {}).get("grade_id")
+        if grade_id == "squares":
+            cell.source = code
+        elif grade_id == "explain":
+            cell.source = text
+    nbformat.write(nb, path)
+
+
+def test_full_cycle(fg: Hub) -> None:
+    teacher = Grader(fg, "teacher1")
+    source = fg.course_root / "source" / "ps1"  # type: ignore[attr-defined]
+    teacher.ok("PUT", "formgrader/api/assignment/ps1", {})
+    assert source.is_dir()
+    shutil.copy(SAMPLE, source / "problem1.ipynb")
+
+    teacher.ok("POST", "formgrader/api/assignment/ps1/assign")
+    teacher.ok("POST", "formgrader/api/assignment/ps1/release")
+    assert teacher.ok("GET", "formgrader/api/assignment/ps1")["status"] == "released"
+
+    for student, code in STUDENTS.items():
+        student_run(fg, student, "fetch_assignment", "ps1")
+        text = XSS if student == "student2" else "Because range(1, 1) is empty."
+        answer(fg, student, code, text)
+        student_run(fg, student, "submit", "ps1")
+
+    teacher.ok("POST", "formgrader/api/assignment/ps1/collect")
+    submissions = teacher.ok("GET", "formgrader/api/submissions/ps1")
+    assert {s["student"] for s in submissions} == set(STUDENTS)
+
+    # autograde every submission (two workers); meanwhile the service answers at once
+    results: dict[str, Any] = {}
+    grading = threading.Thread(
+        target=lambda: results.update(teacher.ok("POST", "api/assignment/ps1/autograde"))
+    )
+    grading.start()
+    time.sleep(1.5)
+    other = Grader(fg, "admin")
+    started = time.monotonic()
+    jobs = other.ok("GET", "api/jobs")["jobs"]
+    assert time.monotonic() - started < 1.0
+    assert any(j["state"] == "running" and j["action"] == "autograde" for j in jobs)
+    grading.join(120)
+    assert set(results["students"]) == set(STUDENTS)
+
+    autograded = fg.course_root / "autograded" / "student1" / "ps1" / "problem1.ipynb"  # type: ignore[attr-defined]
+    output = autograded.read_text()
+    assert "ENV" in output and "PATH" in output
+    assert "JUPYTERHUB" not in output  # student code ran without the service's token
+
+    by_student = {s["student"]: s for s in teacher.ok("GET", "formgrader/api/submissions/ps1")}
+    assert by_student["student1"]["score"] == 2
+    assert by_student["student2"]["score"] == 0
+
+    # grade the written answer by hand, with a comment
+    notebooks = teacher.ok("GET", "formgrader/api/submitted_notebooks/ps1/problem1")
+    for nb in notebooks:
+        grades = teacher.ok("GET", f"formgrader/api/grades?submission_id={nb['id']}")
+        explain = next(g for g in grades if g["name"] == "explain")
+        points = 1 if nb["student"] != "student2" else 0
+        saved = teacher.ok("PUT", f"formgrader/api/grade/{explain['id']}", {"manual_score": points})
+        assert saved["manual_score"] == points
+        comments = teacher.ok("GET", f"formgrader/api/comments?submission_id={nb['id']}")
+        comment = next(c for c in comments if c["name"] == "explain")
+        teacher.ok("PUT", f"formgrader/api/comment/{comment['id']}", {"manual_comment": "Seen."})
+    by_student = {s["student"]: s for s in teacher.ok("GET", "formgrader/api/submissions/ps1")}
+    assert by_student["student1"]["score"] == 3
+
+    teacher.ok("POST", "formgrader/api/assignment/ps1/generate_feedback")
+    teacher.ok("POST", "formgrader/api/assignment/ps1/release_feedback")
+    student_run(fg, "student1", "fetch_feedback", "ps1")
+    feedback = list((fg.workdir / "students" / "student1" / "ps1" / "feedback").rglob("*.html"))
+    assert feedback and "Seen." in feedback[0].read_text()
+
+    # grades as CSV, per course and per assignment
+    csv = teacher.get("export/grades.csv")
+    assert csv.status_code == 200
+    assert csv.headers["Content-Type"].startswith("text/csv")
+    rows = {line.split(",")[3]: line.split(",") for line in csv.text.splitlines()[1:]}
+    assert rows["student1"][9] == "3.0" and rows["student2"][9] == "0.0"
+    assert teacher.get("export/ps1/grades.csv").text == csv.text
+    assert teacher.get("export/nope/grades.csv").status_code == 404
+
+    # the course page lists the exports and the jobs
+    page = teacher.get("")
+    assert 'href="/services/formgrader/course1/export/ps1/grades.csv"' in page.text
+    assert "autograde" in page.text
+
+
+def test_submission_page_runs_only_nbgraders_scripts(fg: Hub) -> None:
+    teacher = Grader(fg, "teacher1")
+    notebooks = teacher.ok("GET", "formgrader/api/submitted_notebooks/ps1/problem1")
+    xss = next(nb for nb in notebooks if nb["student"] == "student2")
+    page = teacher.get(f"formgrader/submissions/{xss['id']}/")
+    assert page.status_code == 200
+    csp = page.headers["Content-Security-Policy"]
+    script_src = next(d for d in csp.split("; ") if d.startswith("script-src"))
+    assert "'unsafe-inline'" not in script_src
+    assert "document.title = 'pwned'" in page.text  # shown (as the student wrote it)...
+    from services.formgrader.courses import event_handler_hashes, inline_script_hashes
+
+    student_hashes = inline_script_hashes(XSS) | event_handler_hashes(XSS)
+    assert not student_hashes & set(script_src.split())  # ...but not allowed to run
+    assert "cdnjs" not in page.text and "https://" not in re.sub(
+        r'href="https://[^"]*"', "", page.text
+    )
+
+
+def test_permissions(fg: Hub) -> None:
+    urls = [
+        "",
+        "formgrader/manage_assignments",
+        "formgrader/gradebook/ps1",
+        "formgrader/static/js/utils.js",
+        "formgrader/api/assignments",
+        "api/jobs",
+        "export/grades.csv",
+    ]
+    teacher = Grader(fg, "teacher1")
+    for url in urls:
+        assert teacher.get(url).status_code == 200, url
+    listing = teacher.client.get("/services/formgrader/")
+    assert 'href="/services/formgrader/course1/"' in listing.text
+    assert "course2" not in listing.text
+
+    other = Grader(fg, "teacher2")  # grades course2 only
+    assert other.get("", follow_redirects=False).status_code == 403
+    for url in urls:
+        r = other.get(url)
+        assert r.status_code == 403, url
+    assert other.get("formgrader/api/assignments").json()["message"] == (
+        "teacher2 does not grade course1."
+    )
+    assert other.send("POST", "formgrader/api/assignment/ps1/release").status_code == 403
+    assert Grader(fg, "teacher2", "course2").get("formgrader/api/assignments").status_code == 200
+
+    student = fg.browser("student9")
+    assert student.get("/services/formgrader/").status_code == 403
+    assert student.get("/services/formgrader/course1/formgrader/api/assignments").status_code == 403
+
+    admin = Grader(fg, "admin")
+    for url in urls:
+        assert admin.get(url).status_code == 200, url
+    listing = admin.client.get("/services/formgrader/").text
+    assert "course1" in listing and "course2" in listing
+
+    with httpx.Client(base_url=fg.url) as anonymous:
+        page = anonymous.get("/services/formgrader/course1/formgrader/manage_assignments")
+        assert page.status_code == 302 and "/hub/api/oauth2/authorize" in page.headers["Location"]
+        api = anonymous.get("/services/formgrader/course1/formgrader/api/assignments")
+        assert api.status_code == 403
+
+
+def test_xsrf_bad_ids_and_no_open_redirect(fg: Hub) -> None:
+    teacher = Grader(fg, "teacher1")
+    forged = teacher.client.put(
+        "/services/formgrader/course1/formgrader/api/student/mallory", json={}
+    )
+    assert forged.status_code == 403
+    assert teacher.send("PUT", "formgrader/api/student/mallory", {}).status_code == 200
+    bad = teacher.send("PUT", "formgrader/api/assignment/..%2F..%2Fetc", {})
+    assert bad.status_code in (400, 404)
+    assert teacher.send("PUT", "formgrader/api/assignment/.hidden", {}).status_code == 400
+    r = teacher.get("formgrader//evil.example/", follow_redirects=False)
+    assert not r.headers.get("Location", "").startswith(("//", "http"))
+
+
+def test_grading_in_chromium(fg: Hub, hub_page, tmp_path: Path) -> None:
+    browser = hub_page(fg, "teacher1")
+    page = browser.page
+    base = f"{fg.url}/services/formgrader/course1/formgrader"
+
+    page.goto(f"{base}/manage_assignments")
+    browser.problems.clear()  # the hub's landing page (the user's JupyterLab) is not ours
+    page.reload()
+    page.wait_for_selector("#main-table tr td a:text('ps1')")
+    assert page.locator("#main-table a[href^='/tree/']").count() == 0  # no dead server links
+
+    teacher = Grader(fg, "teacher1")
+    notebooks = teacher.ok("GET", "formgrader/api/submitted_notebooks/ps1/problem1")
+    submission = next(nb for nb in notebooks if nb["student"] == "student3")
+    page.goto(f"{base}/submissions/{submission['id']}/")
+    score = page.locator("input.score#explain")
+    score.wait_for()
+    with page.expect_response(
+        lambda r: "/api/grade/" in r.url and r.request.method == "PUT"
+    ) as put:
+        score.fill("0.5")
+        score.press("Tab")
+    assert put.value.status == 200
+    page.screenshot(path=str(tmp_path / "grading.png"), full_page=False)
+    shutil.copy(tmp_path / "grading.png", fg.workdir / "grading.png")
+
+    page.reload()
+    expect(page.locator("input.score#explain")).to_have_value("0.5")
+    grades = teacher.ok("GET", f"formgrader/api/grades?submission_id={submission['id']}")
+    assert next(g for g in grades if g["name"] == "explain")["manual_score"] == 0.5
+    assert browser.problems == [], browser.problems

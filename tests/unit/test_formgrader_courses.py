@@ -1,0 +1,177 @@
+"""The formgrader's decisions: course config, who grades what, safe ids, worker env, CSP."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from services.formgrader.app import FormGrader
+from services.formgrader.courses import (
+    SANDBOX_CSP,
+    browser_safe_type,
+    event_handler_hashes,
+    inline_script_hashes,
+    is_safe_id,
+    may_grade,
+    page_csp,
+    parse_courses,
+    trusted_part,
+    worker_env,
+)
+from services.formgrader.worker import course_from_json, course_to_json, nbgrader_config
+
+
+def test_courses_get_defaults_and_keep_their_settings() -> None:
+    courses = parse_courses(
+        {
+            "c1": {"root": "/srv/c1"},
+            "c2": {
+                "root": "/srv/c2",
+                "db_url": "postgresql://u:p@db/c2",
+                "exchange": "/srv/ex2",
+                "nbgrader": {"ExecutePreprocessor": {"timeout": 5}},
+            },
+        },
+        "/srv/exchange",
+    )
+    assert courses["c1"].db_url == "sqlite:////srv/c1/gradebook.db"
+    assert courses["c1"].exchange == Path("/srv/exchange")
+    assert courses["c2"].exchange == Path("/srv/ex2")
+    config = nbgrader_config(courses["c2"])
+    assert config.CourseDirectory.course_id == "c2"
+    assert config.CourseDirectory.db_url == "postgresql://u:p@db/c2"
+    assert config.Exchange.root == "/srv/ex2"
+    assert config.ExecutePreprocessor.timeout == 5
+    assert course_from_json(course_to_json(courses["c2"])) == courses["c2"]
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        ({"../x": {"root": "/srv/x"}}, "course id"),
+        ({"c": {}}, "needs at least a 'root'"),
+        ({"c": {"root": "relative"}}, "absolute"),
+        ({"c": {"root": "/r", "exchange": "ex"}}, "exchange must be absolute"),
+        ({"c": {"root": "/r", "dburl": "x"}}, "unknown key(s) dburl"),
+        ({"c": {"root": "/r", "nbgrader": []}}, "'nbgrader' must be a dict"),
+    ],
+)
+def test_bad_course_config_is_named(raw: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        parse_courses(raw, "/srv/exchange")
+
+
+def test_bad_courses_option_stops_the_service() -> None:
+    app = FormGrader()
+    with pytest.raises(SystemExit) as exit_info:
+        app.load_config(["--FormGrader.courses=c=1"])
+    assert exit_info.value.code == 2
+
+
+@pytest.mark.parametrize("value", ["ps1", "student.name", "a-b_c", "x@example.org", "s1+tag"])
+def test_safe_ids(value: str) -> None:
+    assert is_safe_id(value)
+
+
+@pytest.mark.parametrize(
+    "value", ["", ".", "..", ".hidden", "a/b", "a\\b", "*", "ps[1]", "a?", "x" * 200, "a\x00"]
+)
+def test_unsafe_ids(value: str) -> None:
+    assert not is_safe_id(value)
+
+
+def test_who_grades_a_course() -> None:
+    grader = {"kind": "user", "name": "t", "groups": ["formgrade-c1"]}
+    pattern = "formgrade-{course}"
+    assert may_grade(grader, "c1", group_pattern=pattern, service_wide=False)
+    assert not may_grade(grader, "c2", group_pattern=pattern, service_wide=False)
+    # the service's own verdict (admin, allowed_users/groups) covers every course
+    assert may_grade({"name": "a", "groups": []}, "c2", group_pattern=pattern, service_wide=True)
+    service = {"kind": "service", "name": "x", "groups": ["formgrade-c1"]}
+    assert not may_grade(service, "c1", group_pattern=pattern, service_wide=False)
+
+
+def test_app_courses_of_users() -> None:
+    app = FormGrader(grader_group_pattern="graders-{course}")
+    app.runtimes = {"c1": None, "c2": None}  # type: ignore[dict-item]
+    teacher = {"kind": "user", "name": "t", "admin": False, "groups": ["graders-c1", "x"]}
+    admin = {"kind": "user", "name": "a", "admin": True, "groups": []}
+    student = {"kind": "user", "name": "s", "admin": False, "groups": ["students"]}
+    assert app.courses_of(teacher) == ["c1"]
+    assert app.courses_of(admin) == ["c1", "c2"]
+    assert not app.user_allowed(student)
+    assert app.may_grade_course(teacher, "c1") and not app.may_grade_course(teacher, "c2")
+    assert app.may_grade_course(admin, "c2")
+    assert app.required_scopes() == []
+
+
+def test_worker_env_drops_tokens_and_secrets() -> None:
+    env = worker_env(
+        {
+            "PATH": "/usr/bin",
+            "HOME": "/home/svc",
+            "JUPYTERHUB_API_TOKEN": "secret",
+            "JUPYTERHUB_API_URL": "http://hub",
+            "AWS_SECRET_ACCESS_KEY": "secret",
+            "PGPASSWORD": "secret",
+            "LANG": "C.UTF-8",
+        },
+        "/venv/bin",
+    )
+    assert env == {"PATH": "/venv/bin:/usr/bin", "HOME": "/home/svc", "LANG": "C.UTF-8"}
+
+
+@pytest.mark.parametrize(
+    ("given", "served"),
+    [
+        ("application/javascript", "text/plain"),
+        ("text/javascript", "text/plain"),
+        ("application/x-ecmascript", "text/plain"),
+        ("image/png", "image/png"),
+        ("text/html", "text/html"),
+        (None, "application/octet-stream"),
+    ],
+)
+def test_student_files_are_never_script(given: str | None, served: str) -> None:
+    assert browser_safe_type(given) == served
+
+
+PAGE = """<html><head>
+<script src="/x.js"></script>
+<script>var base_url = "/b";</script>
+<script type="text/javascript">init();</script>
+<script type="text/x-mathjax-config">MathJax.Hub.Config({});</script>
+</head><body><nav><span onclick="toggle_name(true);"></span><script>tips();</script></nav>
+<div class="container" id="notebook-container">
+<script>steal()</script><img src=x onerror="alert(1)">
+</div></body></html>"""
+
+
+def test_only_the_template_part_of_a_submission_may_run_script() -> None:
+    marker = '<div class="container" id="notebook-container">'
+    trusted = trusted_part(PAGE, marker)
+    scripts = inline_script_hashes(trusted)
+    handlers = event_handler_hashes(trusted)
+    assert scripts == inline_script_hashes(
+        '<script>var base_url = "/b";</script><script>init();</script><script>tips();</script>'
+    )
+    assert handlers == event_handler_hashes('<i onclick="toggle_name(true);">')
+    student = inline_script_hashes("<script>steal()</script>") | event_handler_hashes(
+        '<img onerror="alert(1)">'
+    )
+    csp = page_csp(scripts, handlers)
+    assert not any(h in csp for h in student)
+    assert "'unsafe-inline'" not in csp.split("; ")[1]
+    assert "'unsafe-hashes'" in csp
+    # no marker: nothing is trusted rather than everything
+    assert trusted_part(PAGE, "<div id=missing>") == ""
+    assert trusted_part(PAGE, None) == PAGE
+
+
+def test_hashes_match_what_browsers_compute() -> None:
+    # sha256 of "alert(1)" as CSP spells it
+    assert inline_script_hashes("<script>alert(1)</script>") == {
+        "'sha256-bhHHL3z2vDgxUt0W3dWQOrprscmda2Y5pLsLg4GF+pI='"
+    }
+    assert "sandbox" in SANDBOX_CSP and "script-src" not in SANDBOX_CSP
