@@ -1,0 +1,792 @@
+"""One cull cycle of ours against one of jupyterhub-idle-culler 2.0.0, on the same real hub.
+
+Fills one JupyterHub (LightSpawner: no process per server) with ``--users`` users and
+``--servers`` running default servers, ``--idle`` of them idle for 4000 s and all taking
+``--stop-delay`` seconds to stop. Then it runs one cycle of our culler (in-process, as
+``services.cull.app.Culler.cull_once`` does) and one of ``jupyterhub_idle_culler.cull_idle``,
+both with ``timeout=3600``, ``concurrency=--concurrency``, default servers only, no user culling,
+restoring the idle servers in between. Both talk to the hub through a counting reverse proxy in
+this process, so wall time and hub API requests are measured the same way for both.
+
+Run from the project root: ``.venv/bin/python -m bench.cull_bench [--write-docs]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import inspect
+import logging
+import os
+import platform
+import re
+import shutil
+import signal
+import statistics
+import sys
+import tempfile
+import textwrap
+import time
+from collections import Counter, defaultdict
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import jupyterhub
+import jupyterhub_idle_culler
+import psutil
+from prometheus_client import CollectorRegistry
+from tornado import httpclient, httpserver, httputil, netutil, web
+
+from services.common.db import Database
+from services.common.hubapi import HubAPI
+from services.cull.audit import Audit
+from services.cull.culler import CullCycle, CullMetrics, CullOptions
+from services.cull.policy import Policy
+from tests.harness.hub import Hub
+
+ROOT = Path(__file__).resolve().parents[1]
+DOCS = ROOT / "docs" / "benchmarks.md"
+TIMEOUT = 3600  # the cullers' --timeout
+IDLE_SECONDS = 4000  # how long ago the idle servers were last active
+CULLER_TIMEOUT, CULLER_RETRIES = 30.0, 6  # Culler's hub_timeout / hub_retries defaults
+CHUNK = 500  # users per POST /users
+BARE = "bare stops"  # the hub's own limit: the idle servers' DELETEs and nothing else
+STOP_LOG = re.compile(r"server took ([0-9.]+) seconds to stop")
+HOP_BY_HOP = {
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "transfer-encoding",
+    "te",
+    "trailer",
+    "upgrade",
+    "content-length",
+}
+
+log = logging.getLogger("bench.cull")
+
+
+# -- the counting proxy ----------------------------------------------------------------------
+
+
+def request_kind(method: str, path: str) -> str:
+    """What a hub API request is for, to break the counts down."""
+    rest = path.split("/hub/api", 1)[-1].strip("/")
+    parts = rest.split("/") if rest else []
+    if not parts:
+        return f"{method} / (hub info)"
+    if parts == ["users"]:
+        return f"{method} /users (list page)"
+    if len(parts) == 2 and parts[0] == "users":
+        return f"{method} /users/:name"
+    if len(parts) == 3 and parts[0] == "users" and parts[2] == "server":
+        return f"{method} /users/:name/server"
+    return f"{method} other"
+
+
+@dataclass
+class Traffic:
+    """What the proxy saw since its last reset."""
+
+    methods: Counter[str] = field(default_factory=Counter)
+    kinds: Counter[str] = field(default_factory=Counter)
+    upstream: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
+    statuses: Counter[int] = field(default_factory=Counter)
+    rewritten_links: int = 0
+
+    @property
+    def total(self) -> int:
+        return sum(self.methods.values())
+
+
+class CountingProxy:
+    """A reverse proxy in front of the hub that counts requests; everything else passes as is.
+
+    The Host header is forwarded, so the hub's ``_pagination.next.url`` links already name the
+    proxy; any link that still names the hub directly is rewritten (and counted) as a safety net.
+    """
+
+    def __init__(self, upstream: str) -> None:
+        self.upstream = upstream.rstrip("/")  # http://127.0.0.1:<hub port>
+        self.traffic = Traffic()
+        self.url = ""
+        self._server: httpserver.HTTPServer | None = None
+        self.client: httpclient.AsyncHTTPClient | None = None
+
+    def start(self) -> str:
+        """Listen on a free 127.0.0.1 port (inside the running loop); return the base URL."""
+        sockets = netutil.bind_sockets(0, "127.0.0.1")
+        app = web.Application([(r".*", _Forward, {"proxy": self})], log_function=lambda h: None)
+        self._server = httpserver.HTTPServer(app)
+        self._server.add_sockets(sockets)
+        # Our own client: idle-culler reconfigures the shared AsyncHTTPClient when it runs.
+        self.client = httpclient.AsyncHTTPClient(force_instance=True, max_clients=64)
+        self.url = f"http://127.0.0.1:{sockets[0].getsockname()[1]}"
+        return self.url
+
+    def reset(self) -> Traffic:
+        """Start counting afresh; return what was counted so far."""
+        seen, self.traffic = self.traffic, Traffic()
+        return seen
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.stop()
+        if self.client is not None:
+            self.client.close()
+
+
+class _Forward(web.RequestHandler):
+    SUPPORTED_METHODS = ("GET", "HEAD", "POST", "DELETE", "PATCH", "PUT", "OPTIONS")
+
+    def initialize(self, proxy: CountingProxy) -> None:
+        self.proxy = proxy
+
+    async def _forward(self) -> None:
+        proxy, req = self.proxy, self.request
+        assert proxy.client is not None
+        kind = request_kind(req.method or "", req.path)
+        proxy.traffic.methods[req.method or ""] += 1
+        proxy.traffic.kinds[kind] += 1
+        headers = httputil.HTTPHeaders()
+        for name, value in req.headers.get_all():
+            if name.lower() not in HOP_BY_HOP:
+                headers.add(name, value)
+        has_body = bool(req.body) or req.method in ("POST", "PUT", "PATCH")
+        upstream_req = httpclient.HTTPRequest(
+            self.proxy.upstream + req.uri,
+            method=req.method,
+            headers=headers,
+            body=req.body if has_body else None,
+            allow_nonstandard_methods=True,
+            follow_redirects=False,
+            decompress_response=False,
+            request_timeout=300,
+        )
+        tic = time.perf_counter()
+        resp = await proxy.client.fetch(upstream_req, raise_error=False)
+        proxy.traffic.upstream[kind].append(time.perf_counter() - tic)
+        if resp.code == 599:  # no answer at all from the hub
+            proxy.traffic.statuses[502] += 1
+            raise web.HTTPError(502, str(resp.error))
+        proxy.traffic.statuses[resp.code] += 1
+        self.set_status(resp.code, resp.reason)
+        for name in ("Content-Type", "Server", "Date"):
+            self.clear_header(name)
+        for name, value in resp.headers.get_all():
+            if name.lower() not in HOP_BY_HOP:
+                self.add_header(name, value)
+        body = resp.body or b""
+        hub_netloc = proxy.upstream.encode()
+        if hub_netloc in body:
+            proxy.traffic.rewritten_links += body.count(hub_netloc)
+            body = body.replace(hub_netloc, proxy.url.encode())
+        if body and resp.code not in (204, 304):
+            self.write(body)
+        await self.finish()
+
+    get = head = post = delete = patch = put = options = _forward
+
+
+# -- filling the hub ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Which users exist, which have servers, which servers are idle: spread evenly."""
+
+    users: list[str]
+    running: list[str]
+    idle: list[str]
+
+    @classmethod
+    def make(cls, users: int, servers: int, idle: int) -> Layout:
+        if not 0 <= idle <= servers <= users:
+            raise SystemExit("need 0 <= --idle <= --servers <= --users")
+        names = [f"bench-{i:05d}" for i in range(users)]
+        running = [names[i * users // servers] for i in range(servers)] if servers else []
+        idle_names = [running[i * servers // idle] for i in range(idle)] if idle else []
+        return cls(names, running, idle_names)
+
+
+async def gather_limited(limit: int, jobs: list[Awaitable[Any]]) -> list[Any]:
+    """Await the jobs with at most ``limit`` of them running at once."""
+    semaphore = asyncio.Semaphore(limit)
+
+    async def one(job: Awaitable[Any]) -> Any:
+        async with semaphore:
+            return await job
+
+    return await asyncio.gather(*(one(j) for j in jobs))
+
+
+async def start_servers(api: HubAPI, names: list[str], idle: set[str]) -> None:
+    """Start the default servers of ``names``; those in ``idle`` last active 4000 s ago."""
+
+    async def start(name: str) -> None:
+        body = {"idle_seconds": IDLE_SECONDS if name in idle else 0}
+        await api.post("users", name, "server", json=body)
+
+    await gather_limited(50, [start(n) for n in names])
+
+
+async def ready_servers(api: HubAPI) -> tuple[int, int]:
+    """(ready servers, of which idle past the timeout), from the hub's listing."""
+    now = datetime.now(UTC)
+    ready = idle = 0
+    for user in await api.list_users(state="ready"):
+        for server in (user.get("servers") or {}).values():
+            if server.get("ready"):
+                ready += 1
+                last = datetime.fromisoformat(server["last_activity"])
+                idle += (now - last).total_seconds() >= TIMEOUT
+    return ready, idle
+
+
+async def wait_ready(api: HubAPI, servers: int, idle: int, timeout: float = 300) -> None:
+    """Until exactly ``servers`` servers are ready, ``idle`` of them idle."""
+    deadline = time.monotonic() + timeout
+    while True:
+        counts = await ready_servers(api)
+        if counts == (servers, idle):
+            return
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"expected {servers} ready ({idle} idle), hub has {counts}")
+        await asyncio.sleep(1)
+
+
+async def fill(api: HubAPI, layout: Layout) -> dict[str, float]:
+    """Create the users and start the servers; seconds each step took."""
+    tic = time.perf_counter()
+    for i in range(0, len(layout.users), CHUNK):
+        await api.create_users(layout.users[i : i + CHUNK])
+    created = time.perf_counter()
+    await start_servers(api, layout.running, set(layout.idle))
+    await wait_ready(api, len(layout.running), len(layout.idle))
+    return {"create users": created - tic, "start servers": time.perf_counter() - created}
+
+
+# -- the two cullers ---------------------------------------------------------------------------
+
+
+@dataclass
+class Run:
+    """One culler's cycle as measured."""
+
+    name: str
+    wall: float
+    traffic: Traffic
+    stopped: int
+    bench_cpu: float  # CPU seconds of this process (culler + proxy) during the cycle
+    hub_cpu: float  # CPU seconds of the hub and its configurable-http-proxy during the cycle
+    other_cpu: float  # CPU seconds of every other process on the machine meanwhile
+    hub_stops: list[float]  # the hub's own "server took X seconds to stop", from its log
+    phases: dict[str, list[float]] = field(default_factory=dict)
+
+
+def _timed_async(samples: list[float], func: Callable[..., Awaitable[Any]]) -> Callable[..., Any]:
+    async def timed(*args: Any, **kwargs: Any) -> Any:
+        tic = time.perf_counter()
+        try:
+            return await func(*args, **kwargs)
+        finally:
+            samples.append(time.perf_counter() - tic)
+
+    return timed
+
+
+def _timed_sync(samples: list[float], func: Callable[..., Any]) -> Callable[..., Any]:
+    def timed(*args: Any, **kwargs: Any) -> Any:
+        tic = time.perf_counter()
+        try:
+            return func(*args, **kwargs)
+        finally:
+            samples.append(time.perf_counter() - tic)
+
+    return timed
+
+
+def instrument(obj: object, names: list[str], phases: dict[str, list[float]]) -> None:
+    """Replace the instance's methods by timed ones; durations go to ``phases[name]``."""
+    for name in names:
+        func = getattr(obj, name)
+        wrap = _timed_async if inspect.iscoroutinefunction(func) else _timed_sync
+        setattr(obj, name, wrap(phases[name], func))
+
+
+def audit_db(workdir: Path) -> Database:
+    """The audit database, migrated, as Culler.on_start makes it (not part of a cycle)."""
+    db = Database(
+        f"sqlite:///{workdir / 'cull.sqlite'}",
+        migrations="services.cull.migrations",
+        version_table="alembic_version_cull",
+    )
+    db.upgrade()
+    return db
+
+
+async def run_ours(api_url: str, token: str, concurrency: int, db: Database) -> dict[str, Any]:
+    """One cycle of our culler, as Culler.cull_once runs it; the timed phases."""
+    phases: dict[str, list[float]] = defaultdict(list)
+    async with HubAPI(
+        api_url,
+        token,
+        timeout=CULLER_TIMEOUT,
+        retries=CULLER_RETRIES,
+        concurrency=concurrency,
+        page_size=None,
+    ) as hub:
+        audit = Audit(db)
+        instrument(hub, ["list_users", "get_user", "stop_server"], phases)
+        instrument(audit, ["start_cycle", "record", "finish_cycle"], phases)
+        cycle = CullCycle(
+            hub,
+            Policy(timeout=TIMEOUT),
+            CullOptions(concurrency=concurrency),
+            audit,
+            CullMetrics(CollectorRegistry()),
+            token=token,
+        )
+        result = await cycle.run()
+    if result.errors:
+        raise RuntimeError(f"our cycle had {result.errors} errors")
+    return {"stopped": result.culled_servers, "phases": dict(phases)}
+
+
+async def run_reference(api_url: str, token: str, concurrency: int) -> dict[str, Any]:
+    """One call of idle-culler's cull_idle: its first periodic run, same options as ours."""
+    await jupyterhub_idle_culler.cull_idle(
+        url=api_url,
+        api_token=token,
+        inactive_limit=TIMEOUT,
+        logger=logging.getLogger("bench.reference"),
+        cull_users=False,
+        max_age=0,
+        concurrency=concurrency,
+    )
+    return {"stopped": None, "phases": {}}
+
+
+async def run_bare_stops(
+    api_url: str, token: str, concurrency: int, names: list[str]
+) -> dict[str, Any]:
+    """Only the stops, ``concurrency`` at a time: what this hub allows at best, no culler."""
+    phases: dict[str, list[float]] = defaultdict(list)
+    async with HubAPI(
+        api_url, token, timeout=CULLER_TIMEOUT, retries=CULLER_RETRIES, concurrency=concurrency
+    ) as hub:
+        instrument(hub, ["stop_server"], phases)
+        await asyncio.gather(*(hub.stop_server(name) for name in names))
+    return {"phases": dict(phases)}
+
+
+def tree_cpu(proc: psutil.Process) -> float:
+    """CPU seconds used so far by a process and its children (the hub and its proxy)."""
+    total = 0.0
+    for p in [proc, *proc.children(recursive=True)]:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            times = p.cpu_times()
+            total += times.user + times.system
+    return total
+
+
+def machine_busy() -> float:
+    """CPU seconds the whole machine has spent busy (not idle, not waiting for I/O)."""
+    t = psutil.cpu_times()
+    not_busy = ("idle", "iowait", "guest", "guest_nice")  # guest time is counted in user too
+    return sum(t) - sum(getattr(t, name, 0.0) for name in not_busy)
+
+
+async def measure(
+    name: str,
+    cycle: Awaitable[dict[str, Any]],
+    proxy: CountingProxy,
+    direct: HubAPI,
+    hub: Hub,
+    idle: int,
+) -> Run:
+    """Run one culler's cycle with the proxy counting; check what it stopped afterwards."""
+    assert hub.proc is not None
+    hub_proc = psutil.Process(hub.proc.pid)
+    before_ready, _ = await ready_servers(direct)
+    log_offset = hub.log_path.stat().st_size
+    proxy.reset()
+    cpu, hub_cpu, busy = time.process_time(), tree_cpu(hub_proc), machine_busy()
+    tic = time.perf_counter()
+    outcome = await cycle
+    wall = time.perf_counter() - tic
+    cpu, hub_cpu = time.process_time() - cpu, tree_cpu(hub_proc) - hub_cpu
+    other = max(0.0, machine_busy() - busy - cpu - hub_cpu)
+    traffic = proxy.reset()
+    with hub.log_path.open("rb") as f:
+        f.seek(log_offset)
+        hub_stops = [float(s) for s in STOP_LOG.findall(f.read().decode(errors="replace"))]
+    after_ready, after_idle = await ready_servers(direct)
+    stopped = before_ready - after_ready
+    if after_idle or stopped != idle:
+        raise RuntimeError(f"{name}: stopped {stopped} of {idle} idle servers, {after_idle} left")
+    return Run(name, wall, traffic, stopped, cpu, hub_cpu, other, hub_stops, outcome["phases"])
+
+
+async def listing_time(api_url: str, token: str, concurrency: int, repeat: int = 3) -> float:
+    """Median seconds to list the ready users through the proxy (hub's default page size)."""
+    times = []
+    async with HubAPI(
+        api_url, token, timeout=CULLER_TIMEOUT, retries=CULLER_RETRIES, concurrency=concurrency
+    ) as api:
+        for _ in range(repeat):
+            tic = time.perf_counter()
+            await api.list_users(state="ready")
+            times.append(time.perf_counter() - tic)
+    return statistics.median(times)
+
+
+# -- the benchmark -----------------------------------------------------------------------------
+
+
+@dataclass
+class Result:
+    """Everything the report needs."""
+
+    args: argparse.Namespace
+    fill: dict[str, float]
+    listing: float
+    listing_pages: int
+    runs: dict[str, Run]
+
+    @property
+    def floor(self) -> float:
+        a = self.args
+        return self.listing + a.idle * a.stop_delay / a.concurrency
+
+
+async def bench(args: argparse.Namespace, hub: Hub, workdir: Path) -> Result:
+    layout = Layout.make(args.users, args.servers, args.idle)
+    hub_root = hub.api_url.rsplit("/hub/api", 1)[0]
+    proxy = CountingProxy(hub_root)
+    api_url = proxy.start() + "/hub/api"
+    db = audit_db(workdir)
+    try:
+        async with HubAPI(hub.api_url, hub.admin_token, concurrency=50, page_size=200) as direct:
+            print(f"filling the hub: {args.users} users, {args.servers} servers...", flush=True)
+            filled = await fill(direct, layout)
+            print("  " + ", ".join(f"{k} {v:.0f}s" for k, v in filled.items()), flush=True)
+            listing = await listing_time(api_url, hub.admin_token, args.concurrency)
+            pages = proxy.reset().kinds["GET /users (list page)"] // 3
+            print(f"listing the ready users: {listing:.2f}s ({pages} pages)", flush=True)
+            order = ["ours", "reference"]
+            if args.order == "reference-first":
+                order.reverse()
+            order.append(BARE)
+            runs: dict[str, Run] = {}
+            for i, name in enumerate(order):
+                if i:
+                    await start_servers(direct, layout.idle, set(layout.idle))
+                    await wait_ready(direct, len(layout.running), len(layout.idle))
+                    print("  restored the idle servers", flush=True)
+                print(f"cycle of {name}...", flush=True)
+                if name == "ours":
+                    cycle = run_ours(api_url, hub.admin_token, args.concurrency, db)
+                elif name == BARE:
+                    cycle = run_bare_stops(api_url, hub.admin_token, args.concurrency, layout.idle)
+                else:
+                    cycle = run_reference(api_url, hub.admin_token, args.concurrency)
+                runs[name] = await measure(name, cycle, proxy, direct, hub, len(layout.idle))
+                print(f"  {runs[name].wall:.2f}s, {runs[name].traffic.total} requests", flush=True)
+    finally:
+        proxy.stop()
+        db.dispose()
+    return Result(args, filled, listing, pages, runs)
+
+
+# -- reporting ---------------------------------------------------------------------------------
+
+
+def _ms(samples: list[float]) -> str:
+    if not samples:
+        return "-"
+    return f"{statistics.mean(samples) * 1000:.0f} ms (p95 {_p95(samples) * 1000:.0f})"
+
+
+def _p95(samples: list[float]) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * 0.95))]
+
+
+def figures_table(r: Result) -> list[str]:
+    """The markdown table of wall times, requests and ratios."""
+    ours, ref = r.runs["ours"], r.runs["reference"]
+    a = r.args
+    rows = [
+        "| | ours | jupyterhub-idle-culler 2.0.0 | reference / ours |",
+        "|---|---:|---:|---:|",
+        f"| wall time of one cycle | {ours.wall:.2f} s | {ref.wall:.2f} s "
+        f"| **{ref.wall / ours.wall:.1f}×** |",
+        f"| hub API requests | {ours.traffic.total} | {ref.traffic.total} "
+        f"| {ref.traffic.total / ours.traffic.total:.2f}× |",
+    ]
+    kinds = sorted(set(ours.traffic.kinds) | set(ref.traffic.kinds))
+    for kind in kinds:
+        counts = f"{ours.traffic.kinds[kind]} | {ref.traffic.kinds[kind]}"
+        rows.append(f"| &nbsp;&nbsp;`{kind}` | {counts} | |")
+    rows += [
+        f"| servers stopped | {ours.stopped} | {ref.stopped} | |",
+        f"| CPU of the bench process (culler + proxy) | {ours.bench_cpu:.1f} s "
+        f"| {ref.bench_cpu:.1f} s | |",
+        f"| CPU of the hub (+ its configurable-http-proxy) | {ours.hub_cpu:.1f} s "
+        f"| {ref.hub_cpu:.1f} s | |",
+        f"| CPU of other processes on the machine meanwhile | {ours.other_cpu:.1f} s "
+        f"| {ref.other_cpu:.1f} s | |",
+        f"| floor: listing {r.listing:.2f} s + {a.idle} × {a.stop_delay} s / {a.concurrency} "
+        f"| {r.floor:.2f} s | | |",
+        f"| ours / floor | **{ours.wall / r.floor:.2f}×** | | |",
+    ]
+    if BARE in r.runs:
+        bare = r.runs[BARE].wall
+        rows += [
+            f"| bare stops: only the {a.idle} DELETEs, {a.concurrency} at a time, no culler "
+            f"| {bare:.2f} s | | |",
+            f"| ours / (listing + bare stops) | {ours.wall / (r.listing + bare):.2f}× | | |",
+        ]
+    return rows
+
+
+def breakdown(r: Result) -> list[str]:
+    """Where our cycle's time goes, from the timed methods and the proxy."""
+    ours = r.runs["ours"]
+    p = ours.phases
+    listing = sum(p.get("list_users", []))
+    audit_calls = p.get("start_cycle", []) + p.get("record", []) + p.get("finish_cycle", [])
+    bookkeeping = sum(p.get("start_cycle", []) + p.get("finish_cycle", []))
+    stop_phase = ours.wall - listing - bookkeeping
+    per_stop = (
+        statistics.mean(p["get_user"]) + statistics.mean(p["stop_server"])
+        if p.get("get_user") and p.get("stop_server")
+        else 0.0
+    )
+    if p.get("record"):
+        per_stop += statistics.mean(p["record"])
+    waves = -(-ours.stopped // r.args.concurrency)
+    up = ours.traffic.upstream
+    lines = [
+        f"- listing ({ours.traffic.kinds['GET /users (list page)']} pages of the hub's default "
+        f"50 users, one after another): {listing:.2f} s",
+        f"- stopping {ours.stopped} servers, {r.args.concurrency} at a time: {stop_phase:.2f} s "
+        f"(ideal {ours.stopped * r.args.stop_delay / r.args.concurrency:.2f} s)",
+        f"- per stop: re-check `GET /users/:name` {_ms(p.get('get_user', []))} and "
+        f"`DELETE /users/:name/server` {_ms(p.get('stop_server', []))} in the slot, then the "
+        f"audit row {_ms(p.get('record', []))}: {per_stop * 1000:.0f} ms, "
+        f"× {waves} waves = {per_stop * waves:.2f} s",
+        f"- audit database (SQLite, synchronous: it blocks the event loop, slot or not): "
+        f"{len(audit_calls)} transactions, {sum(audit_calls):.2f} s in all",
+        f"- hub-side latency seen by the proxy: re-check GET "
+        f"{_ms(up.get('GET /users/:name', []))}, DELETE "
+        f"{_ms(up.get('DELETE /users/:name/server', []))}, list page "
+        f"{_ms(up.get('GET /users (list page)', []))}; inside the hub, proxy route removal "
+        f"+ stop (the hub's log): {_ms(ours.hub_stops)} (reference, one at a time: "
+        f"{_ms(r.runs['reference'].hub_stops)})",
+    ]
+    if BARE in r.runs:
+        bare = r.runs[BARE]
+        lines.append(
+            f"- bare stops, {r.args.concurrency} at a time with nothing else: DELETE "
+            f"{_ms(bare.traffic.upstream.get('DELETE /users/:name/server', []))} as the proxy "
+            f"sees it, "
+            f"{_ms(bare.hub_stops)} inside the hub"
+        )
+    return lines
+
+
+def verdicts(r: Result) -> list[str]:
+    ours, ref = r.runs["ours"], r.runs["reference"]
+    speedup, vs_floor = ref.wall / ours.wall, ours.wall / r.floor
+    return [
+        f"- ≥ 5× faster than the reference: {'met' if speedup >= 5 else 'MISSED'} ({speedup:.1f}×)",
+        f"- within 1.3× of the floor: {'met' if vs_floor <= 1.3 else 'MISSED'} ({vs_floor:.2f}×)",
+    ]
+
+
+def command_line(args: argparse.Namespace) -> str:
+    return (
+        ".venv/bin/python -m bench.cull_bench"
+        f" --users={args.users} --servers={args.servers} --idle={args.idle}"
+        f" --stop-delay={args.stop_delay} --concurrency={args.concurrency}"
+        + (f" --order={args.order}" if args.order != "ours-first" else "")
+        + " --write-docs"
+    )
+
+
+def machine() -> str:
+    model = ""
+    with open("/proc/cpuinfo") as f:
+        model = next((line.split(":", 1)[1].strip() for line in f if "model name" in line), "")
+    return (
+        f"{os.cpu_count()} cores ({model or platform.processor()}), "
+        f"{psutil.virtual_memory().total / 2**30:.0f} GiB, Linux {platform.release()}, "
+        f"Python {platform.python_version()}"
+    )
+
+
+def shared_note(r: Result) -> str:
+    """A warning when other processes took CPU while the cullers ran (a shared machine)."""
+    ours, ref = r.runs["ours"], r.runs["reference"]
+    loads = ours.other_cpu / ours.wall, ref.other_cpu / ref.wall
+    if max(loads) < 0.1:
+        return ""
+    return (
+        f" The machine was shared: other processes kept {loads[0]:.1f} of its {os.cpu_count()} "
+        f"cores busy on average during our cycle and {loads[1]:.1f} during the reference's, so "
+        f"the hub-bound figures are pessimistic and vary from run to run."
+    )
+
+
+def cull_section(r: Result) -> str:
+    a = r.args
+    first = "ours first, then the reference" if a.order == "ours-first" else "reference first"
+    lines = [
+        "## Cull",
+        "",
+        f"One cull cycle of our culler and one of jupyterhub-idle-culler "
+        f"{jupyterhub_idle_culler.__version__} against the same hub: JupyterHub "
+        f"{jupyterhub.__version__} (SQLite) with `tests.harness.lightspawner.LightSpawner`, "
+        f"{a.users:,} users, {a.servers:,} running default servers of which {a.idle} idle for "
+        f"{IDLE_SECONDS} s, every stop taking {a.stop_delay} s. Both cullers run in the bench "
+        f"process with `--timeout={TIMEOUT} --concurrency={a.concurrency}`, default servers "
+        f"only, no user culling; {first}, the idle servers restarted in between. Last, the "
+        f"same {a.idle} stops are sent alone ('bare stops': {a.concurrency} DELETEs at a time, "
+        f"no listing, no re-check) to show what this hub allows at best. All reach the hub "
+        f"through a counting reverse proxy (in the bench process) that forwards everything "
+        f"unchanged, the Host header included, so the hub's `_pagination.next.url` links already "
+        f"point at the proxy and the reference's page requests are counted "
+        f"({r.runs['reference'].traffic.rewritten_links} links needed rewriting).",
+        "",
+        *figures_table(r),
+        "",
+        "Targets:",
+        "",
+        *verdicts(r),
+        "",
+        "Where our cycle's time goes (timed around our HubAPI and Audit methods):",
+        "",
+        *breakdown(r),
+        "",
+        f"The floor is the median of 3 listings of the ready users through the same proxy "
+        f"({r.listing_pages} pages) plus the stops at perfect concurrency. Filling the hub took "
+        + ", ".join(f"{k} {v:.0f} s" for k, v in r.fill.items())
+        + " (not part of any figure).",
+        "",
+        "Command (from the project root; a few minutes, most of them filling the hub):",
+        "",
+        "```sh",
+        command_line(a),
+        "```",
+        "",
+        f"Measured {datetime.now(UTC):%Y-%m-%d} on {machine()}.{shared_note(r)}",
+        "",
+    ]
+    return "\n".join(_wrap(line) for line in lines)
+
+
+def _wrap(line: str, width: int = 100) -> str:
+    """Prose and bullets wrapped like the rest of the docs; table rows, commands stay whole."""
+    if line.startswith(("|", ".venv/")) or len(line) <= width:
+        return line
+    indent = "  " if line.startswith("- ") else ""
+    return textwrap.fill(
+        line, width, subsequent_indent=indent, break_on_hyphens=False, break_long_words=False
+    )
+
+
+def write_docs(section: str, path: Path = DOCS) -> None:
+    """Replace the "Cull" section of docs/benchmarks.md, keeping every other section."""
+    if path.exists():
+        text = path.read_text()
+    else:
+        text = (
+            "# Benchmarks\n\nMeasured figures for the services, and the commands that give them.\n"
+        )
+    pattern = re.compile(r"^## Cull\b.*?(?=^## |\Z)", re.M | re.S)
+    if pattern.search(text):
+        text = pattern.sub(lambda _: section + "\n", text, count=1)
+    else:
+        text = text.rstrip("\n") + "\n\n" + section
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text.rstrip("\n") + "\n")
+
+
+def report(r: Result) -> str:
+    return "\n".join(
+        [
+            "",
+            *figures_table(r),
+            "",
+            *verdicts(r),
+            "",
+            "our cycle:",
+            *breakdown(r),
+            "",
+            f"order: {r.args.order}; command: {command_line(r.args)}",
+        ]
+    )
+
+
+# -- main ----------------------------------------------------------------------------------
+
+
+def hub_config(args: argparse.Namespace) -> str:
+    return f"""
+c.JupyterHub.spawner_class = "tests.harness.lightspawner.LightSpawner"
+c.LightSpawner.stop_delay = {args.stop_delay!r}
+c.JupyterHub.concurrent_spawn_limit = 0
+"""
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--users", type=int, default=5000)
+    parser.add_argument("--servers", type=int, default=1000, help="running servers")
+    parser.add_argument("--idle", type=int, default=200, help="idle servers among them")
+    parser.add_argument("--stop-delay", type=float, default=0.5, help="seconds a stop takes")
+    parser.add_argument("--concurrency", type=int, default=10)
+    parser.add_argument("--order", choices=["ours-first", "reference-first"], default="ours-first")
+    parser.add_argument(
+        "--write-docs", action="store_true", help="replace the Cull section of docs/benchmarks.md"
+    )
+    parser.add_argument("--keep", action="store_true", help="keep the hub's directory and log")
+    return parser.parse_args(argv)
+
+
+def _terminate(signum: int, _frame: Any) -> None:
+    raise SystemExit(128 + signum)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    signal.signal(signal.SIGTERM, _terminate)  # so that the finally below stops the hub
+    workdir = Path(tempfile.mkdtemp(prefix="cull-bench-"))
+    hub = Hub(workdir / "hub", services=[], extra_config=hub_config(args))
+    print(f"hub in {workdir}", flush=True)
+    try:
+        hub.start()
+        result = asyncio.run(bench(args, hub, workdir))
+    except BaseException:
+        if hub.proc is not None:
+            print(hub.log_tail(20), file=sys.stderr)
+        raise
+    finally:
+        hub.stop()
+        if not args.keep:
+            shutil.rmtree(workdir, ignore_errors=True)
+    print(report(result))
+    if args.write_docs:
+        write_docs(cull_section(result))
+        print(f"wrote the Cull section of {DOCS.relative_to(ROOT)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
