@@ -17,6 +17,7 @@ import secrets
 import signal
 import stat
 import sys
+import time
 from pathlib import Path
 from typing import Any, ClassVar
 from urllib.parse import urlparse
@@ -36,6 +37,8 @@ from .web import NotFoundHandler, common_handlers, log_request
 
 COMMON_DIR = Path(__file__).parent
 SHUTDOWN_GRACE_SECONDS = 4.0
+HUB_STATUS_SECONDS = 5.0
+HUB_CHECK_TIMEOUT = 3.0
 
 #: Options that must never come from the command line: argv is visible to every local user.
 _NO_SHORT_OPTION = {"api_token"}
@@ -304,6 +307,24 @@ class HubServiceApp(Application):
             registry=self.registry,
         )
         return self.registry
+
+    async def hub_status(self) -> dict[str, Any]:
+        """Whether the hub answers, asked at most every ``HUB_STATUS_SECONDS``.
+
+        The health route needs no login, so it must not let anyone make us call the hub at will.
+        """
+        checked, status = getattr(self, "_hub_status", (-HUB_STATUS_SECONDS, {}))
+        if time.monotonic() - checked < HUB_STATUS_SECONDS:
+            return status
+        try:
+            info = await asyncio.wait_for(self.hub.hub_info(), HUB_CHECK_TIMEOUT)
+        except Exception as e:  # any failure means "not reachable"; say which
+            status = {"reachable": False, "version": None, "error": str(e) or type(e).__name__}
+        else:
+            status = {"reachable": True, "version": info.get("version")}
+        self.hub_up.set(1 if status["reachable"] else 0)
+        self._hub_status = (time.monotonic(), status)
+        return status
 
     def make_hub_api(self, **options: Any) -> HubAPI:
         """The hub client, with internal TLS when the hub gives us certificates.
