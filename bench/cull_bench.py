@@ -19,14 +19,12 @@ import contextlib
 import inspect
 import logging
 import os
-import platform
 import re
 import shutil
 import signal
 import statistics
 import sys
 import tempfile
-import textwrap
 import time
 from collections import Counter, defaultdict
 from collections.abc import Awaitable, Callable
@@ -41,6 +39,7 @@ import psutil
 from prometheus_client import CollectorRegistry
 from tornado import httpclient, httpserver, httputil, netutil, web
 
+from bench.common import DOCS, ROOT, machine, percentile, wrap, write_section
 from services.common.db import Database
 from services.common.hubapi import HubAPI
 from services.cull.audit import Audit
@@ -48,8 +47,6 @@ from services.cull.culler import CullCycle, CullMetrics, CullOptions
 from services.cull.policy import Policy
 from tests.harness.hub import Hub
 
-ROOT = Path(__file__).resolve().parents[1]
-DOCS = ROOT / "docs" / "benchmarks.md"
 TIMEOUT = 3600  # the cullers' --timeout
 IDLE_SECONDS = 4000  # how long ago the idle servers were last active
 CULLER_TIMEOUT, CULLER_RETRIES = 30.0, 6  # Culler's hub_timeout / hub_retries defaults
@@ -509,12 +506,7 @@ async def bench(args: argparse.Namespace, hub: Hub, workdir: Path) -> Result:
 def _ms(samples: list[float]) -> str:
     if not samples:
         return "-"
-    return f"{statistics.mean(samples) * 1000:.0f} ms (p95 {_p95(samples) * 1000:.0f})"
-
-
-def _p95(samples: list[float]) -> float:
-    ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, int(len(ordered) * 0.95))]
+    return f"{statistics.mean(samples) * 1000:.0f} ms (p95 {percentile(samples, 95) * 1000:.0f})"
 
 
 def figures_table(r: Result) -> list[str]:
@@ -620,17 +612,6 @@ def command_line(args: argparse.Namespace) -> str:
     )
 
 
-def machine() -> str:
-    model = ""
-    with open("/proc/cpuinfo") as f:
-        model = next((line.split(":", 1)[1].strip() for line in f if "model name" in line), "")
-    return (
-        f"{os.cpu_count()} cores ({model or platform.processor()}), "
-        f"{psutil.virtual_memory().total / 2**30:.0f} GiB, Linux {platform.release()}, "
-        f"Python {platform.python_version()}"
-    )
-
-
 def shared_note(r: Result) -> str:
     """A warning when other processes took CPU while the cullers ran (a shared machine)."""
     ours, ref = r.runs["ours"], r.runs["reference"]
@@ -688,34 +669,7 @@ def cull_section(r: Result) -> str:
         f"Measured {datetime.now(UTC):%Y-%m-%d} on {machine()}.{shared_note(r)}",
         "",
     ]
-    return "\n".join(_wrap(line) for line in lines)
-
-
-def _wrap(line: str, width: int = 100) -> str:
-    """Prose and bullets wrapped like the rest of the docs; table rows, commands stay whole."""
-    if line.startswith(("|", ".venv/")) or len(line) <= width:
-        return line
-    indent = "  " if line.startswith("- ") else ""
-    return textwrap.fill(
-        line, width, subsequent_indent=indent, break_on_hyphens=False, break_long_words=False
-    )
-
-
-def write_docs(section: str, path: Path = DOCS) -> None:
-    """Replace the "Cull" section of docs/benchmarks.md, keeping every other section."""
-    if path.exists():
-        text = path.read_text()
-    else:
-        text = (
-            "# Benchmarks\n\nMeasured figures for the services, and the commands that give them.\n"
-        )
-    pattern = re.compile(r"^## Cull\b.*?(?=^## |\Z)", re.M | re.S)
-    if pattern.search(text):
-        text = pattern.sub(lambda _: section + "\n", text, count=1)
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text.rstrip("\n") + "\n")
+    return "\n".join(wrap(line) for line in lines)
 
 
 def report(r: Result) -> str:
@@ -783,7 +737,7 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(workdir, ignore_errors=True)
     print(report(result))
     if args.write_docs:
-        write_docs(cull_section(result))
+        write_section("Cull", cull_section(result))
         print(f"wrote the Cull section of {DOCS.relative_to(ROOT)}")
     return 0
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import math
 import os
 import statistics
 import sys
@@ -36,6 +35,7 @@ from sqlalchemy import insert
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.common import percentile  # noqa: E402
 from services.common.db import Database  # noqa: E402
 from services.common.hubapi import HubAPI  # noqa: E402
 from services.stats import logic  # noqa: E402
@@ -77,11 +77,6 @@ class CountingTransport(httpx.AsyncHTTPTransport):
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         CountingTransport.requests += 1
         return await super().handle_async_request(request)
-
-
-def percentile(samples: list[float], p: float) -> float:
-    ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, math.ceil(p / 100 * len(ordered)) - 1)]
 
 
 def scrape_samples(text: str) -> dict[tuple[str, tuple], float]:
