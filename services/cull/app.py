@@ -53,10 +53,16 @@ class Culler(HubServiceApp):
         False, help="Remove named servers when culling them, not only stop them."
     ).tag(config=True)
     concurrency = Integer(
-        10, min=1, help="Most hub API requests (and server stops) in flight at once."
+        10,
+        min=1,
+        help="""Most server stops (and user removals) in flight at once. The re-checks of the
+        next servers overlap them, so up to twice this many hub API requests are in flight.""",
     ).tag(config=True)
     api_page_size = Integer(
-        0, min=0, help="Users per page when listing; 0: the hub's default."
+        200,
+        min=0,
+        help="""Users per page when listing; the hub caps it at its api_page_max_limit (200
+        unless configured); 0: the hub's default page (50 unless configured).""",
     ).tag(config=True)
     ssl_enabled = Bool(
         False, help="Talk to the hub with its internal TLS certificates (internal_ssl)."
@@ -161,7 +167,7 @@ class Culler(HubServiceApp):
 
     def make_hub_api(self, **options: Any) -> HubAPI:
         return super().make_hub_api(
-            concurrency=self.concurrency, page_size=self.api_page_size or None, **options
+            concurrency=2 * self.concurrency, page_size=self.api_page_size or None, **options
         )
 
     def make_metrics(self) -> Any:

@@ -6,9 +6,15 @@ servers (busy kernels), the warning hook and the audit trail, in that order of a
 1. list every user with a ready server (and, with ``cull_users``, every inactive user) before
    acting, so stops and deletions never shift the pages being read;
 2. warn the owners of servers due within ``warn_before``;
-3. for each server to cull, at most ``concurrency`` at a time: fetch it again and skip it if it
-   became active, pending or was restarted; keep it if a kernel is busy; stop it;
-4. remove users whose servers are all stopped, only once their stops have finished.
+3. for each server to cull: fetch it again and skip it if it became active, pending or was
+   restarted; keep it if a kernel is busy; stop it. At most ``concurrency`` stops are in flight;
+   the next ``concurrency`` servers are re-checked meanwhile, so a stop slot never waits for a
+   re-check and a re-check is never more than one stop old when its stop is sent;
+4. remove users whose servers are all stopped, only once their stops have finished (at most
+   ``concurrency`` removals in flight).
+
+Audit rows are written on a thread of their own, so the database never holds up the hub's
+answers (SQLite writes take milliseconds each; a cycle may make hundreds).
 
 One server's or user's failure is counted and logged and never stops the others.
 """
@@ -145,7 +151,9 @@ class CullCycle:
         self.audit = audit
         self.metrics = metrics
         self.result = CycleResult()
-        self._stops = asyncio.Semaphore(options.concurrency)
+        self._changes = asyncio.Semaphore(options.concurrency)  # stops, removals in flight
+        self._in_hand = asyncio.Semaphore(2 * options.concurrency)  # re-checked or stopping
+        self._audit_writer = asyncio.Lock()
 
     async def run(self) -> CycleResult:
         start = time.monotonic()
@@ -207,21 +215,11 @@ class CullCycle:
         """Stop one server if it is still due; the outcome, or None if it was kept."""
         name, server_name = judged.user["name"], judged.server_name
         try:
-            async with self._stops:
-                fresh_user = await self.hub.get_user(name)
-                fresh = (fresh_user.get("servers") or {}).get(server_name)
-                if fresh is None:
-                    log.info("Not culling %s: already stopped", judged.label)
+            async with self._in_hand:
+                recheck = await self._recheck(judged)
+                if recheck is None:
                     return None
-                if fresh.get("started") != judged.server.get("started"):
-                    log.info("Not culling %s: restarted since the listing", judged.label)
-                    return None
-                verdict = judge_server(
-                    fresh_user, server_name, fresh, self.policy, datetime.now(UTC)
-                )
-                if not verdict.cull:
-                    log.info("Not culling %s: %s since the listing", judged.label, verdict.why)
-                    return None
+                fresh, verdict = recheck
                 if self.options.busy_kernels and await self._keep_busy(judged, verdict):
                     return None
                 if self.options.dry_run:
@@ -229,13 +227,14 @@ class CullCycle:
                     outcome = DRY_RUN
                 else:
                     log.info("Culling %s: %s", judged.label, verdict.why)
-                    outcome = await self._stop(name, server_name)
+                    async with self._changes:
+                        outcome = await self._stop(name, server_name)
         except HubAPIError as e:
             self.result.errors += 1
             self.metrics.errors.labels("stop").inc()
             log.error("Could not cull %s: %s", judged.label, e)
             return None
-        self.audit.record(
+        await self._record(
             cycle_id,
             kind="server",
             user=name,
@@ -250,6 +249,29 @@ class CullCycle:
         if outcome == STOPPING and self.policy.cull_users:
             outcome = await self._wait_stopped(name, server_name)
         return outcome
+
+    async def _recheck(self, judged: Judged) -> tuple[dict[str, Any], Verdict] | None:
+        """The server's fresh model and verdict if it is still due; None (logged why) if not."""
+        fresh_user = await self.hub.get_user(judged.user["name"])
+        fresh = (fresh_user.get("servers") or {}).get(judged.server_name)
+        if fresh is None:
+            log.info("Not culling %s: already stopped", judged.label)
+            return None
+        if fresh.get("started") != judged.server.get("started"):
+            log.info("Not culling %s: restarted since the listing", judged.label)
+            return None
+        verdict = judge_server(
+            fresh_user, judged.server_name, fresh, self.policy, datetime.now(UTC)
+        )
+        if not verdict.cull:
+            log.info("Not culling %s: %s since the listing", judged.label, verdict.why)
+            return None
+        return fresh, verdict
+
+    async def _record(self, cycle_id: int, **cull: Any) -> None:
+        """Write an audit row off the event loop, one at a time (SQLite has one writer)."""
+        async with self._audit_writer:
+            await asyncio.to_thread(self.audit.record, cycle_id, **cull)
 
     async def _stop(self, user: str, server_name: str) -> str:
         remove = self.options.remove_named_servers and server_name != ""
@@ -293,7 +315,8 @@ class CullCycle:
                 outcome = DRY_RUN
             else:
                 log.info("Removing user %s: %s", name, verdict.why)
-                await self.hub.delete_user(name)
+                async with self._changes:
+                    await self.hub.delete_user(name)
                 outcome = DELETED
                 self.result.culled_users += 1
                 self.metrics.users_culled.labels(verdict.reason).inc()
@@ -302,7 +325,7 @@ class CullCycle:
             self.metrics.errors.labels("user").inc()
             log.error("Could not cull user %s: %s", name, e)
             return
-        self.audit.record(
+        await self._record(
             cycle_id,
             kind="user",
             user=name,

@@ -8,9 +8,10 @@ holds thousands of "running" servers: 5,000 users with 1,000 servers of which 20
 Configuration (``c.LightSpawner.<option>``; the hub must import this module, so the project
 root must be on its ``PYTHONPATH``):
 
-- ``start_delay``, ``stop_delay``: seconds that ``start()``/``stop()`` take; the user option
-  ``start_delay`` overrides the first for one server (a spawn that stays pending). A stop
-  slower than the hub's ``slow_stop_timeout``
+- ``start_delay``, ``stop_delay``: seconds that ``start()``/``stop()`` take (each stop logs
+  ``LightSpawner: stops in flight: <user[:server]> ...``, to check a client's concurrency);
+  the user option ``start_delay`` overrides the first for one server (a spawn that stays
+  pending). A stop slower than the hub's ``slow_stop_timeout``
   (``c.JupyterHub.tornado_settings = {"slow_stop_timeout": s}``, 10 s by default) makes the
   hub answer ``DELETE .../server`` with 202 instead of 204.
 - Starting more than ``c.JupyterHub.concurrent_spawn_limit`` (100) servers at once makes the
@@ -58,6 +59,7 @@ from traitlets import Float, default
 __all__ = ["LightSpawner"]
 
 _responder_url: str | None = None
+_stopping: set[str] = set()  # "user" or "user:server" of the stops under way
 
 
 class _Responder(web.RequestHandler):
@@ -127,8 +129,17 @@ class LightSpawner(Spawner):
         return responder_url()
 
     async def stop(self, now: bool = False) -> None:
-        """Take stop_delay seconds, then the server is gone."""
-        await asyncio.sleep(self.stop_delay)
+        """Take stop_delay seconds, then the server is gone.
+
+        Logs the servers whose stops are in flight, so a test can check a client's concurrency.
+        """
+        label = f"{self.user.name}:{self.name}" if self.name else self.user.name
+        _stopping.add(label)
+        self.log.info("LightSpawner: stops in flight: %s", " ".join(sorted(_stopping)))
+        try:
+            await asyncio.sleep(self.stop_delay)
+        finally:
+            _stopping.discard(label)
         self.running = False
 
     async def poll(self) -> int | None:

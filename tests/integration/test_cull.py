@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -270,6 +271,57 @@ async def test_users_and_dry_run(tmp_path: Path, mode: str) -> None:
     else:
         assert not {"gone", "runner", "sprinter"} & names
         assert cycle["culled_users"] == 3
+
+
+async def test_stops_run_concurrently_and_a_changed_server_is_spared(tmp_path: Path) -> None:
+    """Two stops at a time, never more; servers that changed after the listing are re-checked.
+
+    Eight idle servers, each stop taking 2 s, ``--concurrency=2``: the re-checks of the last
+    two come after the second wave of stops, by when one got activity and one was restarted.
+    """
+    hub = Hub(
+        tmp_path / "hub",
+        services=["cull"],
+        service_args={"cull": ["--timeout=3600", "--cull-every=3600", "--concurrency=2"]},
+        extra_config=LIGHT + "c.LightSpawner.stop_delay = 2.0\n",
+    )
+    with hub:
+        async with HubAPI(hub.api_url, hub.admin_token) as api:
+            token = await api.create_token("admin", scopes=["access:services!service=cull"])
+            cull = CullClient(hub, token)
+            await wait_first_cycle(cull)
+            names = [f"w{i}" for i in range(8)]
+            await api.create_users(names)
+            await asyncio.gather(*(start(api, n, idle_seconds=4000) for n in names))
+            log_start = hub.log_path.stat().st_size
+
+            cycle = asyncio.create_task(cull.cycle())
+            for _ in range(100):  # the first wave of stops is under way
+                if (await servers_of(api, "w0")).get("", {}).get("pending") == "stop":
+                    break
+                await asyncio.sleep(0.05)
+            now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+            await api.post(
+                "users", "w6", "activity", json={"servers": {"": {"last_activity": now}}}
+            )
+            await api.delete("users", "w7", "server")
+            await start(api, "w7", idle_seconds=4000)  # idle still, but another run
+            result = await cycle
+
+            assert result["culled_servers"] == 6
+            assert {c["user"] for c in await cull.culls()} == set(names[:6])
+            assert list(await servers_of(api, "w6")) == [""]
+            assert list(await servers_of(api, "w7")) == [""]
+            await cull.http.aclose()
+        log = hub.log_path.read_bytes()[log_start:].decode(errors="replace")
+    # the culler's stops under way at each stop's start (w7's is the test's own)
+    in_flight = [
+        set(line.split()) - {"w7"}
+        for line in re.findall(r"LightSpawner: stops in flight: (.*)", log)
+    ]
+    assert max(map(len, in_flight)) == 2, in_flight  # concurrent, and bounded by --concurrency
+    assert "Not culling w6: active" in log
+    assert "Not culling w7: restarted since the listing" in log
 
 
 def external_culler(hub: Hub, token: str, data: Path, *args: str) -> subprocess.Popen:
