@@ -68,6 +68,27 @@ class HubServiceApp(Application):
 
     version = __version__
 
+    @default("log_level")
+    def _info_by_default(self) -> int:
+        """What was culled, polled or graded is news an admin reads in the hub's log."""
+        return logging.INFO
+
+    log_format = Unicode(
+        "[%(levelname)1.1s %(asctime)s.%(msecs).03d %(name)s] %(message)s",
+        help="Format of log lines (logging's %-style), like the hub's.",
+    ).tag(config=True)
+
+    def get_default_logging_config(self) -> dict[str, Any]:
+        """The application's handler also takes the modules' ``hubservices.*`` loggers."""
+        config: dict[str, Any] = super().get_default_logging_config()
+        if "loggers" in config:
+            config["loggers"]["hubservices"] = {
+                "level": "DEBUG",
+                "handlers": ["console"],
+                "propagate": False,
+            }
+        return config
+
     config_file = Unicode(
         "",
         help="Load this config file (a Python file like jupyterhub_config.py, or JSON).",

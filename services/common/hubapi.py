@@ -33,7 +33,7 @@ __all__ = [
     "api_path",
 ]
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("hubservices.hubapi")
 
 PAGINATION_MEDIA_TYPE = "application/jupyterhub-pagination+json"
 
