@@ -33,6 +33,13 @@ def machine() -> str:
     )
 
 
+def machine_busy() -> float:
+    """CPU seconds the whole machine has spent busy (not idle, not waiting for I/O)."""
+    t = psutil.cpu_times()
+    not_busy = ("idle", "iowait", "guest", "guest_nice")  # guest time is counted in user too
+    return sum(t) - sum(getattr(t, name, 0.0) for name in not_busy)
+
+
 def wrap(line: str, width: int = 100) -> str:
     """Prose and bullets wrapped like the rest of the docs; table rows, commands stay whole."""
     if line.startswith(("|", ".venv/")) or len(line) <= width:

@@ -39,7 +39,7 @@ import psutil
 from prometheus_client import CollectorRegistry
 from tornado import httpclient, httpserver, httputil, netutil, web
 
-from bench.common import DOCS, ROOT, machine, percentile, wrap, write_section
+from bench.common import DOCS, ROOT, machine, machine_busy, percentile, wrap, write_section
 from services.common.db import Database
 from services.common.hubapi import HubAPI
 from services.cull.app import Culler
@@ -394,13 +394,6 @@ def tree_cpu(proc: psutil.Process) -> float:
             times = p.cpu_times()
             total += times.user + times.system
     return total
-
-
-def machine_busy() -> float:
-    """CPU seconds the whole machine has spent busy (not idle, not waiting for I/O)."""
-    t = psutil.cpu_times()
-    not_busy = ("idle", "iowait", "guest", "guest_nice")  # guest time is counted in user too
-    return sum(t) - sum(getattr(t, name, 0.0) for name in not_busy)
 
 
 async def measure(
