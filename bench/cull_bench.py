@@ -584,8 +584,8 @@ def breakdown(r: Result) -> list[str]:
         f"× {waves} waves = {statistics.mean(deletes) * waves if deletes else 0:.2f} s; the "
         f"re-check `GET /users/:name` ({_ms(p.get('get_user', []))}) of the next servers "
         f"overlaps the stops in flight",
-        f"- audit database (SQLite, rows written on a thread of their own, off the event loop): "
-        f"{len(audit_calls)} transactions, {sum(audit_calls):.2f} s in all",
+        f"- audit database (SQLite; rows queued and written in batches on a thread of their own, "
+        f"off the event loop): {len(audit_calls)} transactions, {sum(audit_calls):.2f} s in all",
         f"- hub-side latency seen by the proxy: re-check GET "
         f"{_ms(up.get('GET /users/:name', []))}, DELETE "
         f"{_ms(up.get(DELETE, []))}, list page "

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -18,6 +19,20 @@ def as_utc(value: datetime | None) -> datetime | None:
     if value is None or value.tzinfo is not None:
         return value
     return value.replace(tzinfo=UTC)
+
+
+@dataclass(frozen=True)
+class CullEntry:
+    """One cull; ``model`` is the server's (or user's) model the verdict was made on."""
+
+    cycle_id: int
+    kind: str  # "server" or "user"
+    user: str
+    server: str | None
+    verdict: Verdict
+    model: Mapping[str, Any]
+    outcome: str
+    at: datetime = field(default_factory=lambda: datetime.now(UTC))
 
 
 class Audit:
@@ -43,37 +58,10 @@ class Audit:
             for name, value in counts.items():
                 setattr(cycle, name, value)
 
-    def record(
-        self,
-        cycle_id: int,
-        *,
-        kind: str,
-        user: str,
-        server: str | None,
-        verdict: Verdict,
-        model: Mapping[str, Any],
-        outcome: str,
-    ) -> None:
-        """One cull; ``model`` is the server's (or user's) model the verdict was made on."""
-        born = model.get("started") if kind == "server" else model.get("created")
+    def record(self, culls: Sequence[CullEntry]) -> None:
+        """Write culls in one transaction (the culler batches what a cycle did meanwhile)."""
         with self.db.session() as session:
-            session.add(
-                Cull(
-                    cycle_id=cycle_id,
-                    at=datetime.now(UTC),
-                    kind=kind,
-                    user=user,
-                    server=server,
-                    reason=verdict.reason or "",
-                    why=verdict.why,
-                    rule=verdict.rule,
-                    idle_seconds=_seconds(verdict.idle),
-                    age_seconds=_seconds(verdict.age),
-                    last_activity=parse_time(model.get("last_activity")),
-                    started=parse_time(born),
-                    outcome=outcome,
-                )
-            )
+            session.add_all(_row(cull) for cull in culls)
 
     def warn_once(self, user: str, server: str, started: datetime, due: datetime) -> bool:
         """Note a warning for this server run; False if it was already warned."""
@@ -106,6 +94,25 @@ class Audit:
             query = query.where(Cull.user == user)
         with self.db.session() as session:
             return list(session.scalars(query))
+
+
+def _row(cull: CullEntry) -> Cull:
+    born = cull.model.get("started") if cull.kind == "server" else cull.model.get("created")
+    return Cull(
+        cycle_id=cull.cycle_id,
+        at=cull.at,
+        kind=cull.kind,
+        user=cull.user,
+        server=cull.server,
+        reason=cull.verdict.reason or "",
+        why=cull.verdict.why,
+        rule=cull.verdict.rule,
+        idle_seconds=_seconds(cull.verdict.idle),
+        age_seconds=_seconds(cull.verdict.age),
+        last_activity=parse_time(cull.model.get("last_activity")),
+        started=parse_time(born),
+        outcome=cull.outcome,
+    )
 
 
 def _seconds(delta: Any) -> int | None:

@@ -13,8 +13,8 @@ servers (busy kernels), the warning hook and the audit trail, in that order of a
 4. remove users whose servers are all stopped, only once their stops have finished (at most
    ``concurrency`` removals in flight).
 
-Audit rows are written on a thread of their own, so the database never holds up the hub's
-answers (SQLite writes take milliseconds each; a cycle may make hundreds).
+Audit rows are queued and written in batches on a thread of their own, so the database never
+holds up the hub's answers (SQLite commits take milliseconds each; a cycle may make hundreds).
 
 One server's or user's failure is counted and logged and never stops the others.
 """
@@ -34,7 +34,7 @@ import httpx
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from ..common.hubapi import HubAPI, HubAPIError
-from .audit import Audit
+from .audit import Audit, CullEntry
 from .policy import (
     Judged,
     Policy,
@@ -153,7 +153,8 @@ class CullCycle:
         self.result = CycleResult()
         self._changes = asyncio.Semaphore(options.concurrency)  # stops, removals in flight
         self._in_hand = asyncio.Semaphore(2 * options.concurrency)  # re-checked or stopping
-        self._audit_writer = asyncio.Lock()
+        self._unwritten: list[CullEntry] = []  # audit rows queued for the writer
+        self._writer: asyncio.Task[None] | None = None
 
     async def run(self) -> CycleResult:
         start = time.monotonic()
@@ -167,6 +168,8 @@ class CullCycle:
             self.metrics.errors.labels("list").inc()
             raise
         finally:
+            if self._writer:
+                await self._writer
             self.audit.finish_cycle(
                 cycle_id,
                 datetime.now(UTC),
@@ -234,15 +237,7 @@ class CullCycle:
             self.metrics.errors.labels("stop").inc()
             log.error("Could not cull %s: %s", judged.label, e)
             return None
-        await self._record(
-            cycle_id,
-            kind="server",
-            user=name,
-            server=server_name,
-            verdict=verdict,
-            model=fresh,
-            outcome=outcome,
-        )
+        self._record(CullEntry(cycle_id, "server", name, server_name, verdict, fresh, outcome))
         if outcome != DRY_RUN:
             self.result.culled_servers += 1
             self.metrics.servers_culled.labels(verdict.reason).inc()
@@ -268,10 +263,17 @@ class CullCycle:
             return None
         return fresh, verdict
 
-    async def _record(self, cycle_id: int, **cull: Any) -> None:
-        """Write an audit row off the event loop, one at a time (SQLite has one writer)."""
-        async with self._audit_writer:
-            await asyncio.to_thread(self.audit.record, cycle_id, **cull)
+    def _record(self, cull: CullEntry) -> None:
+        """Queue an audit row. One writer thread takes what is queued, in one transaction, so
+        the database never holds up the hub's answers (SQLite commits take milliseconds)."""
+        self._unwritten.append(cull)
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.create_task(self._write_audit())
+
+    async def _write_audit(self) -> None:
+        while self._unwritten:
+            culls, self._unwritten = self._unwritten, []
+            await asyncio.to_thread(self.audit.record, culls)
 
     async def _stop(self, user: str, server_name: str) -> str:
         remove = self.options.remove_named_servers and server_name != ""
@@ -325,15 +327,7 @@ class CullCycle:
             self.metrics.errors.labels("user").inc()
             log.error("Could not cull user %s: %s", name, e)
             return
-        await self._record(
-            cycle_id,
-            kind="user",
-            user=name,
-            server=None,
-            verdict=verdict,
-            model=user,
-            outcome=outcome,
-        )
+        self._record(CullEntry(cycle_id, "user", name, None, verdict, user, outcome))
 
     async def _keep_busy(self, judged: Judged, verdict: Verdict) -> bool:
         """Ask the server, without counting as activity, whether a kernel is busy."""
