@@ -79,14 +79,12 @@ class HubServiceApp(Application):
     ).tag(config=True)
 
     def get_default_logging_config(self) -> dict[str, Any]:
-        """The application's handler also takes the modules' ``hubservices.*`` loggers."""
+        """The application's handler also takes what reaches the root logger: the modules'
+        ``hubservices.*`` loggers at ``log_level``, other libraries' warnings."""
         config: dict[str, Any] = super().get_default_logging_config()
         if "loggers" in config:
-            config["loggers"]["hubservices"] = {
-                "level": "DEBUG",
-                "handlers": ["console"],
-                "propagate": False,
-            }
+            config["loggers"]["hubservices"] = {"level": "DEBUG"}
+            config["root"] = {"level": "WARNING", "handlers": ["console"]}
         return config
 
     config_file = Unicode(
@@ -438,7 +436,6 @@ class HubServiceApp(Application):
     @classmethod
     def main(cls, argv: list[str] | None = None) -> None:
         """Entry point of ``python -m services.<name>``."""
-        logging.basicConfig()
         app = cls.instance()
         app.initialize(argv)
         app.start()

@@ -63,7 +63,7 @@ def retry_warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
     return [
         r.getMessage()
         for r in caplog.records
-        if r.name == "services.common.hubapi" and r.levelno == logging.WARNING
+        if r.name == "hubservices.hubapi" and r.levelno == logging.WARNING
     ]
 
 
