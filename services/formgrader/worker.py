@@ -2,9 +2,11 @@
 
 The service runs generate, release, collect, autograde and feedback here, not in its event loop
 and not in its environment: the process starts with :func:`courses.worker_env` (no hub token,
-no secret), so the student code autograde executes cannot read them from its environment. The
-job arrives as JSON on stdin (the database URL may hold a password, and argv is visible to every
-local user); the result, nbgrader's own ``{"success", "log", "error"}``, leaves as JSON on stdout.
+no secret), so the student code autograde executes cannot read them from its environment. Jobs
+arrive as JSON lines on stdin (the database URL may hold a password, and argv is visible to every
+local user), one after the other for as long as the service has more (an autograde of every
+submission); each result, nbgrader's own ``{"success", "log", "error"}``, leaves as one JSON line
+on stdout.
 """
 
 from __future__ import annotations
@@ -14,8 +16,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from nbgrader.apps.api import NbGraderAPI
-from nbgrader.coursedir import CourseDirectory
 from traitlets.config import Config
 
 from .courses import Course
@@ -56,18 +56,30 @@ def run(course: Course, action: str, args: list[str]) -> dict[str, Any]:
     counts = ACTIONS[action]
     if len(args) not in (counts if isinstance(counts, tuple) else (counts,)):
         raise ValueError(f"{action} takes {counts} ids, not {len(args)}")
+    # imported at the first job, after main() kept rfc3987_syntax out
+    from nbgrader.apps.api import NbGraderAPI
+    from nbgrader.coursedir import CourseDirectory
+
     config = nbgrader_config(course)
     api = NbGraderAPI(CourseDirectory(config=config), config=config)
     return getattr(api, action)(*args)
 
 
 def main() -> None:
-    """Read the job from stdin, keep stdout for the result alone (nbgrader logs go to stderr)."""
-    job = json.load(sys.stdin)
+    """Run the jobs of stdin, one JSON line each, answering each with one line on stdout.
+
+    stdout is kept for the results alone (nbgrader logs to stderr). An exception ends the
+    process, its traceback on stderr: the service reports it and starts a fresh worker.
+    """
+    # jsonschema (which nbformat imports) imports rfc3987_syntax if installed, and that builds
+    # an IRI grammar: 1.4 s of every worker's start, for format checks nbgrader never makes
+    sys.modules.setdefault("rfc3987_syntax", None)  # type: ignore[assignment]
     out, sys.stdout = sys.stdout, sys.stderr
-    result = run(course_from_json(job["course"]), job["action"], job["args"])
-    out.write(json.dumps(result))
-    out.flush()
+    for line in sys.stdin:
+        job = json.loads(line)
+        result = run(course_from_json(job["course"]), job["action"], job["args"])
+        out.write(json.dumps(result) + "\n")
+        out.flush()
 
 
 if __name__ == "__main__":
