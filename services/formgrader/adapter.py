@@ -24,6 +24,7 @@ import asyncio
 import contextlib
 import functools
 from collections.abc import Callable
+from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -72,19 +73,33 @@ SHIMS = "formgrader/hubservices/shims.js"
 
 @dataclass
 class CourseRuntime:
-    """A course as the service runs it: nbgrader config and one database engine."""
+    """A course as the service runs it: nbgrader config, one database engine, its threads."""
 
     course: Course
     config: Config
     gradebook: Gradebook
+    #: Where the course's gradebook calls run.
+    executor: Executor
+    owns_executor: bool
 
     @classmethod
-    def open(cls, course: Course) -> CourseRuntime:
-        """Connect to (and if new, create) the course's gradebook."""
+    def open(cls, course: Course, shared: Executor) -> CourseRuntime:
+        """Connect to (and if new, create) the course's gradebook.
+
+        A SQLite gradebook gets one thread of its own instead of the ``shared`` pool: SQLite
+        lets one connection write at a time anyway, and connections that wait for each other
+        sleep in SQLite's busy handler (up to 100 ms a time), which made concurrent graders
+        slower than taking their calls one by one.
+        """
         course.root.mkdir(parents=True, exist_ok=True)
-        return cls(course, nbgrader_config(course), Gradebook(course.db_url, course.id))
+        gradebook = Gradebook(course.db_url, course.id)
+        own = gradebook.engine.dialect.name == "sqlite"
+        executor = ThreadPoolExecutor(1, f"gradebook-{course.id}") if own else shared
+        return cls(course, nbgrader_config(course), gradebook, executor, own)
 
     def close(self) -> None:
+        if self.owns_executor:
+            self.executor.shutdown(wait=False, cancel_futures=True)
         self.gradebook.close()
 
 
@@ -135,13 +150,23 @@ class CourseAccess(BaseHandler):
             return f"{model.get('name')} does not grade {self.course.id}."
         return "Authentication required."
 
-    async def prepare(self) -> None:
-        """Ask the hub who this is without blocking the loop; refuse unsafe ids in the path.
+    async def identify(self) -> None:
+        """Ask the hub who this is without blocking the loop, and set tornado's user.
 
-        Replaces jupyter_server's identity-provider ``prepare``; ``@web.authenticated`` on
-        nbgrader's methods then reads the cached user.
+        What ``HubAuthenticated.get_current_user`` decides, from the model fetched here: left
+        to it, ``@web.authenticated`` would fetch the model again through HubAuth's one
+        background thread, blocking the caller (the loop, or a gradebook thread) while the
+        threads hand the GIL around. Someone not allowed gets a 403 from ``get_login_url``.
         """
-        await self.hub_auth.get_user(self, sync=False)
+        model = await self.hub_auth.get_user(self, sync=False)
+        try:
+            self.current_user = self.check_hub_user(model) if model else None
+        except UserNotAllowed:
+            self.current_user = None
+
+    async def prepare(self) -> None:
+        """Who this is (replaces jupyter_server's identity provider); no unsafe ids in the path."""
+        await self.identify()
         for value in self.path_args:
             if not is_safe_id(value):
                 raise web.HTTPError(400, f"{value!r} is not a valid id")
@@ -200,7 +225,7 @@ def offloaded(method: Callable[..., Any]) -> Callable[..., Any]:
     async def run(self: CourseAccess, *args: Any) -> None:
         loop = asyncio.get_running_loop()
         call = functools.partial(self.in_request_session, method, *args)
-        await loop.run_in_executor(self.service.executor, call)
+        await loop.run_in_executor(self.runtime.executor, call)
 
     return run
 
@@ -243,7 +268,7 @@ class CourseFiles(CourseAccess, web.StaticFileHandler):
 
     async def prepare(self) -> None:
         # the path is a file path, not an id: StaticFileHandler keeps it inside its root
-        await self.hub_auth.get_user(self, sync=False)
+        await self.identify()
 
     def check_xsrf_cookie(self) -> None:
         """Fonts load in CORS mode, without a token; reading a file changes nothing."""

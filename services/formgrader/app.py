@@ -74,7 +74,9 @@ class FormGrader(HubServiceApp):
     job_timeout = Float(3600, help="Seconds before a long action is killed.").tag(config=True)
 
     db_threads = Integer(
-        8, help="Threads for gradebook reads and writes (one database connection each)."
+        8,
+        help="""Threads for gradebook reads and writes (one database connection each), shared
+        by the courses on PostgreSQL; a course on SQLite has one thread of its own.""",
     ).tag(config=True)
 
     def graded_courses(self, model: dict[str, Any]) -> list[str]:
@@ -122,7 +124,7 @@ class FormGrader(HubServiceApp):
         self.executor = ThreadPoolExecutor(self.db_threads, thread_name_prefix="gradebook")
         self.jobs = Jobs(max_parallel=self.max_workers, timeout=self.job_timeout)
         for course in parse_courses(self.courses, self.exchange).values():
-            self.runtimes[course.id] = CourseRuntime.open(course)
+            self.runtimes[course.id] = CourseRuntime.open(course, self.executor)
         self.web_app.add_handlers(
             ".*$",
             [

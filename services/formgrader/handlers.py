@@ -34,7 +34,7 @@ class CourseHandler(CourseAccess):
     @authenticated
     async def get(self) -> None:
         loop = asyncio.get_running_loop()
-        assignments = await loop.run_in_executor(self.service.executor, self._assignments)
+        assignments = await loop.run_in_executor(self.runtime.executor, self._assignments)
         self.render_page(
             "course.html",
             course=self.course,
@@ -81,7 +81,8 @@ class ActionHandler(CourseAPIAccess):
 class AutogradeAllHandler(CourseAPIAccess):
     """``POST <course>/api/assignment/<id>/autograde``: every collected submission, in parallel.
 
-    As many workers at once as the service allows (``max_workers``); answers per student.
+    As many workers at once as the service allows (``max_workers``), each grading student after
+    student; answers per student.
     """
 
     @authenticated
@@ -89,12 +90,12 @@ class AutogradeAllHandler(CourseAPIAccess):
         loop = asyncio.get_running_loop()
         submitted = self.api.get_submitted_students
         students = sorted(await loop.run_in_executor(None, submitted, assignment_id))
-        user = self.current_user["name"]
-        runs = [
-            self.service.jobs.run(self.course, "autograde", [assignment_id, student], user)
-            for student in students
-        ]
-        results = await asyncio.gather(*runs)
+        results = await self.service.jobs.run_batch(
+            self.course,
+            "autograde",
+            [[assignment_id, student] for student in students],
+            self.current_user["name"],
+        )
         self.write_json(
             {
                 "success": all(r.get("success") for r in results),
@@ -120,7 +121,7 @@ class GradesExportHandler(CourseAccess):
     @authenticated
     async def get(self, assignment_id: str | None = None) -> None:
         loop = asyncio.get_running_loop()
-        csv = await loop.run_in_executor(self.service.executor, self._export, assignment_id)
+        csv = await loop.run_in_executor(self.runtime.executor, self._export, assignment_id)
         name = (
             f"{self.course.id}-{assignment_id}-grades.csv"
             if assignment_id
