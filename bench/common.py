@@ -1,18 +1,31 @@
-"""What every benchmark reports the same way: percentiles, the machine, docs/benchmarks.md."""
+"""What every benchmark does the same way: percentiles, the machine, a hub run, the docs."""
 
 from __future__ import annotations
 
+import argparse
+import asyncio
 import math
 import os
 import platform
 import re
+import shutil
+import signal
+import sys
 import textwrap
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import psutil
 
+if TYPE_CHECKING:
+    from tests.harness.hub import Hub
+
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs" / "benchmarks.md"
+
+T = TypeVar("T")
 
 
 def percentile(samples: list[float], p: float) -> float:
@@ -65,3 +78,75 @@ def write_section(title: str, section: str, path: Path = DOCS) -> None:
         text = text.rstrip("\n") + "\n\n" + section
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text.rstrip("\n") + "\n")
+
+
+def docs_section(title: str, body: list[str], command: str, note: str = "") -> str:
+    """A ``## <title>`` section: the body, then the command in a code block, when and where."""
+    lines = [
+        f"## {title}",
+        "",
+        *body,
+        "",
+        "```sh",
+        command,
+        "```",
+        "",
+        f"Measured {datetime.now(UTC):%Y-%m-%d} on {machine()}.{note}",
+        "",
+    ]
+    return "\n".join(wrap(line) for line in lines)
+
+
+def add_output_options(parser: argparse.ArgumentParser, title: str) -> None:
+    """``--write-docs`` (the benchmark's section of docs/benchmarks.md) and ``--keep``."""
+    parser.add_argument(
+        "--write-docs",
+        action="store_true",
+        help=f"replace the {title} section of docs/benchmarks.md",
+    )
+    parser.add_argument("--keep", action="store_true", help="keep the hub's directory and log")
+
+
+def _terminate(signum: int, _frame: Any) -> None:
+    raise SystemExit(128 + signum)
+
+
+def run_on_hub(
+    hub: Hub,
+    workdir: Path,
+    bench: Callable[[], Awaitable[T]],
+    *,
+    keep: bool = False,
+    setup: Callable[[], object] | None = None,
+) -> T:
+    """``setup()``, start ``hub``, run ``bench()``; whatever happens, SIGTERM included, stop it.
+
+    On failure the end of the hub's log is printed; afterwards any process the hub left behind
+    is named, and ``workdir`` is removed unless ``keep``.
+    """
+    signal.signal(signal.SIGTERM, _terminate)  # so that the finally below runs
+    try:
+        if setup is not None:
+            setup()
+        hub.start()
+        return asyncio.run(bench())
+    except BaseException:
+        if hub.proc is not None:
+            print(hub.log_tail(20), file=sys.stderr)
+        raise
+    finally:
+        hub.stop()
+        _, alive = psutil.wait_procs(hub.leftover_processes(), timeout=5)
+        for proc in alive:
+            print(f"left over: {proc.pid} {proc.name()}", file=sys.stderr)
+        if not keep:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+def publish(title: str, report: str, section: str | None) -> int:
+    """Print the report; with a section (``--write-docs``), write it into docs/benchmarks.md."""
+    print(report)
+    if section is not None:
+        write_section(title, section)
+        print(f"wrote the {title} section of {DOCS.relative_to(ROOT)}")
+    return 0

@@ -16,12 +16,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import inspect
 import logging
 import os
 import re
-import shutil
-import signal
 import statistics
 import sys
 import tempfile
@@ -39,7 +38,14 @@ import psutil
 from prometheus_client import CollectorRegistry
 from tornado import httpclient, httpserver, httputil, netutil, web
 
-from bench.common import DOCS, ROOT, machine, machine_busy, percentile, wrap, write_section
+from bench.common import (
+    add_output_options,
+    docs_section,
+    machine_busy,
+    percentile,
+    publish,
+    run_on_hub,
+)
 from services.common.db import Database
 from services.common.hubapi import HubAPI
 from services.cull.app import Culler
@@ -654,9 +660,7 @@ def shared_note(r: Result) -> str:
 def cull_section(r: Result) -> str:
     a = r.args
     first = "ours first, then the reference" if a.order == "ours-first" else "reference first"
-    lines = [
-        "## Cull",
-        "",
+    body = [
         f"One cull cycle of our culler and one of jupyterhub-idle-culler "
         f"{jupyterhub_idle_culler.__version__} against the same hub: JupyterHub "
         f"{jupyterhub.__version__} (SQLite) with `tests.harness.lightspawner.LightSpawner`, "
@@ -687,15 +691,8 @@ def cull_section(r: Result) -> str:
         + " (not part of any figure).",
         "",
         "Command (from the project root; a few minutes, most of them filling the hub):",
-        "",
-        "```sh",
-        command_line(a),
-        "```",
-        "",
-        f"Measured {datetime.now(UTC):%Y-%m-%d} on {machine()}.{shared_note(r)}",
-        "",
     ]
-    return "\n".join(wrap(line) for line in lines)
+    return docs_section("Cull", body, command_line(a), shared_note(r))
 
 
 def report(r: Result) -> str:
@@ -733,39 +730,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--stop-delay", type=float, default=0.5, help="seconds a stop takes")
     parser.add_argument("--concurrency", type=int, default=10)
     parser.add_argument("--order", choices=["ours-first", "reference-first"], default="ours-first")
-    parser.add_argument(
-        "--write-docs", action="store_true", help="replace the Cull section of docs/benchmarks.md"
-    )
-    parser.add_argument("--keep", action="store_true", help="keep the hub's directory and log")
+    add_output_options(parser, "Cull")
     return parser.parse_args(argv)
-
-
-def _terminate(signum: int, _frame: Any) -> None:
-    raise SystemExit(128 + signum)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    signal.signal(signal.SIGTERM, _terminate)  # so that the finally below stops the hub
     workdir = Path(tempfile.mkdtemp(prefix="cull-bench-"))
     hub = Hub(workdir / "hub", services=[], extra_config=hub_config(args))
     print(f"hub in {workdir}", flush=True)
-    try:
-        hub.start()
-        result = asyncio.run(bench(args, hub, workdir))
-    except BaseException:
-        if hub.proc is not None:
-            print(hub.log_tail(20), file=sys.stderr)
-        raise
-    finally:
-        hub.stop()
-        if not args.keep:
-            shutil.rmtree(workdir, ignore_errors=True)
-    print(report(result))
-    if args.write_docs:
-        write_section("Cull", cull_section(result))
-        print(f"wrote the Cull section of {DOCS.relative_to(ROOT)}")
-    return 0
+    run = functools.partial(bench, args, hub, workdir)
+    result = run_on_hub(hub, workdir, run, keep=args.keep)
+    return publish("Cull", report(result), cull_section(result) if args.write_docs else None)
 
 
 if __name__ == "__main__":
