@@ -19,7 +19,7 @@ import stat
 import sys
 import time
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NoReturn
 from urllib.parse import urlparse
 
 from jinja2 import ChoiceLoader, Environment, FileSystemLoader, select_autoescape
@@ -30,6 +30,7 @@ from tornado.web import Application as TornadoApplication
 from traitlets import Bool, Integer, TraitError, Unicode, default, validate
 from traitlets import Set as SetTrait
 from traitlets.config import Application
+from traitlets.config.loader import ArgumentError, KVArgParseConfigLoader, _KVArgParser
 
 from .. import __version__
 from .hubapi import HubAPI
@@ -47,6 +48,22 @@ _NO_SHORT_OPTION = {"api_token"}
 def _slashed(prefix: str) -> str:
     """A URL prefix with exactly one slash at each end, as tornado routes need."""
     return "/" + prefix.strip("/") + "/"
+
+
+class _OneLineErrorParser(_KVArgParser):
+    """argparse's errors as one line (through traitlets' config error), not 70 of usage."""
+
+    def error(self, message: str) -> NoReturn:
+        raise ArgumentError(message)
+
+
+class StrictArgLoader(KVArgParseConfigLoader):
+    """A mistyped option (``--timout=60``) stops the service; traitlets would only warn."""
+
+    parser_class = _OneLineErrorParser
+
+    def _handle_unrecognized_alias(self, arg: str) -> None:
+        raise ArgumentError(f"unrecognized option --{arg}")
 
 
 class HubServiceApp(Application):
@@ -232,6 +249,24 @@ class HubServiceApp(Application):
         """This app's class chain up to HubServiceApp, plus its configurable ``classes``."""
         chain = [c for c in type(self).__mro__ if issubclass(c, HubServiceApp)]
         return chain + list(self.classes)
+
+    def _create_loader(
+        self,
+        argv: list[str] | None,
+        aliases: dict[str, Any],
+        flags: dict[str, Any],
+        classes: Any,
+    ) -> KVArgParseConfigLoader:
+        return StrictArgLoader(
+            argv, aliases, flags, classes=classes, log=self.log, subcommands=self.subcommands
+        )
+
+    def parse_command_line(self, argv: list[str] | None = None) -> None:
+        """Refuse what is not an option, too: a stray word is a mistake, not a wish."""
+        super().parse_command_line(argv)
+        if self.extra_args:
+            self.log.critical("Unexpected argument: %s", " ".join(self.extra_args))
+            self.exit(1)
 
     def exit(self, exit_status: int | None = 0) -> None:
         """Exit 2 on bad configuration (traitlets uses 1), as command-line tools do."""

@@ -112,6 +112,11 @@ def run_service(
         (["--grader-group-pattern=graders"], "{course}"),
         (["--FormGrader.bind_url=ftp://x"], "bind_url"),
         (["--config=/nonexistent/config.py"], "/nonexistent/config.py"),
+        # a typo must not leave the service running on defaults
+        (["--max-workres=4"], "--max-workres"),
+        (["--max-workres"], "--max-workres"),
+        (["--max-workers"], "--FormGrader.max_workers"),
+        (["course101"], "course101"),
     ],
 )
 def test_bad_config_is_one_line_and_exit_2(argv: list[str], says: str) -> None:
