@@ -3,7 +3,7 @@
 Fills one JupyterHub (LightSpawner: no process per server) with ``--users`` users and
 ``--servers`` running default servers, ``--idle`` of them idle for 4000 s and all taking
 ``--stop-delay`` seconds to stop. Then it runs one cycle of our culler (in-process, as
-``services.cull.app.Culler.cull_once`` does) and one of ``jupyterhub_idle_culler.cull_idle``,
+``hubservices.cull.app.Culler.cull_once`` does) and one of ``jupyterhub_idle_culler.cull_idle``,
 both with ``timeout=3600``, ``concurrency=--concurrency``, default servers only, no user culling,
 restoring the idle servers in between. Both talk to the hub through a counting reverse proxy in
 this process, so wall time and hub API requests are measured the same way for both.
@@ -46,11 +46,11 @@ from bench.common import (
     publish,
     run_on_hub,
 )
-from services.common.db import Database
-from services.common.hubapi import HubAPI
-from services.cull.app import Culler
-from services.cull.audit import Audit
-from services.cull.culler import CullCycle, CullMetrics
+from hubservices.common.db import Database
+from hubservices.common.hubapi import HubAPI
+from hubservices.cull.app import Culler
+from hubservices.cull.audit import Audit
+from hubservices.cull.culler import CullCycle, CullMetrics
 from tests.harness.hub import Hub
 
 TIMEOUT = 3600  # the cullers' --timeout
@@ -326,7 +326,7 @@ def audit_db(workdir: Path) -> Database:
     """The audit database, migrated, as Culler.on_start makes it (not part of a cycle)."""
     db = Database(
         f"sqlite:///{workdir / 'cull.sqlite'}",
-        migrations="services.cull.migrations",
+        migrations="hubservices.cull.migrations",
         version_table="alembic_version_cull",
     )
     db.upgrade()

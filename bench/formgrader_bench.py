@@ -523,7 +523,7 @@ async def bench(
     args: argparse.Namespace, hub: Hub, course_root: Path, cli_root: Path, students: list[str]
 ) -> Result:
     tokens = [new_token(hub, grader) for grader in grader_names(args.graders)]
-    ours = service_process(hub, lambda part: part == "services.formgrader")
+    ours = service_process(hub, lambda part: part == "hubservices.formgrader")
     theirs = service_process(hub, lambda part: part.endswith("jupyterhub-singleuser"))
     sides = {
         OURS: Side(f"{hub.url}/services/formgrader/{COURSE}/", ours),

@@ -36,13 +36,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.common import percentile  # noqa: E402
-from services.common.db import Database  # noqa: E402
-from services.common.hubapi import HubAPI  # noqa: E402
-from services.stats import logic  # noqa: E402
-from services.stats.metrics import PollMetrics  # noqa: E402
-from services.stats.models import DailyUsage, GroupMembership, Meta  # noqa: E402
-from services.stats.poller import Poller  # noqa: E402
-from services.stats.store import ROLLED_UNTIL, StatsStore  # noqa: E402
+from hubservices.common.db import Database  # noqa: E402
+from hubservices.common.hubapi import HubAPI  # noqa: E402
+from hubservices.stats import logic  # noqa: E402
+from hubservices.stats.metrics import PollMetrics  # noqa: E402
+from hubservices.stats.models import DailyUsage, GroupMembership, Meta  # noqa: E402
+from hubservices.stats.poller import Poller  # noqa: E402
+from hubservices.stats.store import ROLLED_UNTIL, StatsStore  # noqa: E402
 from tests.harness.hub import Hub  # noqa: E402
 
 HUB_CONFIG = """
@@ -62,7 +62,7 @@ def figure(name: str, value: str) -> None:
 def open_db(path: Path) -> Database:
     db = Database(
         f"sqlite:///{path}",
-        migrations="services.stats.migrations",
+        migrations="hubservices.stats.migrations",
         version_table="alembic_version_stats",
     )
     db.upgrade()
@@ -212,7 +212,7 @@ class DayHub:
 
 
 async def bench_storage(args: argparse.Namespace, workdir: Path) -> None:
-    from services.stats import poller as poller_module
+    from hubservices.stats import poller as poller_module
 
     path = workdir / "storage.sqlite"
     db = open_db(path)

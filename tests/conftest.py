@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 import httpx
 import pytest
 
-from services.common.hubapi import HubAPI
+from hubservices.common.hubapi import HubAPI
 from tests.harness.hub import Hub
 
 pytest_plugins = ["tests.harness.postgres", "tests.harness.prometheus", "tests.harness.chromium"]

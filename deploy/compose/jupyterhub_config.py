@@ -8,7 +8,7 @@ DockerSpawner) before real use.
 
 import os
 
-from services.common.hubconfig import services_and_roles
+from hubservices.common.hubconfig import services_and_roles
 
 c = get_config()  # noqa: F821
 

@@ -11,7 +11,7 @@ import os
 import sys
 from pathlib import Path
 
-from services.common.hubconfig import services_and_roles
+from hubservices.common.hubconfig import services_and_roles
 
 c = get_config()  # noqa: F821
 

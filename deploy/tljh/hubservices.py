@@ -8,7 +8,7 @@ Install into TLJH's hub environment and drop this file into its config directory
     sudo tljh-config reload hub
 """
 
-from services.common.hubconfig import services_and_roles
+from hubservices.common.hubconfig import services_and_roles
 
 services, roles = services_and_roles(data_dir="/opt/tljh/state/hubservices")
 c.JupyterHub.services.extend(services)  # noqa: F821 (TLJH runs this with c defined)

@@ -33,7 +33,7 @@ __all__ = [
     "api_path",
 ]
 
-log = logging.getLogger("hubservices.hubapi")
+log = logging.getLogger(__name__)
 
 PAGINATION_MEDIA_TYPE = "application/jupyterhub-pagination+json"
 

@@ -23,9 +23,9 @@ from .app import HubServiceApp
 
 #: Where each service's application class lives.
 SERVICE_APPS = {
-    "cull": "services.cull.app:Culler",
-    "stats": "services.stats.app:Stats",
-    "formgrader": "services.formgrader.app:FormGrader",
+    "cull": "hubservices.cull.app:Culler",
+    "stats": "hubservices.stats.app:Stats",
+    "formgrader": "hubservices.formgrader.app:FormGrader",
 }
 
 
@@ -71,9 +71,8 @@ def services_and_roles(
     roles: list[dict[str, Any]] = []
     for name in services:
         cls = service_app_class(name)
-        # -P: the hub's working directory must not shadow our `services` package
         port = ports.get(name, cls.default_port)
-        command = [python, "-P", "-m", f"services.{name}", *args.get(name, ())]
+        command = [python, "-m", f"hubservices.{name}", *args.get(name, ())]
         if data_dir:
             command.append(f"--data-dir={data_dir}")
         if bind_host:

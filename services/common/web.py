@@ -27,7 +27,7 @@ from tornado.web import HTTPError, RequestHandler, authenticated
 if TYPE_CHECKING:
     from .app import HubServiceApp
 
-log = logging.getLogger("hubservices.web")
+log = logging.getLogger(__name__)
 
 CONTENT_SECURITY_POLICY = "; ".join(
     [

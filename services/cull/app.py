@@ -18,7 +18,7 @@ from .culler import CullCycle, CullMetrics, CullOptions, CycleResult
 from .handlers import CullsAPI, CyclesAPI, StatusAPI, StatusPage, UpcomingAPI
 from .policy import Judged, Policy, Rule
 
-log = logging.getLogger("hubservices.cull")
+log = logging.getLogger(__name__)
 
 
 class Culler(HubServiceApp):
@@ -177,7 +177,7 @@ class Culler(HubServiceApp):
 
     async def on_start(self) -> None:
         self.db = Database(
-            self.db_url, migrations="services.cull.migrations", version_table="alembic_version_cull"
+            self.db_url, migrations="hubservices.cull.migrations", version_table="alembic_version_cull"
         )
         self.db.upgrade()
         self.audit = Audit(self.db)

@@ -1,6 +1,6 @@
 """One cull cycle: list everything, decide, then re-check and stop servers concurrently.
 
-The decisions are :mod:`services.cull.policy`'s; this module only talks to the hub, the
+The decisions are :mod:`hubservices.cull.policy`'s; this module only talks to the hub, the
 servers (busy kernels), the warning hook and the audit trail, in that order of a cycle:
 
 1. list every user with a ready server (and, with ``cull_users``, every inactive user) before
@@ -46,7 +46,7 @@ from .policy import (
     parse_time,
 )
 
-log = logging.getLogger("hubservices.cull")
+log = logging.getLogger(__name__)
 
 STOPPED, STOPPING, REMOVED, DELETED, DRY_RUN = (
     "stopped",

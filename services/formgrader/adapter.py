@@ -6,7 +6,7 @@ nbgrader's handlers (``nbgrader.server_extensions.formgrader``) derive from jupy
 classes are nbgrader's with :class:`CourseAccess` mixed in front. The mixin replaces exactly what
 ties them to a notebook server:
 
-- who you are: hub OAuth (our :class:`~services.common.web.BaseHandler`) instead of
+- who you are: hub OAuth (our :class:`~hubservices.common.web.BaseHandler`) instead of
   jupyter_server's identity provider, and only this course's graders get in;
 - the database: a session per request on one engine per course, in a worker thread, instead of
   one session shared by every request on the event loop;

@@ -24,7 +24,7 @@ from typing import Any
 from .courses import Course, worker_env
 from .worker import course_to_json
 
-log = logging.getLogger("hubservices.formgrader.jobs")
+log = logging.getLogger(__name__)
 
 #: Finished jobs remembered for the status page and API.
 HISTORY = 200
@@ -55,7 +55,7 @@ class Job:
 
 
 class Worker:
-    """One ``services.formgrader.worker`` process of a course, running jobs one at a time."""
+    """One ``hubservices.formgrader.worker`` process of a course, running jobs one at a time."""
 
     def __init__(self, proc: asyncio.subprocess.Process) -> None:
         self.proc = proc
@@ -66,7 +66,7 @@ class Worker:
     async def start(cls, course: Course) -> Worker:
         course.root.mkdir(parents=True, exist_ok=True)
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-P", "-m", "services.formgrader.worker",
+            sys.executable, "-m", "hubservices.formgrader.worker",
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,

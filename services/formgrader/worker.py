@@ -1,4 +1,4 @@
-"""One long nbgrader action in its own process: ``python -m services.formgrader.worker``.
+"""One long nbgrader action in its own process: ``python -m hubservices.formgrader.worker``.
 
 The service runs generate, release, collect, autograde and feedback here, not in its event loop
 and not in its environment: the process starts with :func:`courses.worker_env` (no hub token,

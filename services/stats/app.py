@@ -94,7 +94,7 @@ class Stats(HubServiceApp):
     async def on_start(self) -> None:
         self.database = Database(
             self.db_url,
-            migrations="services.stats.migrations",
+            migrations="hubservices.stats.migrations",
             version_table="alembic_version_stats",
         )
         self.database.upgrade()

@@ -12,7 +12,7 @@ from . import logic
 from .metrics import LastPoll, PollMetrics
 from .store import StatsStore, StoredState
 
-log = logging.getLogger("hubservices.stats")
+log = logging.getLogger(__name__)
 
 #: Slack on top of two poll intervals before a vanished server counts as gone unobserved.
 GAP_SLACK = timedelta(seconds=10)

@@ -1,7 +1,7 @@
 """A real JupyterHub for tests: a subprocess with configurable-http-proxy, on free ports.
 
 The hub's config is written the way a user's is: our services come from the generator's
-snippet (:func:`services.common.hubconfig.hub_config_snippet`) and are launched by the hub as
+snippet (:func:`hubservices.common.hubconfig.hub_config_snippet`) and are launched by the hub as
 managed services. Stopping kills every process the hub started, also when a test failed.
 """
 
@@ -22,7 +22,7 @@ from pathlib import Path
 import httpx
 import psutil
 
-from services.common.hubconfig import hub_config_snippet
+from hubservices.common.hubconfig import hub_config_snippet
 
 ROOT = Path(__file__).resolve().parents[2]
 PROXY_COMMAND = ROOT / "node_modules" / ".bin" / "configurable-http-proxy"

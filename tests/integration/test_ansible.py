@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from services.common.hubconfig import read_env_file
+from hubservices.common.hubconfig import read_env_file
 from tests.harness.hub import Hub, free_port
 
 pytestmark = pytest.mark.hub
@@ -83,7 +83,7 @@ def test_playbook_installs_services_the_hub_runs(tmp_path: Path) -> None:
     procs = []
     try:
         for name in SERVICES:
-            command = [venv_python, "-P", "-m", f"services.{name}"]
+            command = [venv_python, "-m", f"hubservices.{name}"]
             command += [f"--data-dir={tmp_path / name}"]
             command += shlex.split(envs[name]["HUBSERVICES_ARGS"])
             env = {"PATH": os.environ["PATH"], **envs[name]}

@@ -17,7 +17,7 @@ import pytest
 from tornado.httpclient import HTTPRequest
 from tornado.websocket import websocket_connect
 
-from services.common.hubapi import HubAPI
+from hubservices.common.hubapi import HubAPI
 from tests.harness.hub import Hub, free_port
 
 pytestmark = pytest.mark.hub
@@ -327,7 +327,7 @@ async def test_stops_run_concurrently_and_a_changed_server_is_spared(tmp_path: P
 def external_culler(hub: Hub, token: str, data: Path, *args: str) -> subprocess.Popen:
     """The culler run by hand (like a systemd unit), so it outlives hub restarts."""
     return subprocess.Popen(
-        [sys.executable, "-m", "services.cull", f"--data-dir={data}", *args],
+        [sys.executable, "-m", "hubservices.cull", f"--data-dir={data}", *args],
         env={
             **os.environ,
             "JUPYTERHUB_API_TOKEN": token,

@@ -8,7 +8,7 @@ import httpx
 import pytest
 import yaml
 
-from services.common.hubapi import HubAPI
+from hubservices.common.hubapi import HubAPI
 from tests.harness.hub import Hub
 
 pytestmark = pytest.mark.hub

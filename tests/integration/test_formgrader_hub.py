@@ -226,7 +226,7 @@ def test_submission_page_runs_only_nbgraders_scripts(fg: Hub) -> None:
     script_src = next(d for d in csp.split("; ") if d.startswith("script-src"))
     assert "'unsafe-inline'" not in script_src
     assert "document.title = 'pwned'" in page.text  # shown (as the student wrote it)...
-    from services.formgrader.courses import event_handler_hashes, inline_script_hashes
+    from hubservices.formgrader.courses import event_handler_hashes, inline_script_hashes
 
     student_hashes = inline_script_hashes(XSS) | event_handler_hashes(XSS)
     assert not student_hashes & set(script_src.split())  # ...but not allowed to run

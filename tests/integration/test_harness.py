@@ -7,7 +7,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from services.common.hubapi import HubAPI
+from hubservices.common.hubapi import HubAPI
 from tests.harness.hub import Hub
 
 pytestmark = pytest.mark.hub

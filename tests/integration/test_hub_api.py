@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from services.common.hubapi import HubAPI, HubAPIError, MissingScopeError
+from hubservices.common.hubapi import HubAPI, HubAPIError, MissingScopeError
 from tests.harness.hub import Hub
 
 pytestmark = pytest.mark.hub

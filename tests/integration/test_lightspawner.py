@@ -11,7 +11,7 @@ import httpx
 import psutil
 import pytest
 
-from services.common.hubapi import HubAPI, HubAPIError
+from hubservices.common.hubapi import HubAPI, HubAPIError
 from tests.harness.hub import Hub
 
 pytestmark = pytest.mark.hub

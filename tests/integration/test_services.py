@@ -7,7 +7,7 @@ import re
 import httpx
 import pytest
 
-from services.common.hubapi import HubAPI
+from hubservices.common.hubapi import HubAPI
 from tests.harness.hub import Hub
 
 pytestmark = pytest.mark.hub

@@ -19,7 +19,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from services.common.hubapi import HubAPI
+from hubservices.common.hubapi import HubAPI
 from tests.harness.hub import Hub
 
 # fixtures: prometheus, promtool; chromium, hub_page

@@ -14,8 +14,8 @@ import httpx
 import pytest
 from traitlets import Bool, Integer
 
-from services.common.app import HubServiceApp
-from services.formgrader.app import FormGrader
+from hubservices.common.app import HubServiceApp
+from hubservices.formgrader.app import FormGrader
 from tests.harness.hub import free_port
 
 
@@ -120,7 +120,7 @@ def run_service(
     ],
 )
 def test_bad_config_is_one_line_and_exit_2(argv: list[str], says: str) -> None:
-    result = run_service("services.formgrader", *argv)
+    result = run_service("hubservices.formgrader", *argv)
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
@@ -129,7 +129,7 @@ def test_bad_config_is_one_line_and_exit_2(argv: list[str], says: str) -> None:
 
 
 def test_missing_token_is_one_line_and_exit_2() -> None:
-    result = run_service("services.cull", env={"JUPYTERHUB_API_TOKEN": ""})
+    result = run_service("hubservices.cull", env={"JUPYTERHUB_API_TOKEN": ""})
     assert result.returncode == 2
     assert "JUPYTERHUB_API_TOKEN" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
@@ -160,7 +160,7 @@ def test_formgrader_courses_come_from_grader_groups() -> None:
 def test_signal_stops_service_within_5_seconds(tmp_path: Path, sig: signal.Signals) -> None:
     port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "services.stats", f"--data-dir={tmp_path}"],
+        [sys.executable, "-m", "hubservices.stats", f"--data-dir={tmp_path}"],
         env={
             **os.environ,
             "JUPYTERHUB_API_TOKEN": "t",

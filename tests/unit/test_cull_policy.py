@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from services.cull.policy import (
+from hubservices.cull.policy import (
     IDLE,
     MAX_AGE,
     Policy,

@@ -9,7 +9,7 @@ import pytest
 from alembic.migration import MigrationContext
 from sqlalchemy import MetaData, Table, func, insert, inspect, select
 
-from services.common.db import Database
+from hubservices.common.db import Database
 from tests.unit.sample_migrations.models import Item
 from tests.unit.sample_migrations.notes.models import Note
 

@@ -53,7 +53,7 @@ def test_helm_values_validate_over_the_chart_defaults() -> None:
 
 def test_helm_ports_match_the_generator() -> None:
     """The hub Service and network policy open exactly the ports the services use."""
-    from services.common.hubconfig import SERVICE_APPS, service_app_class
+    from hubservices.common.hubconfig import SERVICE_APPS, service_app_class
 
     values = yaml.safe_load((DEPLOY / "helm" / "values.yaml").read_text())
     ports = {service_app_class(name).default_port for name in SERVICE_APPS}

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from services.formgrader.app import FormGrader
-from services.formgrader.courses import (
+from hubservices.formgrader.app import FormGrader
+from hubservices.formgrader.courses import (
     SANDBOX_CSP,
     browser_safe_type,
     event_handler_hashes,
@@ -19,7 +19,7 @@ from services.formgrader.courses import (
     trusted_part,
     worker_env,
 )
-from services.formgrader.worker import course_from_json, course_to_json, nbgrader_config
+from hubservices.formgrader.worker import course_from_json, course_to_json, nbgrader_config
 
 
 def test_courses_get_defaults_and_keep_their_settings() -> None:

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from services.formgrader import jobs
-from services.formgrader.courses import Course
+from hubservices.formgrader import jobs
+from hubservices.formgrader.courses import Course
 
 
 @pytest.fixture

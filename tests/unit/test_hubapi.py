@@ -1,4 +1,4 @@
-"""services.common.hubapi against a fake hub that injects the faults a real hub rarely shows."""
+"""hubservices.common.hubapi against a fake hub that injects the faults a real hub rarely shows."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from typing import Any
 import certifi
 import pytest
 
-from services.common.hubapi import (
+from hubservices.common.hubapi import (
     PAGINATION_MEDIA_TYPE,
     HubAPI,
     HubAPIError,
@@ -63,7 +63,7 @@ def retry_warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
     return [
         r.getMessage()
         for r in caplog.records
-        if r.name == "hubservices.hubapi" and r.levelno == logging.WARNING
+        if r.name == "hubservices.common.hubapi" and r.levelno == logging.WARNING
     ]
 
 

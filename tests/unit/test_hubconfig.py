@@ -8,7 +8,7 @@ import sys
 import pytest
 from traitlets.config import Config
 
-from services.common.hubconfig import hub_config_snippet, main, services_and_roles
+from hubservices.common.hubconfig import hub_config_snippet, main, services_and_roles
 
 
 def load(snippet: str, before: str = "") -> Config:
@@ -22,7 +22,7 @@ def test_snippet_adds_services_and_roles_to_an_empty_config() -> None:
     c = load(hub_config_snippet(["cull", "stats"], python="/opt/py/bin/python"))
     services = c.JupyterHub.services.get_value([])
     assert [s["name"] for s in services] == ["cull", "stats"]
-    assert services[0]["command"] == ["/opt/py/bin/python", "-P", "-m", "services.cull"]
+    assert services[0]["command"] == ["/opt/py/bin/python", "-m", "hubservices.cull"]
     assert services[0]["url"] == "http://127.0.0.1:10101"
     assert all(s["oauth_no_confirm"] for s in services)
     roles = c.JupyterHub.load_roles.get_value([])
@@ -81,7 +81,7 @@ def test_command_prints_the_snippet(capsys: pytest.CaptureFixture[str]) -> None:
 
 def test_command_rejects_a_bad_port_with_exit_2() -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "services.common.hubconfig", "--port", "cull=abc"],
+        [sys.executable, "-m", "hubservices.common.hubconfig", "--port", "cull=abc"],
         capture_output=True,
         text=True,
     )

@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from services.common.scheduler import Scheduler
+from hubservices.common.scheduler import Scheduler
 
 
 @pytest.fixture

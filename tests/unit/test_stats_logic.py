@@ -6,8 +6,8 @@ from datetime import date, datetime, timedelta
 
 import pytest
 
-from services.stats import logic
-from services.stats.logic import (
+from hubservices.stats import logic
+from hubservices.stats.logic import (
     HubSnapshot,
     LiveServer,
     OpenSession,

@@ -17,14 +17,14 @@ from alembic.migration import MigrationContext
 from prometheus_client import CollectorRegistry
 from sqlalchemy import Column, DateTime, Integer, MetaData, String, Table, func, insert, select
 
-from services.common.db import Database
-from services.common.hubapi import HubUnavailable
-from services.stats import poller as poller_module
-from services.stats.logic import UsageQuery, iso
-from services.stats.metrics import PollMetrics
-from services.stats.models import ActivityBucket, Base, DailyUsage, ServerSession
-from services.stats.poller import Poller
-from services.stats.store import StatsStore
+from hubservices.common.db import Database
+from hubservices.common.hubapi import HubUnavailable
+from hubservices.stats import poller as poller_module
+from hubservices.stats.logic import UsageQuery, iso
+from hubservices.stats.metrics import PollMetrics
+from hubservices.stats.models import ActivityBucket, Base, DailyUsage, ServerSession
+from hubservices.stats.poller import Poller
+from hubservices.stats.store import StatsStore
 
 DAY0 = datetime(2026, 3, 2)  # a Monday
 
@@ -64,7 +64,7 @@ def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
         else request.getfixturevalue("postgres_url")
     )
     database = Database(
-        url, migrations="services.stats.migrations", version_table="alembic_version_stats"
+        url, migrations="hubservices.stats.migrations", version_table="alembic_version_stats"
     )
     database.upgrade()
     yield database

@@ -1,4 +1,4 @@
-from services.common.db import run_migrations
-from services.cull.models import Base
+from hubservices.common.db import run_migrations
+from hubservices.cull.models import Base
 
 run_migrations(Base.metadata)

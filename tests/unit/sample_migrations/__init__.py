@@ -1,1 +1,1 @@
-"""A tiny alembic migrations package (table ``items``) for testing services.common.db."""
+"""A tiny alembic migrations package (table ``items``) for testing hubservices.common.db."""

@@ -1,4 +1,4 @@
-from services.common.db import run_migrations
+from hubservices.common.db import run_migrations
 from tests.unit.sample_migrations.models import Base
 
 run_migrations(Base.metadata)
