@@ -8,30 +8,42 @@ ties them to a notebook server:
 
 - who you are: hub OAuth (our :class:`~hubservices.common.web.BaseHandler`) instead of
   jupyter_server's identity provider, and only this course's graders get in;
-- the database: a session per request on one engine per course, in a worker thread, instead of
-  one session shared by every request on the event loop;
+- the database: nbgrader's handler methods are synchronous and query the gradebook, so each runs
+  in a worker thread, in a session of its own, instead of on the event loop with one session
+  shared by every request. Tornado handlers are not thread-safe: what the method does to the
+  response there is recorded and done on the loop once it returns (:class:`LoopResponse`);
 - the course directory and ``NbGraderAPI``: built per request from the service's config instead
   of a notebook server's config files;
-- the CSP: nbgrader's inline scripts allowed by hash, nothing else (see ``courses.page_csp``).
+- the CSP: the inline scripts of nbgrader's templates allowed by hash, the hashes taken from the
+  template files (:mod:`.templatecsp`), never from a page that a student's data is rendered into.
 
 Long actions (generate, release, collect, autograde, feedback) go to :mod:`.handlers`'s
 ``ActionHandler``, which runs the same NbGraderAPI method in a worker process.
+
+What this relies on in nbgrader (its routes, handler classes, settings keys, templates) is listed
+in ``tests/unit/test_formgrader_adapter.py``, which fails by name when an nbgrader release
+changes any of it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime
 import functools
-from collections.abc import Callable
+import numbers
+import os
+import threading
+from collections.abc import Callable, Mapping
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from jinja2 import DictLoader, Environment, FileSystemLoader
 from jupyterhub.services.auth import UserNotAllowed
 from nbconvert.exporters import HTMLExporter
+from nbformat import NotebookNode
 from nbgrader.api import Gradebook
 from nbgrader.apps.api import NbGraderAPI
 from nbgrader.auth import Authenticator
@@ -39,26 +51,25 @@ from nbgrader.coursedir import CourseDirectory
 from nbgrader.server_extensions.formgrader import apihandlers, handlers
 from nbgrader.server_extensions.formgrader.base import BaseApiHandler
 from tornado import web
+from tornado.concurrent import Future
 from traitlets.config import Config
 
 from ..common.web import APIHandler, BaseHandler
-from .courses import (
-    SANDBOX_CSP,
-    Course,
-    browser_safe_type,
-    event_handler_hashes,
-    inline_script_hashes,
-    is_safe_id,
-    page_csp,
-    trusted_part,
-)
+from .courses import SANDBOX_CSP, Course, browser_safe_type, is_safe_id, page_csp
+from .templatecsp import TemplateScripts
 from .worker import nbgrader_config
 
 if TYPE_CHECKING:
     from .app import FormGrader
 
-#: Where a rendered submission's student content starts (nbgrader's formgrade template).
-NOTEBOOK_CONTAINER = '<div class="container" id="notebook-container">'
+T = TypeVar("T")
+
+#: nbgrader's page templates, and the grading page's (an nbconvert template) folder.
+TEMPLATE_DIRS = (handlers.template_path, os.path.join(handlers.template_path, "formgrade"))
+#: The grading page's template, as :data:`TEMPLATE_DIRS` name it.
+GRADING_TEMPLATE = "formgrade/index.html.j2"
+#: Where our script goes in an nbgrader page: the end of its template's ``<head>``.
+HEAD_END = "</head>"
 
 #: No CDN: MathJax is not shipped with nbgrader, so the grading page loads none (TeX shows as
 #: source). Overrides nbconvert's ``mathjax`` macro, whose default is a CDN URL.
@@ -69,6 +80,12 @@ NO_MATHJAX = {"mathjax.html.j2": "{%- macro mathjax(url='') -%}{%- endmacro -%}"
 #: MathJax, which is not loaded, ends at once.
 OWN_STATIC = Path(__file__).parent / "static"
 SHIMS = "formgrader/hubservices/shims.js"
+
+
+@functools.cache
+def template_scripts() -> TemplateScripts:
+    """The inline code of nbgrader's templates, read once, at startup (:func:`nbgrader_routes`)."""
+    return TemplateScripts(TEMPLATE_DIRS)
 
 
 @dataclass
@@ -103,7 +120,7 @@ class CourseRuntime:
         self.gradebook.close()
 
 
-class CourseAPI(NbGraderAPI):
+class CourseAPI(NbGraderAPI):  # type: ignore[misc]  # nbgrader ships no type information
     """NbGraderAPI on the course's engine: nbgrader's opens and disposes one per call."""
 
     def __init__(self, runtime: CourseRuntime, coursedir: CourseDirectory) -> None:
@@ -125,12 +142,96 @@ class FormgraderSettings:
     debug: bool = False
 
 
-class CourseAccess(BaseHandler):
-    """Hub auth for one course, and nbgrader's course objects per request."""
+#: A response method's name and the arguments it was called with.
+ResponseCall = tuple[str, tuple[Any, ...], dict[str, Any]]
+#: What tornado's ``set_header`` takes.
+HeaderValue = bytes | str | int | numbers.Integral | datetime.datetime
+
+
+class LoopResponse(web.RequestHandler):
+    """A handler whose code may run in a worker thread while its response is made on the loop.
+
+    Tornado handlers are not thread-safe. In the thread that :meth:`run_off_loop` starts, the
+    public methods that make a response (the ones nbgrader's handlers call) are recorded instead;
+    they are called, in the same order, on the loop once the thread is done. If the code raises,
+    nothing it recorded is made: tornado answers with the error, as for any handler. The thread
+    may read the request and the settings, which nothing changes while it runs.
+    """
+
+    #: The worker thread that runs this request's code, while it does.
+    _response_worker: int | None = None
+    _response_calls: list[ResponseCall]
+    _response_made: Future[None]
+
+    def off_loop(self) -> bool:
+        """Whether this is the worker thread, whose response calls are recorded."""
+        return self._response_worker == threading.get_ident()
+
+    async def run_off_loop(self, executor: Executor, call: Callable[[], None]) -> None:
+        """``call()`` in ``executor``; then what it did to the response, here on the loop."""
+        loop = asyncio.get_running_loop()
+        self._response_calls = []
+        # what a recorded finish() returns: done once the response is made
+        self._response_made = loop.create_future()
+        await loop.run_in_executor(executor, self._record_during, call)
+        for name, args, kwargs in self._response_calls:
+            getattr(self, name)(*args, **kwargs)
+        self._response_made.set_result(None)
+
+    def _record_during(self, call: Callable[[], None]) -> None:
+        self._response_worker = threading.get_ident()
+        try:
+            call()
+        finally:
+            self._response_worker = None
+
+    def _record_call(self, name: str, *args: Any, **kwargs: Any) -> None:
+        self._response_calls.append((name, args, kwargs))
+
+    def clear(self) -> None:
+        if self.off_loop():
+            self._record_call("clear")
+        else:
+            super().clear()
+
+    def set_status(self, status_code: int, reason: str | None = None) -> None:
+        if self.off_loop():
+            self._record_call("set_status", status_code, reason)
+        else:
+            super().set_status(status_code, reason)
+
+    def set_header(self, name: str, value: HeaderValue) -> None:
+        if self.off_loop():
+            self._record_call("set_header", name, value)
+        else:
+            super().set_header(name, value)
+
+    def write(self, chunk: str | bytes | dict[Any, Any]) -> None:
+        if self.off_loop():
+            self._record_call("write", chunk)
+        else:
+            super().write(chunk)
+
+    def redirect(self, url: str, permanent: bool = False, status: int | None = None) -> None:
+        if self.off_loop():
+            self._record_call("redirect", url, permanent, status)
+        else:
+            super().redirect(url, permanent, status)
+
+    def finish(self, chunk: str | bytes | dict[Any, Any] | None = None) -> Future[None]:
+        if self.off_loop():
+            self._record_call("finish", chunk)
+            return self._response_made
+        return super().finish(chunk)
+
+
+class CourseAccess(LoopResponse, BaseHandler):
+    """Hub auth for one course, nbgrader's course objects per request, its code off the loop."""
 
     @property
     def runtime(self) -> CourseRuntime:
-        return self.settings["course_runtime"]
+        runtime: CourseRuntime = self.settings["course_runtime"]
+        return runtime
 
     @property
     def course(self) -> Course:
@@ -139,8 +240,7 @@ class CourseAccess(BaseHandler):
     def check_hub_user(self, model: dict[str, Any]) -> dict[str, Any]:
         """Allowed in the service, and a grader of this course (checked on every request)."""
         model = super().check_hub_user(model)
-        service: FormGrader = self.service
-        if not service.may_grade_course(model, self.course.id):
+        if not cast("FormGrader", self.service).may_grade_course(model, self.course.id):
             raise UserNotAllowed(model)
         return model
 
@@ -167,7 +267,7 @@ class CourseAccess(BaseHandler):
     async def prepare(self) -> None:
         """Who this is (replaces jupyter_server's identity provider); no unsafe ids in the path."""
         await self.identify()
-        for value in self.path_args:
+        for value in [*self.path_args, *self.path_kwargs.values()]:
             if not is_safe_id(value):
                 raise web.HTTPError(400, f"{value!r} is not a valid id")
 
@@ -186,73 +286,84 @@ class CourseAccess(BaseHandler):
     def api(self) -> NbGraderAPI:
         return CourseAPI(self.runtime, self.coursedir)
 
-    @property
-    def exporter(self) -> HTMLExporter:
-        """nbgrader's grading-page exporter, without CDN MathJax."""
-        return HTMLExporter(
-            config=self.runtime.config,
-            template_name="formgrade",
-            extra_template_basedirs=[handlers.template_path],
-            extra_loaders=[DictLoader(NO_MATHJAX)],
-        )
+    # -- nbgrader's synchronous code, off the event loop ------------------------------------
 
-    # -- running nbgrader's synchronous methods off the event loop --------------------------
-
-    _in_thread = False
-
-    def in_request_session(self, method: Callable[..., Any], *args: Any) -> None:
-        """Run an nbgrader method in this thread, in a database session of its own."""
-        self._in_thread = True
+    def in_request_session(self, call: Callable[[], T]) -> T:
+        """``call()`` in a database session of its own, ended (and rolled back) after it."""
         try:
-            method(self, *args)
+            return call()
         finally:
-            self._in_thread = False
-            self.gradebook.db.remove()  # ends (and rolls back anything left of) the session
+            self.gradebook.db.remove()
 
-    def finish(self, chunk: Any = None) -> Any:
-        """In the worker thread, leave the finish (a redirect's) to tornado on the loop."""
-        if self._in_thread:
-            if chunk is not None:
-                self.write(chunk)
-            return None
-        return super().finish(chunk)
+    async def in_gradebook_thread(self, call: Callable[[], None]) -> None:
+        """``call()`` in one of the course's gradebook threads, its response made on the loop."""
+        await self.run_off_loop(self.runtime.executor, lambda: self.in_request_session(call))
 
 
-def offloaded(method: Callable[..., Any]) -> Callable[..., Any]:
-    """An nbgrader handler method as a coroutine that runs it in the service's thread pool."""
+def offloaded(method: Callable[..., None]) -> Callable[..., Any]:
+    """An nbgrader handler method as a coroutine that runs it in a gradebook thread.
 
+    Who the user is and their XSRF cookie are settled first, on the loop: nbgrader's own
+    ``@web.authenticated`` and ``check_xsrf`` then only read them.
+    """
+
+    @web.authenticated
     @functools.wraps(method)
-    async def run(self: CourseAccess, *args: Any) -> None:
-        loop = asyncio.get_running_loop()
-        call = functools.partial(self.in_request_session, method, *args)
-        await loop.run_in_executor(self.runtime.executor, call)
+    async def run(self: CourseAccess, *args: str, **kwargs: str) -> None:
+        _ = self.xsrf_token  # sets the cookie if this browser has none yet
+        await self.in_gradebook_thread(functools.partial(method, self, *args, **kwargs))
 
     return run
 
 
-class CoursePage(CourseAccess):
-    """An nbgrader page: its inline scripts allowed by hash; our link script added."""
+class GradingPageExporter(HTMLExporter):
+    """nbgrader's grading-page exporter, without CDN MathJax, telling its page what it rendered."""
 
-    #: Where the student's HTML starts on a rendered submission: no script after it runs.
-    student_content_marker: str | None = None
-
-    def finish(self, chunk: Any = None) -> Any:
-        if self._in_thread or not self._write_buffer or self.get_status() >= 400:
-            return super().finish(chunk)
-        page = b"".join(self._write_buffer).decode()
-        script = f'<script src="{self.base_url}/{SHIMS}"></script>'
-        page = page.replace("</head>", script + "</head>", 1)
-        self._write_buffer = [page.encode()]
-        trusted = trusted_part(page, self.student_content_marker)
-        self.set_header(
-            "Content-Security-Policy",
-            page_csp(inline_script_hashes(trusted), event_handler_hashes(trusted)),
+    def __init__(self, page: CoursePage) -> None:
+        super().__init__(  # type: ignore[no-untyped-call]  # nbconvert's Exporter.__init__ has no annotations
+            config=page.runtime.config,
+            template_name="formgrade",
+            extra_template_basedirs=[handlers.template_path],
+            extra_loaders=[DictLoader(NO_MATHJAX)],
         )
+        self.page = page
+
+    def from_notebook_node(  # type: ignore[override]  # as HTMLExporter's: a page, not a notebook
+        self, nb: NotebookNode, resources: dict[str, Any] | None = None, **kw: Any
+    ) -> tuple[str, dict[str, Any]]:
+        html, resources = super().from_notebook_node(nb, resources, **kw)
+        return self.page.rendered(GRADING_TEMPLATE, {"resources": resources}, html), resources
+
+
+class CoursePage(CourseAccess):
+    """An nbgrader page: its template's inline code allowed by hash, our script added."""
+
+    #: Hashes of the inline scripts and event handlers of the templates this page rendered.
+    allowed_code: tuple[frozenset[str], frozenset[str]] | None = None
+
+    def render(self, template_name: str, **namespace: Any) -> str:  # type: ignore[override]  # nbgrader's render returns the page for its handler to write; tornado's would finish
+        """nbgrader's ``render`` (its template, from the environment in the settings)."""
+        template = self.settings["nbgrader_jinja2_env"].get_template(template_name)
+        return self.rendered(template_name, namespace, template.render(**namespace))
+
+    @property
+    def exporter(self) -> GradingPageExporter:
+        return GradingPageExporter(self)
+
+    def rendered(self, template: str, values: Mapping[str, Any], page: str) -> str:
+        """``page``, rendered from ``template`` with ``values``: note its code; add our script."""
+        scripts, event_handlers = template_scripts().allowed(template, values)
+        if self.allowed_code:
+            scripts |= self.allowed_code[0]
+            event_handlers |= self.allowed_code[1]
+        self.allowed_code = frozenset(scripts), frozenset(event_handlers)
+        script = f'<script src="{self.settings["base_url"]}/{SHIMS}"></script>'
+        return page.replace(HEAD_END, script + HEAD_END, 1)
+
+    def finish(self, chunk: str | bytes | dict[Any, Any] | None = None) -> Future[None]:
+        if self.allowed_code and not self.off_loop():
+            self.set_header("Content-Security-Policy", page_csp(*self.allowed_code))
         return super().finish(chunk)
-
-
-class SubmissionPage(CoursePage):
-    student_content_marker = NOTEBOOK_CONTAINER
 
 
 class CourseAPIAccess(CourseAccess, APIHandler):
@@ -260,7 +371,14 @@ class CourseAPIAccess(CourseAccess, APIHandler):
 
     def set_default_headers(self) -> None:
         super().set_default_headers()
-        self.set_header("Content-Type", "application/json; charset=UTF-8")
+        # nbgrader's scripts JSON.parse the answer themselves: a string for jQuery, as nbgrader's
+        # own server's text/html is, but one no browser renders
+        self.set_header("Content-Type", "text/plain; charset=UTF-8")
+
+
+@web.authenticated
+def _require_user(handler: web.RequestHandler) -> None:
+    """Nothing: what ``@web.authenticated`` does first (anonymous browsers go to log in)."""
 
 
 class CourseFiles(CourseAccess, web.StaticFileHandler):
@@ -269,19 +387,19 @@ class CourseFiles(CourseAccess, web.StaticFileHandler):
     async def prepare(self) -> None:
         # the path is a file path, not an id: StaticFileHandler keeps it inside its root
         await self.identify()
+        _require_user(self)
 
     def check_xsrf_cookie(self) -> None:
         """Fonts load in CORS mode, without a token; reading a file changes nothing."""
         if self.request.method not in {"GET", "HEAD"}:
             super().check_xsrf_cookie()
 
-    @web.authenticated
-    def get(self, path: str, include_body: bool = True) -> Any:
-        return super().get(path, include_body)
-
 
 class StudentFiles(CourseFiles):
     """A file of a student's autograded submission: sandboxed, never served as script."""
+
+    #: The file, as nbgrader finds it from the gradebook (in a gradebook thread).
+    file_path = ""
 
     def set_default_headers(self) -> None:
         super().set_default_headers()
@@ -290,30 +408,34 @@ class StudentFiles(CourseFiles):
     def get_content_type(self) -> str:
         return browser_safe_type(super().get_content_type())
 
+    async def get(self, path: str, include_body: bool = True) -> None:
+        loop = asyncio.get_running_loop()
+        find = functools.partial(self.in_request_session, functools.partial(self.find, path))
+        self.file_path = await loop.run_in_executor(self.runtime.executor, find)
+        await super().get(path, include_body)
+
+    def find(self, url_path: str) -> str:
+        """nbgrader's ``parse_url_path``: the submission's file, from the gradebook."""
+        return super().parse_url_path(url_path)
+
     def parse_url_path(self, url_path: str) -> str:
-        # nbgrader looks the submission up in the gradebook, here on the loop thread
-        try:
-            return super().parse_url_path(url_path)
-        finally:
-            self.gradebook.db.remove()
+        return self.file_path
 
 
-def adapt(nbgrader_class: type) -> type:
+def adapt(nbgrader_class: type[web.RequestHandler]) -> type[web.RequestHandler]:
     """nbgrader's handler class with hub auth, per-request course objects and threads."""
     if issubclass(nbgrader_class, handlers.SubmissionFilesHandler):
-        return type(nbgrader_class.__name__, (StudentFiles, nbgrader_class), {})
-    if issubclass(nbgrader_class, BaseApiHandler):
-        base: type = CourseAPIAccess
-    elif nbgrader_class is handlers.SubmissionHandler:
-        base = SubmissionPage
+        base: type[CourseAccess] = StudentFiles
+        verbs = {}
     else:
-        base = CoursePage
-    verbs = {
-        verb: offloaded(getattr(nbgrader_class, verb))
-        for verb in ("get", "put", "post")
-        if verb in nbgrader_class.__dict__
-    }
-    return type(nbgrader_class.__name__, (base, nbgrader_class), verbs)
+        base = CourseAPIAccess if issubclass(nbgrader_class, BaseApiHandler) else CoursePage
+        verbs = {
+            verb: offloaded(getattr(nbgrader_class, verb))
+            for verb in ("get", "put", "post")
+            if verb in nbgrader_class.__dict__
+        }
+    adapted = type(nbgrader_class.__name__, (base, nbgrader_class), verbs)
+    return cast(type[web.RequestHandler], adapted)
 
 
 def nbgrader_templates() -> Environment:
@@ -334,16 +456,21 @@ ACTIONS = {
     apihandlers.ReleaseFeedbackHandler: "release_feedback",
 }
 
+Route = tuple[str, type[web.RequestHandler], dict[str, Any]]
+
 
 def nbgrader_routes(
-    action_handler: type, replaced: dict[type, type]
-) -> list[tuple[str, type, dict[str, Any]]]:
+    action_handler: type[web.RequestHandler],
+    replaced: Mapping[type[web.RequestHandler], type[web.RequestHandler]],
+) -> list[Route]:
     """nbgrader's routes (relative to the course), its handlers adapted, moved or replaced.
 
     Long actions go to ``action_handler`` (which runs the NbGraderAPI method in a worker);
-    ``replaced`` maps other nbgrader handlers to ours.
+    ``replaced`` maps other nbgrader handlers to ours. Reads nbgrader's templates' scripts now,
+    so that templates this service cannot vouch for stop it at startup, not at a request.
     """
-    routes = []
+    template_scripts()
+    routes: list[Route] = []
     for pattern, target, *rest in handlers.default_handlers + apihandlers.default_handlers:
         kwargs: dict[str, Any] = dict(rest[0]) if rest else {}
         if target in ACTIONS:

@@ -139,38 +139,25 @@ _NON_JS_TYPE = re.compile(
 )
 
 
-def _sha256(text: str) -> str:
-    digest = hashlib.sha256(text.encode()).digest()
+def csp_hash(source: str) -> str:
+    """``source``'s CSP hash, as a browser computes it for an inline script or handler."""
+    digest = hashlib.sha256(source.encode()).digest()
     return "'sha256-" + base64.b64encode(digest).decode() + "'"
 
 
-def trusted_part(page: str, student_content_marker: str | None) -> str:
-    """The part of ``page`` before the student's content starts (all of it without a marker).
-
-    A rendered submission is nbgrader's template (head, navigation bar) up to the notebook
-    container, then the student's HTML, whose scripts must stay blocked.
-    """
-    if student_content_marker is None:
-        return page
-    end = page.find(student_content_marker)
-    return page[:end] if end >= 0 else ""
+def inline_scripts(text: str) -> list[str]:
+    """The bodies of the inline JavaScript elements in ``text`` (other script types do not run)."""
+    return [
+        match.group("body")
+        for match in _SCRIPT.finditer(text)
+        if "src=" not in match.group("attrs").lower()
+        and not _NON_JS_TYPE.search(match.group("attrs"))
+    ]
 
 
-def inline_script_hashes(page: str) -> set[str]:
-    """CSP hashes of the inline JavaScript of ``page`` (other script types do not run)."""
-    hashes = set()
-    for match in _SCRIPT.finditer(page):
-        attrs = match.group("attrs")
-        if "src=" in attrs.lower() or _NON_JS_TYPE.search(attrs):
-            continue
-        hashes.add(_sha256(match.group("body")))
-    return hashes
-
-
-def event_handler_hashes(page: str) -> set[str]:
-    """CSP hashes (for ``'unsafe-hashes'``) of the ``on…=`` attributes of ``page``."""
-    found = {html.unescape(m.group(1) or m.group(2) or "") for m in _HANDLER.finditer(page)}
-    return {_sha256(source) for source in found}
+def event_handlers(text: str) -> set[str]:
+    """The JavaScript of the ``on…=`` attributes in ``text``, unescaped as a browser hashes it."""
+    return {html.unescape(m.group(1) or m.group(2) or "") for m in _HANDLER.finditer(text)}
 
 
 def page_csp(script_hashes: Iterable[str], handler_hashes: Iterable[str] = ()) -> str:

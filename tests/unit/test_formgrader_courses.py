@@ -10,13 +10,13 @@ from hubservices.formgrader.app import FormGrader
 from hubservices.formgrader.courses import (
     SANDBOX_CSP,
     browser_safe_type,
-    event_handler_hashes,
-    inline_script_hashes,
+    csp_hash,
+    event_handlers,
+    inline_scripts,
     is_safe_id,
     may_grade,
     page_csp,
     parse_courses,
-    trusted_part,
     worker_env,
 )
 from hubservices.formgrader.worker import course_from_json, course_to_json, nbgrader_config
@@ -143,35 +143,23 @@ PAGE = """<html><head>
 <script type="text/javascript">init();</script>
 <script type="text/x-mathjax-config">MathJax.Hub.Config({});</script>
 </head><body><nav><span onclick="toggle_name(true);"></span><script>tips();</script></nav>
-<div class="container" id="notebook-container">
-<script>steal()</script><img src=x onerror="alert(1)">
-</div></body></html>"""
+<img src=x onerror='alert(&quot;1&quot;)'>
+</body></html>"""
 
 
-def test_only_the_template_part_of_a_submission_may_run_script() -> None:
-    marker = '<div class="container" id="notebook-container">'
-    trusted = trusted_part(PAGE, marker)
-    scripts = inline_script_hashes(trusted)
-    handlers = event_handler_hashes(trusted)
-    assert scripts == inline_script_hashes(
-        '<script>var base_url = "/b";</script><script>init();</script><script>tips();</script>'
-    )
-    assert handlers == event_handler_hashes('<i onclick="toggle_name(true);">')
-    student = inline_script_hashes("<script>steal()</script>") | event_handler_hashes(
-        '<img onerror="alert(1)">'
-    )
-    csp = page_csp(scripts, handlers)
-    assert not any(h in csp for h in student)
-    assert "'unsafe-inline'" not in csp.split("; ")[1]
-    assert "'unsafe-hashes'" in csp
-    # no marker: nothing is trusted rather than everything
-    assert trusted_part(PAGE, "<div id=missing>") == ""
-    assert trusted_part(PAGE, None) == PAGE
+def test_inline_code_is_found_as_browsers_run_it() -> None:
+    # scripts with a src, or of a type that is not JavaScript, are not inline code
+    assert inline_scripts(PAGE) == ['var base_url = "/b";', "init();", "tips();"]
+    assert event_handlers(PAGE) == {"toggle_name(true);", 'alert("1")'}
+    csp = page_csp({csp_hash("init();")}, {csp_hash("toggle_name(true);")})
+    script_src = csp.split("; ")[1]
+    assert script_src.startswith("script-src 'self'") and "'unsafe-inline'" not in script_src
+    assert csp_hash("init();") in script_src
+    assert "'unsafe-hashes' " + csp_hash("toggle_name(true);") in script_src
+    assert "'unsafe-hashes'" not in page_csp({csp_hash("init();")})
 
 
 def test_hashes_match_what_browsers_compute() -> None:
     # sha256 of "alert(1)" as CSP spells it
-    assert inline_script_hashes("<script>alert(1)</script>") == {
-        "'sha256-bhHHL3z2vDgxUt0W3dWQOrprscmda2Y5pLsLg4GF+pI='"
-    }
+    assert csp_hash("alert(1)") == "'sha256-bhHHL3z2vDgxUt0W3dWQOrprscmda2Y5pLsLg4GF+pI='"
     assert "sandbox" in SANDBOX_CSP and "script-src" not in SANDBOX_CSP
