@@ -316,23 +316,27 @@ def offloaded(method: Callable[..., None]) -> Callable[..., Any]:
     return run
 
 
-class GradingPageExporter(HTMLExporter):
-    """nbgrader's grading-page exporter, without CDN MathJax, telling its page what it rendered."""
+#: Told what a page was rendered from: (template, values, page) -> the page to send.
+Rendered = Callable[[str, Mapping[str, Any], str], str]
 
-    def __init__(self, page: CoursePage) -> None:
+
+class GradingPageExporter(HTMLExporter):
+    """nbgrader's grading-page exporter, without CDN MathJax, telling ``rendered`` its pages."""
+
+    def __init__(self, config: Config, rendered: Rendered) -> None:
         super().__init__(  # type: ignore[no-untyped-call]  # nbconvert's Exporter.__init__ has no annotations
-            config=page.runtime.config,
+            config=config,
             template_name="formgrade",
             extra_template_basedirs=[handlers.template_path],
             extra_loaders=[DictLoader(NO_MATHJAX)],
         )
-        self.page = page
+        self.rendered = rendered
 
     def from_notebook_node(  # type: ignore[override]  # as HTMLExporter's: a page, not a notebook
         self, nb: NotebookNode, resources: dict[str, Any] | None = None, **kw: Any
     ) -> tuple[str, dict[str, Any]]:
         html, resources = super().from_notebook_node(nb, resources, **kw)
-        return self.page.rendered(GRADING_TEMPLATE, {"resources": resources}, html), resources
+        return self.rendered(GRADING_TEMPLATE, {"resources": resources}, html), resources
 
 
 class CoursePage(CourseAccess):
@@ -348,7 +352,7 @@ class CoursePage(CourseAccess):
 
     @property
     def exporter(self) -> GradingPageExporter:
-        return GradingPageExporter(self)
+        return GradingPageExporter(self.runtime.config, self.rendered)
 
     def rendered(self, template: str, values: Mapping[str, Any], page: str) -> str:
         """``page``, rendered from ``template`` with ``values``: note its code; add our script."""

@@ -12,7 +12,7 @@ import inspect
 import re
 import socket
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -24,16 +24,16 @@ from hubservices.formgrader.adapter import (
     GRADING_TEMPLATE,
     HEAD_END,
     NO_MATHJAX,
+    GradingPageExporter,
     LoopResponse,
     nbgrader_templates,
     template_scripts,
 )
 from hubservices.formgrader.courses import csp_hash, event_handlers, inline_scripts
-from jinja2 import DictLoader
-from nbconvert.exporters import HTMLExporter
 from nbgrader.server_extensions.formgrader import apihandlers, base, formgrader, handlers
 from tornado import web
 from tornado.httpserver import HTTPServer
+from traitlets.config import Config
 
 #: nbgrader's routes, in order, with the handler class and the HTTP methods it defines.
 NBGRADER_ROUTES = [
@@ -256,13 +256,16 @@ def test_grading_page_allows_nbgraders_scripts_never_a_students() -> None:
         "first_name": None,
         "notebook_path": "/autograded/x/ps1/problem1.ipynb",
     }
-    exporter = HTMLExporter(
-        template_name="formgrade",
-        extra_template_basedirs=[handlers.template_path],
-        extra_loaders=[DictLoader(NO_MATHJAX)],
-    )
-    page, resources = exporter.from_notebook_node(nb, resources=resources)
-    scripts, handlers_ = template_scripts().allowed(GRADING_TEMPLATE, {"resources": resources})
+    seen: list[tuple[str, Mapping[str, Any]]] = []
+
+    def rendered(template: str, values: Mapping[str, Any], page: str) -> str:
+        seen.append((template, values))
+        return page
+
+    page, _ = GradingPageExporter(Config(), rendered).from_notebook_node(nb, resources=resources)
+    [(template, values)] = seen
+    assert template == GRADING_TEMPLATE
+    scripts, handlers_ = template_scripts().allowed(template, values)
 
     page_scripts = {csp_hash(s) for s in inline_scripts(page)}
     page_handlers = {csp_hash(h) for h in event_handlers(page)}
