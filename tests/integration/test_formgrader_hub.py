@@ -325,4 +325,10 @@ def test_grading_in_chromium(fg: Hub, hub_page, tmp_path: Path) -> None:
     expect(page.locator("input.score#explain")).to_have_value("0.5")
     grades = teacher.ok("GET", f"formgrader/api/grades?submission_id={submission['id']}")
     assert next(g for g in grades if g["name"] == "explain")["manual_score"] == 0.5
+
+    # nbgrader's own controls get answers its scripts can read: flag (Ctrl+Shift+F), Next
+    page.keyboard.press("Control+Shift+F")
+    expect(page.locator("#statusmessage")).to_have_text("Submission flagged")
+    page.locator("li.next a").click()
+    page.wait_for_url(re.compile(r".*/formgrader/(submissions/\w+/|gradebook/ps1/problem1)$"))
     assert browser.problems == [], browser.problems
