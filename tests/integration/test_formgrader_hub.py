@@ -87,7 +87,7 @@ class Grader:
     def send(
         self, method: str, path: str, body: Any = None, timeout: float = 120
     ) -> httpx.Response:
-        xsrf = self.client.cookies.get("_xsrf", "", path="/services/formgrader/")
+        xsrf = self.client.cookies.get("_xsrf", "", path="/services/formgrader/") or ""
         headers = {"X-CSRFToken": xsrf}
         return self.client.request(
             method, self.base + path, json=body, headers=headers, timeout=timeout
@@ -271,8 +271,8 @@ def test_permissions(fg: Hub) -> None:
     admin = Grader(fg, "admin")
     for url in urls:
         assert admin.get(url).status_code == 200, url
-    listing = admin.client.get("/services/formgrader/").text
-    assert "course1" in listing and "course2" in listing
+    everything = admin.client.get("/services/formgrader/").text
+    assert "course1" in everything and "course2" in everything
 
     with httpx.Client(base_url=fg.url) as anonymous:
         page = anonymous.get("/services/formgrader/course1/formgrader/manage_assignments")
