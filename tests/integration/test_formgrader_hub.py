@@ -235,6 +235,14 @@ def test_submission_page_runs_only_nbgraders_scripts(fg: Hub) -> None:
         r'href="https://[^"]*"', "", page.text
     )
 
+    # the student's own files: looked up in the gradebook, served sandboxed, never as script
+    notebook = teacher.get(f"formgrader/submissions/{xss['id']}/problem1.ipynb")
+    assert notebook.status_code == 200 and "pwned" in notebook.text
+    assert notebook.headers["Content-Security-Policy"].startswith("sandbox")
+    assert teacher.get("formgrader/submissions/nosuchid/problem1.ipynb").status_code == 404
+    other = Grader(fg, "teacher2")
+    assert other.get(f"formgrader/submissions/{xss['id']}/problem1.ipynb").status_code == 403
+
 
 def test_permissions(fg: Hub) -> None:
     urls = [
@@ -329,6 +337,8 @@ def test_grading_in_chromium(fg: Hub, hub_page, tmp_path: Path) -> None:
     # nbgrader's own controls get answers its scripts can read: flag (Ctrl+Shift+F), Next
     page.keyboard.press("Control+Shift+F")
     expect(page.locator("#statusmessage")).to_have_text("Submission flagged")
-    page.locator("li.next a").click()
-    page.wait_for_url(re.compile(r".*/formgrader/(submissions/\w+/|gradebook/ps1/problem1)$"))
     assert browser.problems == [], browser.problems
+    landing = re.compile(r"/formgrader/(submissions/\w+/|gradebook/ps1/problem1)$")
+    with page.expect_response(lambda r: landing.search(r.url) is not None) as landed:
+        page.locator("li.next a").click()  # may land on student2's page, whose script is blocked
+    assert landed.value.status == 200
