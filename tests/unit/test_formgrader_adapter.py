@@ -1,8 +1,9 @@
 """The formgrader adapter: what it relies on in nbgrader, its CSP, and responses made on the loop.
 
 The first tests list what :mod:`hubservices.formgrader.adapter` relies on in nbgrader (routes,
-handler classes and their methods, settings keys, templates). After an nbgrader upgrade, the
-one that fails names what changed, and so what to adapt.
+handler classes and their methods, the tornado methods their code calls, settings keys,
+templates). After an nbgrader upgrade, the one that fails names what changed, and so what to
+adapt.
 """
 
 from __future__ import annotations
@@ -161,6 +162,36 @@ def test_nbgraders_settings_keys_are_the_ones_we_provide_or_make_unused() -> Non
     }
     replaced = {"coursedir", "gradebook", "api", "exporter", "render", "base_url"}
     assert replaced <= set(vars(base.BaseHandler))
+
+
+def test_tornado_members_nbgraders_handlers_use_are_recorded_or_only_read() -> None:
+    """In a gradebook thread, nbgrader's code must only read tornado state or be recorded."""
+    source = "".join(inspect.getsource(m) for m in (base, handlers, apihandlers))
+    calls = set(re.findall(r"self\.(\w+)\(", source))
+    calls |= set(re.findall(r"super\([^)]*\)\.(\w+)\(", source))
+    assert calls & set(dir(web.RequestHandler)) == {
+        # recorded by LoopResponse off the loop, made on the loop
+        "clear",
+        "finish",
+        "redirect",
+        "set_status",
+        "write",
+        # reads the request
+        "get_argument",
+        # nbgrader's render (CoursePage's replaces it); our write_error, which calls
+        # set_header and finish
+        "render",
+        "write_error",
+        # SubmissionFilesHandler's, on the loop (StudentFiles looks the file up in a thread)
+        "get",
+        "initialize",
+    }
+    assert {"clear", "finish", "redirect", "set_status", "set_header", "write"} <= set(
+        vars(LoopResponse)
+    )
+    attributes = set(re.findall(r"self\.(\w+)\b(?!\()", source))
+    # xsrf_token sets a cookie the first time: offloaded() reads it on the loop first
+    assert attributes & set(dir(web.RequestHandler)) == {"settings", "xsrf_token"}
 
 
 def test_nbgraders_templates_are_the_ones_we_read_with_the_marker_we_use() -> None:
