@@ -40,7 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
-from jinja2 import DictLoader, Environment, FileSystemLoader
+from jinja2 import BaseLoader, ChoiceLoader, DictLoader, Environment, FileSystemLoader
 from jupyterhub.services.auth import UserNotAllowed
 from nbconvert.exporters import HTMLExporter
 from nbformat import NotebookNode
@@ -70,6 +70,9 @@ TEMPLATE_DIRS = (handlers.template_path, os.path.join(handlers.template_path, "f
 GRADING_TEMPLATE = "formgrade/index.html.j2"
 #: Where our script goes in an nbgrader page: the end of its template's ``<head>``.
 HEAD_END = "</head>"
+#: A template nbgrader 0.9.6 lacks: its page for a missing submission notebook imports the
+#: grading page's macros by this name, and answered 500.
+NOT_IN_NBGRADER = {"formgrade_macros.tpl": "{% extends 'formgrade_macros.html.j2' %}"}
 
 #: No CDN: MathJax is not shipped with nbgrader, so the grading page loads none (TeX shows as
 #: source). Overrides nbconvert's ``mathjax`` macro, whose default is a CDN URL.
@@ -82,10 +85,15 @@ OWN_STATIC = Path(__file__).parent / "static"
 SHIMS = "formgrader/hubservices/shims.js"
 
 
+def template_loader() -> BaseLoader:
+    """nbgrader's templates, and what :data:`NOT_IN_NBGRADER` adds."""
+    return ChoiceLoader([FileSystemLoader(TEMPLATE_DIRS), DictLoader(NOT_IN_NBGRADER)])
+
+
 @functools.cache
 def template_scripts() -> TemplateScripts:
     """The inline code of nbgrader's templates, read once, at startup (:func:`nbgrader_routes`)."""
-    return TemplateScripts(TEMPLATE_DIRS)
+    return TemplateScripts(template_loader())
 
 
 @dataclass
@@ -443,8 +451,8 @@ def adapt(nbgrader_class: type[web.RequestHandler]) -> type[web.RequestHandler]:
 
 
 def nbgrader_templates() -> Environment:
-    """nbgrader's page templates, as its extension loads them."""
-    return Environment(loader=FileSystemLoader([handlers.template_path]))
+    """nbgrader's page templates, as its extension loads them (plus :data:`NOT_IN_NBGRADER`)."""
+    return Environment(loader=template_loader())
 
 
 #: nbgrader's long-action handlers, and the NbGraderAPI method each calls.

@@ -13,11 +13,11 @@ the student's notebook (its outputs' scripts included), which must not run.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from jinja2 import Environment, FileSystemLoader, Template, meta
+from jinja2 import BaseLoader, Environment, Template, meta
 
 from .courses import csp_hash, event_handlers, inline_scripts
 
@@ -61,15 +61,15 @@ class PageCode:
 
 
 class TemplateScripts:
-    """The inline code of every template under ``template_dirs``, read at construction.
+    """The inline code of every template ``loader`` has, read at construction.
 
-    A template's code includes that of the templates it extends, includes or imports when they
-    are under ``template_dirs`` too; others (nbconvert's) are left out on purpose (see above).
+    A template's code includes that of the templates it extends, includes or imports when
+    ``loader`` has them too; others (nbconvert's) are left out on purpose (see above).
     """
 
-    def __init__(self, template_dirs: Sequence[str]) -> None:
+    def __init__(self, loader: BaseLoader) -> None:
         # keep_trailing_newline: a script body that ends in a newline renders as it is written
-        self.env = Environment(loader=FileSystemLoader(template_dirs), keep_trailing_newline=True)
+        self.env = Environment(loader=loader, keep_trailing_newline=True)
         own = {
             name for name in self.env.list_templates() if name.endswith((".tpl", ".j2", ".html"))
         }
