@@ -243,6 +243,18 @@ def test_submission_page_runs_only_nbgraders_scripts(fg: Hub) -> None:
     other = Grader(fg, "teacher2")
     assert other.get(f"formgrader/submissions/{xss['id']}/problem1.ipynb").status_code == 403
 
+    # a submission whose autograded notebook is gone: nbgrader's 404 page, its own scripts run
+    honest = next(nb for nb in notebooks if nb["student"] == "student1")
+    autograded = fg.course_root / "autograded" / "student1" / "ps1" / "problem1.ipynb"  # type: ignore[attr-defined]
+    autograded.rename(autograded.with_suffix(".away"))
+    try:
+        missing = teacher.get(f"formgrader/submissions/{honest['id']}/")
+    finally:
+        autograded.with_suffix(".away").rename(autograded)
+    assert missing.status_code == 404 and "notebook file not found" in missing.text
+    allowed = set(missing.headers["Content-Security-Policy"].split("; ")[1].split())
+    assert {csp_hash(code) for code in inline_scripts(missing.text)} <= allowed
+
 
 def test_permissions(fg: Hub) -> None:
     urls = [
