@@ -21,6 +21,11 @@ from typing import Any
 import httpx
 import nbformat
 import pytest
+from nbgrader.server_extensions.formgrader import apihandlers, base, formgrader, handlers
+from tornado import web
+from tornado.httpserver import HTTPServer
+from traitlets.config import Config
+
 from hubservices.formgrader.adapter import (
     ACTIONS,
     GRADING_TEMPLATE,
@@ -33,10 +38,6 @@ from hubservices.formgrader.adapter import (
     template_scripts,
 )
 from hubservices.formgrader.courses import csp_hash, event_handlers, inline_scripts
-from nbgrader.server_extensions.formgrader import apihandlers, base, formgrader, handlers
-from tornado import web
-from tornado.httpserver import HTTPServer
-from traitlets.config import Config
 
 #: nbgrader's routes, in order, with the handler class and the HTTP methods it defines.
 NBGRADER_ROUTES = [
