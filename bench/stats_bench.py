@@ -218,10 +218,10 @@ async def bench_storage(args: argparse.Namespace, workdir: Path) -> None:
     db = open_db(path)
     store = StatsStore(db, bucket_seconds=900, retention=None)
     hub = DayHub(users=1000, active=200)
-    poller = Poller(
-        hub, store, PollMetrics(CollectorRegistry()), interval=60, page_size=200, groups=set()
-    )  # type: ignore[arg-type]
-    poller_module.utcnow = lambda: hub.now  # type: ignore[assignment]
+    metrics = PollMetrics(CollectorRegistry())
+    # DayHub answers the poller's one call, paginate(), for a day of synthetic users
+    poller = Poller(hub, store, metrics, interval=60, page_size=200, groups=set())  # type: ignore[arg-type]
+    poller_module.utcnow = lambda: hub.now
     await poller.poll()  # the first poll stores every user's membership and old activity
     db.dispose()
     before = path.stat().st_size

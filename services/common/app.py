@@ -29,12 +29,12 @@ from tornado.httpserver import HTTPServer
 from tornado.web import Application as TornadoApplication
 from traitlets import Bool, Integer, TraitError, Unicode, default, validate
 from traitlets import Set as SetTrait
-from traitlets.config import Application
+from traitlets.config import Application, Configurable
 from traitlets.config.loader import ArgumentError, KVArgParseConfigLoader, _KVArgParser
 
 from .. import __version__
 from .hubapi import HubAPI
-from .web import NotFoundHandler, common_handlers, log_request
+from .web import NotFoundHandler, Route, common_handlers, log_request
 
 COMMON_DIR = Path(__file__).parent
 SHUTDOWN_GRACE_SECONDS = 4.0
@@ -147,10 +147,11 @@ class HubServiceApp(Application):
 
     @validate("bind_url")
     def _check_bind_url(self, proposal: dict[str, Any]) -> str:
-        url = urlparse(proposal["value"])
+        value: str = proposal["value"]
+        url = urlparse(value)
         if url.scheme not in {"http", "https"} or not url.port:
-            raise TraitError(f"bind_url must look like http://host:port, not {proposal['value']!r}")
-        return proposal["value"]
+            raise TraitError(f"bind_url must look like http://host:port, not {value!r}")
+        return value
 
     data_dir = Unicode(
         help="Directory for this service's files (cookie secret, SQLite database)."
@@ -245,9 +246,11 @@ class HubServiceApp(Application):
                         flags[key] = ({cls.__name__: {name: True}}, trait.help)
         return aliases, flags
 
-    def _short_option_classes(self) -> list[type]:
+    def _short_option_classes(self) -> list[type[Configurable]]:
         """This app's class chain up to HubServiceApp, plus its configurable ``classes``."""
-        chain = [c for c in type(self).__mro__ if issubclass(c, HubServiceApp)]
+        chain: list[type[Configurable]] = [
+            c for c in type(self).__mro__ if issubclass(c, HubServiceApp)
+        ]
         return chain + list(self.classes)
 
     def _create_loader(
@@ -268,7 +271,7 @@ class HubServiceApp(Application):
             self.log.critical("Unexpected argument: %s", " ".join(self.extra_args))
             self.exit(1)
 
-    def exit(self, exit_status: int | None = 0) -> None:
+    def exit(self, exit_status: int | str | None = 0) -> None:
         """Exit 2 on bad configuration (traitlets uses 1), as command-line tools do."""
         super().exit(2 if exit_status == 1 else exit_status)
 
@@ -295,7 +298,7 @@ class HubServiceApp(Application):
 
     # -- what a service provides ------------------------------------------------------------
 
-    def service_handlers(self) -> list[tuple]:
+    def service_handlers(self) -> list[Route]:
         """Routes relative to the service prefix, e.g. ``("", LandingHandler)``."""
         return []
 
@@ -447,6 +450,7 @@ class HubServiceApp(Application):
         if url.scheme == "https":
             ssl_options = {"certfile": self.ssl_certfile, "keyfile": self.ssl_keyfile}
         server = HTTPServer(web_app, xheaders=True, ssl_options=ssl_options)
+        assert url.port, "bind_url's validator requires a port"
         server.listen(url.port, url.hostname or "")
         self.log.info(
             "%s %s listening on %s, route %s",

@@ -29,6 +29,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+#: A route relative to the service prefix: pattern, handler class, optional handler kwargs.
+Route = tuple[str, type[RequestHandler]] | tuple[str, type[RequestHandler], dict[str, Any]]
+
 CONTENT_SECURITY_POLICY = "; ".join(
     [
         "default-src 'none'",
@@ -60,7 +63,7 @@ class SecureHandler(RequestHandler):
         self.set_header("Cache-Control", "no-store")
 
 
-class BaseHandler(HubOAuthenticated, SecureHandler):
+class BaseHandler(HubOAuthenticated, SecureHandler):  # type: ignore[misc]  # jupyterhub is untyped
     """A page: anonymous browsers go to the hub's login, errors render as HTML."""
 
     @property
@@ -175,7 +178,7 @@ class NotFoundHandler(BaseHandler):
         raise HTTPError(404, f"Nothing at {self.request.path}.")
 
 
-class OAuthCallbackHandler(HubOAuthCallbackHandler):
+class OAuthCallbackHandler(HubOAuthCallbackHandler):  # type: ignore[misc]  # jupyterhub is untyped
     """HubOAuth's callback, using this app's HubOAuth instance."""
 
     @property
@@ -244,7 +247,8 @@ class MetricsHandler(APIHandler):
 
     def check_hub_user(self, model: dict[str, Any]) -> dict[str, Any]:
         # The scope alone decides: a Prometheus token need not belong to an admin.
-        return HubOAuthenticated.check_hub_user(self, model)
+        allowed: dict[str, Any] = HubOAuthenticated.check_hub_user(self, model)
+        return allowed
 
     def get(self) -> None:
         if not self.service.metrics_allow_anonymous and not self.current_user:
@@ -259,7 +263,7 @@ def _json_default(value: Any) -> str:
     return value.isoformat() if isinstance(value, datetime) else str(value)
 
 
-def common_handlers() -> list[tuple]:
+def common_handlers() -> list[Route]:
     """Routes every service has, relative to its prefix."""
     return [
         ("oauth_callback", OAuthCallbackHandler),

@@ -13,6 +13,7 @@ from ..common.app import HubServiceApp
 from ..common.db import Database
 from ..common.hubapi import HubAPI, HubAPIError
 from ..common.scheduler import Scheduler
+from ..common.web import Route
 from .audit import Audit
 from .culler import CullCycle, CullMetrics, CullOptions, CycleResult
 from .handlers import CullsAPI, CyclesAPI, StatusAPI, StatusPage, UpcomingAPI
@@ -177,7 +178,9 @@ class Culler(HubServiceApp):
 
     async def on_start(self) -> None:
         self.db = Database(
-            self.db_url, migrations="hubservices.cull.migrations", version_table="alembic_version_cull"
+            self.db_url,
+            migrations="hubservices.cull.migrations",
+            version_table="alembic_version_cull",
         )
         self.db.upgrade()
         self.audit = Audit(self.db)
@@ -217,7 +220,7 @@ class Culler(HubServiceApp):
     def run_soon(self) -> None:
         self.scheduler.run_soon("cull")
 
-    def service_handlers(self) -> list[tuple]:
+    def service_handlers(self) -> list[Route]:
         return [
             ("", StatusPage),
             ("api/status", StatusAPI),

@@ -192,9 +192,10 @@ class CullCycle:
             log.error("Policies match groups, but the hub gives no groups: add read:users:groups")
         judged = judge_all(ready, self.policy, now)
         due = [j for j in judged if j.verdict.cull]
-        kept = [j for j in judged if not j.verdict.cull and j.verdict.due]
+        kept = [(j.verdict.due, j) for j in judged if not j.verdict.cull and j.verdict.due]
+        kept.sort(key=lambda due_judged: due_judged[0])
         self.result.examined = len(judged)
-        self.result.upcoming = sorted(kept, key=lambda j: j.verdict.due)
+        self.result.upcoming = [j for _, j in kept]
         self.metrics.examined.set(len(judged))
         self.metrics.due.set(len(due))
         log.info(
@@ -355,18 +356,20 @@ class CullCycle:
             return True
         return False
 
-    async def _warn(self, kept: list[Judged], now: datetime) -> None:
+    async def _warn(self, kept: list[tuple[datetime, Judged]], now: datetime) -> None:
         """Tell the owners of servers due within ``warn_before`` seconds, once per server run."""
-        for j in kept:
-            if (j.verdict.due - now).total_seconds() > self.options.warn_before:
+        for due, j in kept:
+            if (due - now).total_seconds() > self.options.warn_before:
                 continue
             started = parse_time(j.server.get("started"))
-            if not self.audit.warn_once(j.user["name"], j.server_name, started, j.verdict.due):
+            if started is None:  # judged servers without a start time have no due time
+                continue
+            if not self.audit.warn_once(j.user["name"], j.server_name, started, due):
                 continue
             notice = {
                 "user": j.user["name"],
                 "server": j.server_name,
-                "due": j.verdict.due.isoformat(),
+                "due": due.isoformat(),
                 "why": j.verdict.why,
             }
             try:
@@ -377,7 +380,7 @@ class CullCycle:
 
 
 def _users_with_every_server_gone(
-    ready: list[Mapping[str, Any]], due: list[Judged], outcomes: list[str | None]
+    ready: Sequence[Mapping[str, Any]], due: list[Judged], outcomes: list[str | None]
 ) -> list[str]:
     """Users all of whose servers this cycle stopped (and whose stops have finished)."""
     stopped: dict[str, set[str]] = {}

@@ -6,7 +6,7 @@ dicts ``GET /users`` returns (``servers`` keyed by server name, ``""`` for the d
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from fnmatch import fnmatchcase
@@ -96,7 +96,7 @@ class Rule:
         )
 
     def matches(
-        self, user: Mapping[str, Any], server_name: str | None, server: Mapping | None
+        self, user: Mapping[str, Any], server_name: str | None, server: Mapping[str, Any] | None
     ) -> bool:
         """Whether this rule covers the server (or, with ``server_name=None``, the user)."""
         if self.groups and not self.groups.intersection(user.get("groups") or ()):
@@ -125,7 +125,7 @@ class Policy:
     rules: tuple[Rule, ...] = ()
 
     def rule_for(
-        self, user: Mapping, server_name: str | None, server: Mapping | None
+        self, user: Mapping[str, Any], server_name: str | None, server: Mapping[str, Any] | None
     ) -> Rule | None:
         """The first rule that matches, if any."""
         return next((r for r in self.rules if r.matches(user, server_name, server)), None)
@@ -259,7 +259,9 @@ class Judged:
         return f"{self.user['name']}/{self.server_name}" if self.server_name else self.user["name"]
 
 
-def judge_all(users: list[Mapping[str, Any]], policy: Policy, now: datetime) -> list[Judged]:
+def judge_all(
+    users: Sequence[Mapping[str, Any]], policy: Policy, now: datetime
+) -> list[Judged]:
     """Every server of every listed user, judged; the caller splits culls from keeps."""
     return [
         Judged(user, name, server, judge_server(user, name, server, policy, now))

@@ -14,6 +14,7 @@ from traitlets import Set as SetTrait
 from ..common.app import HubServiceApp
 from ..common.db import Database
 from ..common.scheduler import Scheduler
+from ..common.web import Route
 from .handlers import DashboardDataHandler, DashboardHandler, UsageHandler, UserSessionsHandler
 from .metrics import PollMetrics, SnapshotCollector
 from .poller import Poller
@@ -38,9 +39,10 @@ class Stats(HubServiceApp):
 
     @validate("poll_interval")
     def _check_poll_interval(self, proposal: dict[str, Any]) -> float:
-        if proposal["value"] <= 0:
-            raise TraitError(f"poll_interval must be positive, not {proposal['value']}")
-        return proposal["value"]
+        value: float = proposal["value"]
+        if value <= 0:
+            raise TraitError(f"poll_interval must be positive, not {value}")
+        return value
 
     activity_bucket = Integer(
         900, help="Seconds per activity bucket: active time is counted in these steps."
@@ -48,7 +50,7 @@ class Stats(HubServiceApp):
 
     @validate("activity_bucket")
     def _check_activity_bucket(self, proposal: dict[str, Any]) -> int:
-        value = proposal["value"]
+        value: int = proposal["value"]
         if value < 60 or 86400 % value:
             raise TraitError(f"activity_bucket must divide a day and be >= 60, not {value}")
         return value
@@ -60,9 +62,10 @@ class Stats(HubServiceApp):
 
     @validate("retention_days")
     def _check_retention_days(self, proposal: dict[str, Any]) -> int:
-        if proposal["value"] < 0:
-            raise TraitError(f"retention_days must not be negative, not {proposal['value']}")
-        return proposal["value"]
+        value: int = proposal["value"]
+        if value < 0:
+            raise TraitError(f"retention_days must not be negative, not {value}")
+        return value
 
     metrics_groups = SetTrait(
         Unicode(), help="Hub groups that get per-group metrics (opt-in; no per-user labels)."
@@ -76,7 +79,7 @@ class Stats(HubServiceApp):
         """What the poller reads: every user with activity, servers and groups."""
         return ["list:users", "read:users:activity", "read:users:groups", "read:servers"]
 
-    def service_handlers(self) -> list[tuple]:
+    def service_handlers(self) -> list[Route]:
         return [
             ("", DashboardHandler),
             ("api/dashboard", DashboardDataHandler),

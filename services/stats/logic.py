@@ -8,7 +8,7 @@ All times are naive UTC datetimes, as stored.
 
 from __future__ import annotations
 
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
@@ -177,7 +177,11 @@ def reconcile_sessions(
     live = {(s.user, s.server): s for s in snapshot.servers if s.started is not None}
     for session in open_sessions:
         server = live.get((session.user, session.server))
-        if server is not None and _same_run(session.started, server.started):
+        if (
+            server is not None
+            and server.started is not None
+            and _same_run(session.started, server.started)
+        ):
             live.pop((session.user, session.server))
             if server.last_activity and (
                 session.last_activity is None or server.last_activity > session.last_activity
@@ -328,7 +332,7 @@ def daily_usage(
     """
     end = day + DAY
     sessions_by: Counter[str] = Counter()
-    seconds: Counter[str] = Counter()
+    seconds: defaultdict[str, float] = defaultdict(float)
     active: Counter[str] = Counter()
     for s in sessions:
         if day <= s.started < end:

@@ -179,6 +179,7 @@ for _service in _services:
         pending = [f"{self.url}/hub/api/"] + [
             f"{self.url}/services/{name}/health" for name in self.services
         ]
+        assert self.proc is not None, "start() launches the hub first"
         with httpx.Client(timeout=2) as client:
             while pending:
                 self._remember_children()
@@ -199,6 +200,8 @@ for _service in _services:
 
     def _remember_children(self) -> None:
         """Note every process the hub started, so that stop() can be sure they are gone."""
+        if self.proc is None:
+            return
         with contextlib.suppress(psutil.NoSuchProcess):
             self._seen_pids.update(c.pid for c in psutil.Process(self.proc.pid).children(True))
 

@@ -83,7 +83,7 @@ def test_playbook_installs_services_the_hub_runs(tmp_path: Path) -> None:
     procs = []
     try:
         for name in SERVICES:
-            command = [venv_python, "-m", f"hubservices.{name}"]
+            command = [str(venv_python), "-m", f"hubservices.{name}"]
             command += [f"--data-dir={tmp_path / name}"]
             command += shlex.split(envs[name]["HUBSERVICES_ARGS"])
             env = {"PATH": os.environ["PATH"], **envs[name]}

@@ -402,7 +402,8 @@ async def test_concurrency_is_bounded(hub: FakeHub) -> None:
 
 
 async def test_hub_version_follows_responses(hub: FakeHub, client: HubAPI) -> None:
-    assert client.hub_version is None
+    before = client.hub_version
+    assert before is None
 
     await client.hub_info()
     assert client.hub_version == VERSION
