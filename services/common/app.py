@@ -1,8 +1,11 @@
 """The traitlets Application every service is: configuration, the web server, clean shutdown.
 
 A service subclasses :class:`HubServiceApp`, declares its options as ``.tag(config=True)`` traits,
-its routes in :meth:`HubServiceApp.service_handlers`, its access rule in
-:meth:`HubServiceApp.user_allowed` and its background work in :meth:`HubServiceApp.on_start`.
+its tables' migrations in ``migrations``, its routes in :meth:`HubServiceApp.service_handlers`,
+what those routes may use in :meth:`HubServiceApp.web_settings`, its access rule in
+:meth:`HubServiceApp.user_allowed` and its objects and periodic jobs in
+:meth:`HubServiceApp.on_start`. The lifecycle (hub client, metrics, database and migrations,
+scheduler, web server, clean stop) is this module's, the same for every service.
 Every option can be set the JupyterHub way: ``--Culler.timeout=3600``, the short
 ``--timeout=3600`` (``--cull-users`` / ``--cull-users=false`` for booleans), or a config file
 given with ``--config``.
@@ -33,7 +36,9 @@ from traitlets.config import Application, Configurable
 from traitlets.config.loader import ArgumentError, KVArgParseConfigLoader, _KVArgParser
 
 from .. import __version__
+from .db import Database
 from .hubapi import HubAPI
+from .scheduler import Scheduler
 from .web import NotFoundHandler, Route, common_handlers, log_request
 
 COMMON_DIR = Path(__file__).parent
@@ -82,6 +87,14 @@ class HubServiceApp(Application):
     title: ClassVar[str] = ""
     #: More short options, e.g. ``{"url": "HubServiceApp.hub_api_url"}`` for a drop-in's names.
     extra_aliases: ClassVar[dict[str, str]] = {}
+    #: The alembic migrations package of the service's tables (``""``: it keeps none). Its
+    #: version table is ``alembic_version_<service_name>``, so services can share a database.
+    migrations: ClassVar[str] = ""
+
+    #: Set by :meth:`open`: the hub client, the database (if ``migrations``), the scheduler.
+    hub: HubAPI
+    db: Database
+    scheduler: Scheduler
 
     version = __version__
 
@@ -299,8 +312,14 @@ class HubServiceApp(Application):
     # -- what a service provides ------------------------------------------------------------
 
     def service_handlers(self) -> list[Route]:
-        """Routes relative to the service prefix, e.g. ``("", LandingHandler)``."""
+        """Routes relative to the service prefix, e.g. ``("", StatusPage)``."""
         return []
+
+    def web_settings(self) -> dict[str, Any]:
+        """What the service's handlers may use (its store, its audit...), by setting name;
+        they read each through a :class:`~hubservices.common.web.Setting`. Called after
+        :meth:`on_start`."""
+        return {}
 
     def required_scopes(self) -> list[str]:
         """Hub scopes this service's token needs with the current options (for its role)."""
@@ -317,10 +336,12 @@ class HubServiceApp(Application):
         )
 
     async def on_start(self) -> None:
-        """Open databases and start background work; called before the server listens."""
+        """Make the service's objects and add its periodic jobs to ``self.scheduler``; the
+        hub client, metrics and migrated database are ready. Jobs start after this returns."""
 
     async def on_stop(self) -> None:
-        """Stop background work; must finish within a few seconds."""
+        """Stop background work the scheduler does not own; must finish within a few seconds.
+        Scheduling has stopped already; the database and hub client close after this."""
 
     # -- running ----------------------------------------------------------------------------
 
@@ -421,7 +442,6 @@ class HubServiceApp(Application):
             [(prefix + path, *rest) for path, *rest in routes],
             service=self,
             hub_auth=hub_auth,
-            hub_api=self.hub,
             cookie_secret=self.load_cookie_secret(),
             templates=templates,
             static_path=str(COMMON_DIR / "static"),
@@ -429,22 +449,52 @@ class HubServiceApp(Application):
             compress_response=True,
             default_handler_class=NotFoundHandler,
             log_function=log_request,
+            **self.web_settings(),
         )
 
     def start(self) -> None:
         """Serve until SIGTERM or SIGINT."""
         asyncio.run(self.serve())
 
-    async def serve(self) -> None:
-        """Start background work, listen, and stop cleanly within ``SHUTDOWN_GRACE_SECONDS``."""
+    async def open(self) -> None:
+        """Everything but the web server: hub client, metrics, the database migrated (in a
+        thread, as all blocking database work), then the service's :meth:`on_start`.
+
+        Benchmarks drive a service opened this way, so they run the service's own code.
+        """
         self.hub = self.make_hub_api()
         self.make_metrics()
-        web_app = self.make_web_app()
+        self.scheduler = Scheduler()
+        if self.migrations:
+            self.db = Database(
+                self.db_url,
+                migrations=self.migrations,
+                version_table=f"alembic_version_{self.service_name}",
+            )
+            await asyncio.to_thread(self.db.upgrade)
+        await self.on_start()
+
+    async def close(self) -> None:
+        """Stop scheduling, give :meth:`on_stop` ``SHUTDOWN_GRACE_SECONDS``, close the rest."""
+        self.scheduler.shutdown()
+        try:
+            await asyncio.wait_for(self.on_stop(), SHUTDOWN_GRACE_SECONDS)
+        except TimeoutError:
+            self.log.warning(
+                "Background work did not stop in %ss; leaving it", SHUTDOWN_GRACE_SECONDS
+            )
+        if self.migrations:
+            self.db.dispose()
+        await self.hub.aclose()
+
+    async def serve(self) -> None:
+        """Open, listen, run the jobs, and stop cleanly on SIGTERM or SIGINT."""
         stopping = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stopping.set)
-        await self.on_start()
+        await self.open()
+        web_app = self.make_web_app()
         url = urlparse(self.bind_url)
         ssl_options = None
         if url.scheme == "https":
@@ -452,6 +502,7 @@ class HubServiceApp(Application):
         server = HTTPServer(web_app, xheaders=True, ssl_options=ssl_options)
         assert url.port, "bind_url's validator requires a port"
         server.listen(url.port, url.hostname or "")
+        self.scheduler.start()
         self.log.info(
             "%s %s listening on %s, route %s",
             self.service_name,
@@ -464,17 +515,11 @@ class HubServiceApp(Application):
 
         self.log.info("Stopping %s", self.service_name)
         server.stop()
-        try:
-            await asyncio.wait_for(self.on_stop(), SHUTDOWN_GRACE_SECONDS)
-        except TimeoutError:
-            self.log.warning(
-                "Background work did not stop in %ss; leaving it", SHUTDOWN_GRACE_SECONDS
-            )
-        await self.hub.aclose()
+        await self.close()
 
     @classmethod
     def main(cls, argv: list[str] | None = None) -> None:
-        """Entry point of ``python -m services.<name>``."""
+        """Entry point of ``python -m hubservices.<name>``."""
         app = cls.instance()
         app.initialize(argv)
         app.start()

@@ -7,17 +7,16 @@ import logging
 from pathlib import Path
 from typing import Any, ClassVar
 
+from prometheus_client import CollectorRegistry
 from traitlets import Bool, Dict, Integer, List, Unicode
 
 from ..common.app import HubServiceApp
-from ..common.db import Database
 from ..common.hubapi import HubAPI, HubAPIError
-from ..common.scheduler import Scheduler
 from ..common.web import Route
 from .audit import Audit
-from .culler import CullCycle, CullMetrics, CullOptions, CycleResult
+from .culler import CullCycle, CullMetrics, CullOptions, CycleResult, LastCycle
 from .handlers import CullsAPI, CyclesAPI, StatusAPI, StatusPage, UpcomingAPI
-from .policy import Judged, Policy, Rule
+from .policy import Policy, Rule
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +27,7 @@ class Culler(HubServiceApp):
     service_name: ClassVar[str] = "cull"
     title: ClassVar[str] = "Idle culler"
     default_port: ClassVar[int] = 10101
+    migrations: ClassVar[str] = "hubservices.cull.migrations"
     description = __doc__
     extra_aliases: ClassVar[dict[str, str]] = {"url": "HubServiceApp.hub_api_url"}
 
@@ -171,23 +171,15 @@ class Culler(HubServiceApp):
             concurrency=2 * self.concurrency, page_size=self.api_page_size or None, **options
         )
 
-    def make_metrics(self) -> Any:
+    def make_metrics(self) -> CollectorRegistry:
         registry = super().make_metrics()
         self.metrics = CullMetrics(registry)
         return registry
 
     async def on_start(self) -> None:
-        self.db = Database(
-            self.db_url,
-            migrations="hubservices.cull.migrations",
-            version_table="alembic_version_cull",
-        )
-        self.db.upgrade()
         self.audit = Audit(self.db)
-        self.last_result: CycleResult | None = None
-        self.scheduler = Scheduler()
-        self.scheduler.add_periodic(self.cull_once, self.cull_interval, name="cull", run_now=True)
-        self.scheduler.start()
+        self.last_cycle = LastCycle()
+        self.cull_job = self.scheduler.add_periodic(self.cull_once, self.cull_interval, name="cull")
         log.info(
             "Culling servers idle %ss (max age %ss) every %ss%s",
             self.timeout,
@@ -196,29 +188,32 @@ class Culler(HubServiceApp):
             "; DRY RUN" if self.dry_run else "",
         )
 
-    async def on_stop(self) -> None:
-        self.scheduler.shutdown()
-        self.db.dispose()
-
-    async def cull_once(self) -> None:
-        """The scheduler's job: one cycle; a failed cycle is logged and the next one goes on."""
+    async def run_cycle(self) -> CycleResult:
+        """One cycle with the current options; its result is what the status page shows."""
         cycle = CullCycle(
             self.hub, self.policy(), self.options(), self.audit, self.metrics, token=self.api_token
         )
+        self.last_cycle.result = await cycle.run()
+        return self.last_cycle.result
+
+    async def cull_once(self) -> None:
+        """The scheduler's job: one cycle; a failed cycle is logged and the next one goes on."""
         try:
-            self.last_result = await cycle.run()
+            await self.run_cycle()
         except HubAPIError as e:
-            log.error("Cull cycle failed: %s; next try at %s", e, self.scheduler.next_run("cull"))
+            log.error("Cull cycle failed: %s; next try at %s", e, self.cull_job.next_run())
         except asyncio.CancelledError:
             # shutting down mid-cycle: what was stopped is recorded, the rest waits for next time
             log.info("Cull cycle interrupted by shutdown")
 
-    def upcoming(self) -> list[Judged]:
-        """Servers kept by the last cycle that have a due time, soonest first."""
-        return self.last_result.upcoming if self.last_result else []
-
-    def run_soon(self) -> None:
-        self.scheduler.run_soon("cull")
+    def web_settings(self) -> dict[str, Any]:
+        return {
+            "audit": self.audit,
+            "cull_job": self.cull_job,
+            "last_cycle": self.last_cycle,
+            "policy": self.policy(),
+            "cull_options": self.options(),
+        }
 
     def service_handlers(self) -> list[Route]:
         return [

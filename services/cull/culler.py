@@ -127,7 +127,20 @@ class CycleResult:
     culled_users: int = 0
     kept_busy: int = 0
     errors: int = 0
-    upcoming: list[Judged] = field(default_factory=list)  # kept servers with a due time
+    #: kept servers with a due time, soonest first
+    upcoming: list[tuple[datetime, Judged]] = field(default_factory=list)
+
+
+@dataclass
+class LastCycle:
+    """The latest finished cycle's result, for the status page (None before the first)."""
+
+    result: CycleResult | None = None
+
+    def upcoming(self, until: datetime) -> list[tuple[datetime, Judged]]:
+        """Servers the last cycle kept that are due by ``until``, soonest first."""
+        kept = self.result.upcoming if self.result else []
+        return [(due, judged) for due, judged in kept if due <= until]
 
 
 class CullCycle:
@@ -195,7 +208,7 @@ class CullCycle:
         kept = [(j.verdict.due, j) for j in judged if not j.verdict.cull and j.verdict.due]
         kept.sort(key=lambda due_judged: due_judged[0])
         self.result.examined = len(judged)
-        self.result.upcoming = [j for _, j in kept]
+        self.result.upcoming = kept
         self.metrics.examined.set(len(judged))
         self.metrics.due.set(len(due))
         log.info(

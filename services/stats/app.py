@@ -12,8 +12,6 @@ from traitlets import Float, Integer, TraitError, Unicode, validate
 from traitlets import Set as SetTrait
 
 from ..common.app import HubServiceApp
-from ..common.db import Database
-from ..common.scheduler import Scheduler
 from ..common.web import Route
 from .handlers import DashboardDataHandler, DashboardHandler, UsageHandler, UserSessionsHandler
 from .metrics import PollMetrics, SnapshotCollector
@@ -31,6 +29,7 @@ class Stats(HubServiceApp):
     service_name: ClassVar[str] = "stats"
     title: ClassVar[str] = "Hub usage"
     default_port: ClassVar[int] = 10102
+    migrations: ClassVar[str] = "hubservices.stats.migrations"
     description = __doc__
 
     poll_interval = Float(60.0, help="Seconds between two polls of the hub's users.").tag(
@@ -95,16 +94,8 @@ class Stats(HubServiceApp):
         return registry
 
     async def on_start(self) -> None:
-        self.database = Database(
-            self.db_url,
-            migrations="hubservices.stats.migrations",
-            version_table="alembic_version_stats",
-        )
-        self.database.upgrade()
         retention = timedelta(days=self.retention_days) if self.retention_days else None
-        self.store = StatsStore(
-            self.database, bucket_seconds=self.activity_bucket, retention=retention
-        )
+        self.store = StatsStore(self.db, bucket_seconds=self.activity_bucket, retention=retention)
         self.poller = Poller(
             self.hub,
             self.store,
@@ -113,10 +104,7 @@ class Stats(HubServiceApp):
             page_size=self.page_size,
             groups=set(self.metrics_groups),
         )
-        self.scheduler = Scheduler()
         self.scheduler.add_periodic(self.poller.poll, self.poll_interval, name=POLL_JOB)
-        self.scheduler.start()
 
-    async def on_stop(self) -> None:
-        self.scheduler.shutdown()
-        self.database.dispose()
+    def web_settings(self) -> dict[str, Any]:
+        return {"store": self.store}
