@@ -26,6 +26,7 @@ from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import httpx
 from prometheus_client import CollectorRegistry
@@ -116,11 +117,13 @@ async def bench_poll(args: argparse.Namespace, workdir: Path) -> None:
             await populate(api, args.users, args.servers, groups=10)
             stats_token = await api.create_token("admin", scopes=["access:services!service=stats"])
         transport = CountingTransport()
-        async with HubAPI(hub.api_url, hub.admin_token, transport=transport) as client:
+        async with HubAPI(
+            hub.api_url, hub.admin_token, transport=transport, page_size=200
+        ) as client:
             db = open_db(workdir / "poll.sqlite")
             store = StatsStore(db, bucket_seconds=900, retention=None)
             metrics = PollMetrics(CollectorRegistry())
-            poller = Poller(client, store, metrics, interval=60, page_size=200, groups={"course0"})
+            poller = Poller(client, store, metrics, interval=60, groups={"course0"})
             for label in ("first poll (opens 2,000 sessions, 10,000 memberships)", "steady poll"):
                 before, t = CountingTransport.requests, time.monotonic()
                 await poller.poll()
@@ -220,8 +223,8 @@ async def bench_storage(args: argparse.Namespace, workdir: Path) -> None:
     hub = DayHub(users=1000, active=200)
     metrics = PollMetrics(CollectorRegistry())
     # DayHub answers the poller's one call, paginate(), for a day of synthetic users
-    poller = Poller(hub, store, metrics, interval=60, page_size=200, groups=set())  # type: ignore[arg-type]
-    poller_module.utcnow = lambda: hub.now
+    poller = Poller(hub, store, metrics, interval=60, groups=set())  # type: ignore[arg-type]
+    mock.patch.object(poller_module, "utcnow", lambda: hub.now).start()
     await poller.poll()  # the first poll stores every user's membership and old activity
     db.dispose()
     before = path.stat().st_size

@@ -289,8 +289,13 @@ class HubServiceApp(Application):
         super().exit(2 if exit_status == 1 else exit_status)
 
     def initialize(self, argv: list[str] | None = None) -> None:
-        """Load the configuration; make sure there is a token to talk to the hub with."""
+        """Load and check the configuration; make sure there is a token to talk to the hub with."""
         self.load_config(argv)
+        try:
+            self.check_config()
+        except TraitError as e:
+            self.log.critical("Bad config: %s", e)
+            self.exit(1)
         if not self.api_token:
             self.log.critical(
                 "No hub API token: run me as a JupyterHub service or set $JUPYTERHUB_API_TOKEN"
@@ -310,6 +315,10 @@ class HubServiceApp(Application):
             self.update_config(cli_config)
 
     # -- what a service provides ------------------------------------------------------------
+
+    def check_config(self) -> None:
+        """Checks that involve several options, once all are loaded; ``TraitError`` saying
+        what is wrong. One option's own rules are its ``@validate``, checked as it is set."""
 
     def service_handlers(self) -> list[Route]:
         """Routes relative to the service prefix, e.g. ``("", StatusPage)``."""

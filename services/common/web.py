@@ -30,6 +30,8 @@ from jupyterhub.services.auth import (
 from prometheus_client.exposition import choose_encoder
 from tornado.web import HTTPError, RequestHandler, authenticated
 
+from .csp import CONTENT_SECURITY_POLICY
+
 if TYPE_CHECKING:
     from .app import HubServiceApp
 
@@ -78,19 +80,6 @@ class Setting(Generic[T]):
             raise TypeError(f"setting {self.name!r} is a {type(value).__name__}, not {self.kind}")
         return value
 
-CONTENT_SECURITY_POLICY = "; ".join(
-    [
-        "default-src 'none'",
-        "script-src 'self'",
-        "style-src 'self'",
-        "img-src 'self' data:",
-        "font-src 'self'",
-        "connect-src 'self'",
-        "form-action 'self'",
-        "frame-ancestors 'self'",
-        "base-uri 'none'",
-    ]
-)
 
 
 class SecureHandler(RequestHandler):

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from prometheus_client import CollectorRegistry
-from traitlets import Bool, Dict, Integer, List, Unicode
+from traitlets import Bool, Dict, Integer, List, TraitError, Unicode, validate
 
 from ..common.app import HubServiceApp
 from ..common.hubapi import HubAPI, HubAPIError
@@ -104,16 +104,21 @@ class Culler(HubServiceApp):
     ).tag(config=True)
     warn_url = Unicode(help="URL that receives a JSON POST to warn.").tag(config=True)
 
+    @validate("policies")
+    def _valid_policies(self, proposal: dict[str, Any]) -> list[dict[str, Any]]:
+        value: list[dict[str, Any]] = proposal["value"]
+        try:
+            _rules(value)
+        except ValueError as e:
+            raise TraitError(str(e)) from None
+        return value
+
+    def check_config(self) -> None:
+        if self.busy_kernels and not self.server_url:
+            raise TraitError("busy_kernels needs server_url (the hub's public URL)")
+
     def initialize(self, argv: list[str] | None = None) -> None:
         super().initialize(argv)
-        try:
-            self.rules()
-        except ValueError as e:
-            self.log.critical("Bad config: %s", e)
-            self.exit(1)
-        if self.busy_kernels and not self.server_url:
-            self.log.critical("Bad config: busy_kernels needs server_url (the hub's public URL)")
-            self.exit(1)
         if self.ssl_enabled:
             certs = Path(self.internal_certs_location)
             self.ssl_keyfile = str(certs / "hub-internal" / "hub-internal.key")
@@ -126,8 +131,8 @@ class Culler(HubServiceApp):
         return self.cull_every or max(self.timeout // 2, 1) or 300
 
     def rules(self) -> tuple[Rule, ...]:
-        """The policies option as rules; ``ValueError`` naming a bad one."""
-        return tuple(Rule.from_config(i, p) for i, p in enumerate(self.policies))
+        """The policies option as rules (checked when it was set)."""
+        return _rules(self.policies)
 
     def policy(self) -> Policy:
         return Policy(
@@ -223,3 +228,8 @@ class Culler(HubServiceApp):
             ("api/culls", CullsAPI),
             ("api/upcoming", UpcomingAPI),
         ]
+
+
+def _rules(policies: list[dict[str, Any]]) -> tuple[Rule, ...]:
+    """The policies option as rules; ``ValueError`` naming a bad one."""
+    return tuple(Rule.from_config(i, p) for i, p in enumerate(policies))

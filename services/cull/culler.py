@@ -27,13 +27,15 @@ import os
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import httpx
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from ..common.hubapi import HubAPI, HubAPIError
+from ..common.process import child_env
+from ..common.timeutil import as_utc, parse_time, utcnow
 from .audit import Audit, CullEntry
 from .policy import (
     Judged,
@@ -43,7 +45,6 @@ from .policy import (
     judge_server,
     judge_user,
     keep_for_busy_kernel,
-    parse_time,
 )
 
 log = logging.getLogger(__name__)
@@ -171,7 +172,7 @@ class CullCycle:
 
     async def run(self) -> CycleResult:
         start = time.monotonic()
-        now = datetime.now(UTC)
+        now = utcnow()
         cycle_id = self.audit.start_cycle(self.options.dry_run, now)
         error = None
         try:
@@ -185,7 +186,7 @@ class CullCycle:
                 await self._writer
             self.audit.finish_cycle(
                 cycle_id,
-                datetime.now(UTC),
+                utcnow(),
                 error,
                 examined=self.result.examined,
                 culled_servers=self.result.culled_servers,
@@ -270,7 +271,7 @@ class CullCycle:
             log.info("Not culling %s: restarted since the listing", judged.label)
             return None
         verdict = judge_server(
-            fresh_user, judged.server_name, fresh, self.policy, datetime.now(UTC)
+            fresh_user, judged.server_name, fresh, self.policy, utcnow()
         )
         if not verdict.cull:
             log.info("Not culling %s: %s since the listing", judged.label, verdict.why)
@@ -323,7 +324,7 @@ class CullCycle:
             if self.options.dry_run:
                 # its servers would have been stopped by now
                 user = {**user, "servers": {}}
-            verdict = judge_user(user, self.policy, datetime.now(UTC))
+            verdict = judge_user(user, self.policy, utcnow())
             if not verdict.cull:
                 return
             if self.options.dry_run:
@@ -382,7 +383,7 @@ class CullCycle:
             notice = {
                 "user": j.user["name"],
                 "server": j.server_name,
-                "due": due.isoformat(),
+                "due": as_utc(due).isoformat(),
                 "why": j.verdict.why,
             }
             try:
@@ -405,15 +406,10 @@ def _users_with_every_server_gone(
     ]
 
 
-#: Environment variables a warning command never sees: the service's credentials.
-_SECRET_ENV = ("JUPYTERHUB_API_TOKEN", "JPY_API_TOKEN", "JUPYTERHUB_CLIENT_ID")
-
-
 async def send_warning(options: CullOptions, notice: Mapping[str, str]) -> None:
     """Run the warning command and/or POST to the warning URL with the notice."""
     if options.warn_command:
-        env = {k: v for k, v in os.environ.items() if k not in _SECRET_ENV}
-        env.update({f"CULL_{key.upper()}": value for key, value in notice.items()})
+        env = child_env(os.environ, {f"CULL_{key.upper()}": value for key, value in notice.items()})
         proc = await asyncio.create_subprocess_exec(*options.warn_command, env=env)
         try:
             code = await asyncio.wait_for(proc.wait(), 30)

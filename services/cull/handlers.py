@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from tornado.web import authenticated
 
 from ..common.scheduler import ScheduledJob
+from ..common.timeutil import as_utc, utcnow
 from ..common.web import APIHandler, BaseHandler, Setting
-from .audit import Audit, as_utc
+from .audit import Audit
 from .culler import CullOptions, LastCycle
 from .models import Cull, Cycle
 from .policy import Judged, Policy, format_duration
@@ -56,7 +57,7 @@ def upcoming_json(due: datetime, judged: Judged, now: datetime) -> dict[str, Any
     return {
         "user": judged.user["name"],
         "server": judged.server_name,
-        "due": due,
+        "due": as_utc(due),
         "in": format_duration(due - now),
         "why": judged.verdict.why,
         "rule": judged.verdict.rule,
@@ -76,7 +77,7 @@ class CullViews(BaseHandler):
     cull_options = Setting(CullOptions)
 
     def upcoming(self, minutes: int) -> list[dict[str, Any]]:
-        now = datetime.now(UTC)
+        now = utcnow()
         due = self.last_cycle.upcoming(until=now + timedelta(minutes=minutes))
         return [upcoming_json(when, judged, now) for when, judged in due]
 

@@ -1,6 +1,7 @@
 """Should this server (or user) go, and why: a function of the hub's model, the policy, the time.
 
-Nothing here talks to the hub, so every rule is tested without one. The hub's models are the
+Nothing here talks to the hub, so every rule is tested without one. Times are naive UTC
+(:mod:`hubservices.common.timeutil`), ``now`` included. The hub's models are the
 dicts ``GET /users`` returns (``servers`` keyed by server name, ``""`` for the default server).
 """
 
@@ -12,14 +13,11 @@ from datetime import datetime, timedelta
 from fnmatch import fnmatchcase
 from typing import Any
 
+from ..common.timeutil import parse_time
+
 IDLE = "idle"
 MAX_AGE = "max-age"
 _RULE_KEYS = {"name", "groups", "users", "servers", "user_options", "timeout", "max_age", "never"}
-
-
-def parse_time(value: str | None) -> datetime | None:
-    """The hub's ISO 8601 timestamps (``2026-11-22T04:00:00.123Z``) as aware datetimes."""
-    return datetime.fromisoformat(value) if value else None
 
 
 def format_duration(delta: timedelta | None) -> str:

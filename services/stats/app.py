@@ -12,6 +12,7 @@ from traitlets import Float, Integer, TraitError, Unicode, validate
 from traitlets import Set as SetTrait
 
 from ..common.app import HubServiceApp
+from ..common.hubapi import HubAPI
 from ..common.web import Route
 from .handlers import DashboardDataHandler, DashboardHandler, UsageHandler, UserSessionsHandler
 from .metrics import PollMetrics, SnapshotCollector
@@ -72,7 +73,15 @@ class Stats(HubServiceApp):
 
     poller: Poller | None = None
 
-    page_size = Integer(200, help="Users per page when listing the hub's users.").tag(config=True)
+    page_size = Integer(
+        200,
+        min=0,
+        help="""Users per page when listing the hub's users (the hub caps it at its
+        api_page_max_limit); 0: the hub's default page.""",
+    ).tag(config=True)
+
+    def make_hub_api(self, **options: Any) -> HubAPI:
+        return super().make_hub_api(page_size=self.page_size or None, **options)
 
     def required_scopes(self) -> list[str]:
         """What the poller reads: every user with activity, servers and groups."""
@@ -101,7 +110,6 @@ class Stats(HubServiceApp):
             self.store,
             self.poll_metrics,
             interval=self.poll_interval,
-            page_size=self.page_size,
             groups=set(self.metrics_groups),
         )
         self.scheduler.add_periodic(self.poller.poll, self.poll_interval, name=POLL_JOB)

@@ -12,9 +12,9 @@ import io
 
 from tornado.web import HTTPError, authenticated
 
+from ..common.timeutil import utcnow
 from ..common.web import APIHandler, BaseHandler, Setting
 from . import logic
-from .poller import utcnow
 from .store import RANGES, StatsStore
 
 

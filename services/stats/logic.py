@@ -11,8 +11,10 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
+
+from ..common.timeutil import parse_time
 
 #: Rolling windows of the active-users metric: label -> length.
 WINDOWS: dict[str, timedelta] = {
@@ -31,16 +33,6 @@ DAY = timedelta(days=1)
 #: Longest usage report, so one request cannot ask for centuries of rows.
 MAX_REPORT_DAYS = 3660
 USAGE_FIELDS = ("user", "sessions", "server_hours", "active_hours", "days_active")
-
-
-def parse_time(value: str | None) -> datetime | None:
-    """The hub's ISO 8601 timestamp ("...Z") as a naive UTC datetime."""
-    if not value:
-        return None
-    when = datetime.fromisoformat(value)
-    if when.tzinfo is not None:
-        when = when.astimezone(UTC).replace(tzinfo=None)
-    return when
 
 
 def iso(when: datetime | None) -> str | None:

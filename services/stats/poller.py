@@ -5,9 +5,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 from ..common.hubapi import HubAPI, HubAPIError
+from ..common.timeutil import utcnow
 from . import logic
 from .metrics import LastPoll, PollMetrics
 from .store import StatsStore, StoredState
@@ -16,11 +17,6 @@ log = logging.getLogger(__name__)
 
 #: Slack on top of two poll intervals before a vanished server counts as gone unobserved.
 GAP_SLACK = timedelta(seconds=10)
-
-
-def utcnow() -> datetime:
-    """Now as the stats tables store it: naive UTC."""
-    return datetime.now(UTC).replace(tzinfo=None)
 
 
 class Poller:
@@ -33,14 +29,12 @@ class Poller:
         metrics: PollMetrics,
         *,
         interval: float,
-        page_size: int,
         groups: set[str],
     ) -> None:
         self.hub = hub
         self.store = store
         self.metrics = metrics
         self.max_gap = 2 * timedelta(seconds=interval) + GAP_SLACK
-        self.page_size = page_size
         self.groups = groups
         self.state: StoredState | None = None
         self.last: LastPoll | None = None
@@ -63,7 +57,7 @@ class Poller:
     async def _poll(self) -> None:
         if self.state is None:
             self.state = await asyncio.to_thread(self.store.load_state)
-        users = [u async for u in self.hub.paginate("users", params={"limit": self.page_size})]
+        users = [u async for u in self.hub.paginate("users")]  # pages of the client's page_size
         snapshot = logic.snapshot_from_users(users, utcnow(), self.hub.hub_version)
         state = self.state
         changes = logic.reconcile_sessions(state.open_sessions.values(), snapshot, self.max_gap)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
@@ -17,11 +17,11 @@ from hubservices.cull.policy import (
     keep_for_busy_kernel,
 )
 
-NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
+NOW = datetime(2026, 11, 22, 12, 0)  # naive UTC, as the hub stores it
 
 
 def ago(**kw: float) -> str:
-    return (NOW - timedelta(**kw)).isoformat().replace("+00:00", "Z")
+    return (NOW - timedelta(**kw)).isoformat() + "Z"
 
 
 def server(idle_minutes: float = 0, age_minutes: float = 60, **extra) -> dict:
