@@ -50,7 +50,7 @@ from hubservices.common.db import Database
 from hubservices.common.hubapi import HubAPI
 from hubservices.cull.app import Culler
 from hubservices.cull.audit import Audit
-from hubservices.cull.culler import CullCycle, CullMetrics
+from hubservices.cull.cycle import CullCycle, CullMetrics
 from tests.harness.hub import Hub
 
 TIMEOUT = 3600  # the cullers' --timeout

@@ -22,7 +22,7 @@ import stat
 import sys
 import time
 from pathlib import Path
-from typing import Any, ClassVar, NoReturn
+from typing import Any, ClassVar
 from urllib.parse import urlparse
 
 from jinja2 import ChoiceLoader, Environment, FileSystemLoader, select_autoescape
@@ -33,9 +33,10 @@ from tornado.web import Application as TornadoApplication
 from traitlets import Bool, Integer, TraitError, Unicode, default, validate
 from traitlets import Set as SetTrait
 from traitlets.config import Application, Configurable
-from traitlets.config.loader import ArgumentError, KVArgParseConfigLoader, _KVArgParser
+from traitlets.config.loader import KVArgParseConfigLoader
 
 from .. import __version__
+from .cli import CONFIG_ERROR, StrictArgLoader, short_options
 from .db import Database
 from .hubapi import HubAPI
 from .scheduler import Scheduler
@@ -46,29 +47,9 @@ SHUTDOWN_GRACE_SECONDS = 4.0
 HUB_STATUS_SECONDS = 5.0
 HUB_CHECK_TIMEOUT = 3.0
 
-#: Options that must never come from the command line: argv is visible to every local user.
-_NO_SHORT_OPTION = {"api_token"}
-
-
 def _slashed(prefix: str) -> str:
     """A URL prefix with exactly one slash at each end, as tornado routes need."""
     return "/" + prefix.strip("/") + "/"
-
-
-class _OneLineErrorParser(_KVArgParser):
-    """argparse's errors as one line (through traitlets' config error), not 70 of usage."""
-
-    def error(self, message: str) -> NoReturn:
-        raise ArgumentError(message)
-
-
-class StrictArgLoader(KVArgParseConfigLoader):
-    """A mistyped option (``--timout=60``) stops the service; traitlets would only warn."""
-
-    parser_class = _OneLineErrorParser
-
-    def _handle_unrecognized_alias(self, arg: str) -> None:
-        raise ArgumentError(f"unrecognized option --{arg}")
 
 
 class HubServiceApp(Application):
@@ -236,28 +217,7 @@ class HubServiceApp(Application):
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.aliases, self.flags = self._short_options()
-
-    def _short_options(self) -> tuple[dict[str, Any], dict[str, Any]]:
-        """``--timeout`` for ``--Culler.timeout``, dashed and underscored, for every option.
-
-        Booleans are both alias and flag, so ``--cull-users`` and ``--cull-users=false`` work.
-        """
-        aliases: dict[str, Any] = {"log-level": "Application.log_level", **self.extra_aliases}
-        flags: dict[str, Any] = {}
-        for cls in self._short_option_classes():
-            for name, trait in cls.class_own_traits(config=True).items():
-                if name in _NO_SHORT_OPTION:
-                    continue
-                target = f"{cls.__name__}.{name}"
-                keys = {name, name.replace("_", "-")}
-                if name == "config_file":
-                    keys.add("config")
-                for key in keys:
-                    aliases[key] = (target, trait.help)
-                    if isinstance(trait, Bool):
-                        flags[key] = ({cls.__name__: {name: True}}, trait.help)
-        return aliases, flags
+        self.aliases, self.flags = short_options(self._short_option_classes(), self.extra_aliases)
 
     def _short_option_classes(self) -> list[type[Configurable]]:
         """This app's class chain up to HubServiceApp, plus its configurable ``classes``."""
@@ -282,11 +242,12 @@ class HubServiceApp(Application):
         super().parse_command_line(argv)
         if self.extra_args:
             self.log.critical("Unexpected argument: %s", " ".join(self.extra_args))
-            self.exit(1)
+            self.exit(CONFIG_ERROR)
 
     def exit(self, exit_status: int | str | None = 0) -> None:
-        """Exit 2 on bad configuration (traitlets uses 1), as command-line tools do."""
-        super().exit(2 if exit_status == 1 else exit_status)
+        """Bad configuration exits ``CONFIG_ERROR``, as command-line tools do: traitlets' own
+        config errors (``catch_config_error``) exit 1, which this maps to it."""
+        super().exit(CONFIG_ERROR if exit_status == 1 else exit_status)
 
     def initialize(self, argv: list[str] | None = None) -> None:
         """Load and check the configuration; make sure there is a token to talk to the hub with."""
@@ -295,12 +256,12 @@ class HubServiceApp(Application):
             self.check_config()
         except TraitError as e:
             self.log.critical("Bad config: %s", e)
-            self.exit(1)
+            self.exit(CONFIG_ERROR)
         if not self.api_token:
             self.log.critical(
                 "No hub API token: run me as a JupyterHub service or set $JUPYTERHUB_API_TOKEN"
             )
-            self.exit(1)
+            self.exit(CONFIG_ERROR)
 
     def load_config(self, argv: list[str] | None = None) -> None:
         """Parse the command line, then the config file, which the command line overrides."""
@@ -308,7 +269,7 @@ class HubServiceApp(Application):
         if self.config_file:
             if not Path(self.config_file).is_file():
                 self.log.critical("Config file not found: %s", self.config_file)
-                self.exit(1)
+                self.exit(CONFIG_ERROR)
             cli_config = self.config
             path = Path(self.config_file)
             self.load_config_file(path.name, path=str(path.parent.resolve()))

@@ -14,7 +14,7 @@ from ..common.app import HubServiceApp
 from ..common.hubapi import HubAPI, HubAPIError
 from ..common.web import Route
 from .audit import Audit
-from .culler import CullCycle, CullMetrics, CullOptions, CycleResult, LastCycle
+from .cycle import CullCycle, CullMetrics, CullOptions, CycleResult, LastCycle
 from .handlers import CullsAPI, CyclesAPI, StatusAPI, StatusPage, UpcomingAPI
 from .policy import Policy, Rule
 
@@ -128,7 +128,7 @@ class Culler(HubServiceApp):
     @property
     def cull_interval(self) -> int:
         """Seconds between cycles: ``cull_every``, else half the timeout (as idle-culler)."""
-        return self.cull_every or max(self.timeout // 2, 1) or 300
+        return self.cull_every or max(self.timeout // 2, 1)
 
     def rules(self) -> tuple[Rule, ...]:
         """The policies option as rules (checked when it was set)."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import func, select
 
@@ -13,6 +13,9 @@ from ..common.db import Database
 from ..common.timeutil import as_utc, parse_time, utcnow
 from .models import Cull, CullWarning, Cycle
 from .policy import Verdict
+
+if TYPE_CHECKING:
+    from .cycle import Outcome  # the cycle writes through this module
 
 
 @dataclass(frozen=True)
@@ -25,7 +28,7 @@ class CullEntry:
     server: str | None
     verdict: Verdict
     model: Mapping[str, Any]
-    outcome: str
+    outcome: Outcome
     at: datetime = field(default_factory=utcnow)
 
 
@@ -110,7 +113,7 @@ def _row(cull: CullEntry) -> Cull:
         age_seconds=_seconds(cull.verdict.age),
         last_activity=as_utc(parse_time(cull.model.get("last_activity"))),
         started=as_utc(parse_time(born)),
-        outcome=cull.outcome,
+        outcome=cull.outcome.value,
     )
 
 

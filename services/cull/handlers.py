@@ -12,7 +12,7 @@ from ..common.scheduler import ScheduledJob
 from ..common.timeutil import as_utc, utcnow
 from ..common.web import APIHandler, BaseHandler, Setting
 from .audit import Audit
-from .culler import CullOptions, LastCycle
+from .cycle import CullOptions, LastCycle
 from .models import Cull, Cycle
 from .policy import Judged, Policy, format_duration
 

@@ -28,6 +28,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from enum import StrEnum
 from typing import Any
 
 import httpx
@@ -49,13 +50,14 @@ from .policy import (
 
 log = logging.getLogger(__name__)
 
-STOPPED, STOPPING, REMOVED, DELETED, DRY_RUN = (
-    "stopped",
-    "stopping",
-    "removed",
-    "deleted",
-    "dry-run",
-)
+class Outcome(StrEnum):
+    """What became of a server or user the cycle culled; the audit's ``outcome`` column."""
+
+    STOPPED = "stopped"
+    STOPPING = "stopping"  # the hub answered 202 and the stop had not finished when we left it
+    REMOVED = "removed"  # a named server stopped and deleted (remove_named_servers)
+    DELETED = "deleted"  # a user removed from the hub
+    DRY_RUN = "dry-run"  # what would have been culled
 
 
 @dataclass(frozen=True)
@@ -229,7 +231,7 @@ class CullCycle:
         names = [u["name"] for u in inactive if not u.get("servers")] + stopped_all
         await asyncio.gather(*(self._cull_user(cycle_id, name) for name in names))
 
-    async def _cull_server(self, cycle_id: int, judged: Judged) -> str | None:
+    async def _cull_server(self, cycle_id: int, judged: Judged) -> Outcome | None:
         """Stop one server if it is still due; the outcome, or None if it was kept."""
         name, server_name = judged.user["name"], judged.server_name
         try:
@@ -242,7 +244,7 @@ class CullCycle:
                     return None
                 if self.options.dry_run:
                     log.info("Would cull %s: %s", judged.label, verdict.why)
-                    outcome = DRY_RUN
+                    outcome = Outcome.DRY_RUN
                 else:
                     log.info("Culling %s: %s", judged.label, verdict.why)
                     async with self._changes:
@@ -253,10 +255,10 @@ class CullCycle:
             log.error("Could not cull %s: %s", judged.label, e)
             return None
         self._record(CullEntry(cycle_id, "server", name, server_name, verdict, fresh, outcome))
-        if outcome != DRY_RUN:
+        if outcome != Outcome.DRY_RUN:
             self.result.culled_servers += 1
             self.metrics.servers_culled.labels(verdict.reason).inc()
-        if outcome == STOPPING and self.policy.cull_users:
+        if outcome == Outcome.STOPPING and self.policy.cull_users:
             outcome = await self._wait_stopped(name, server_name)
         return outcome
 
@@ -290,7 +292,7 @@ class CullCycle:
             culls, self._unwritten = self._unwritten, []
             await asyncio.to_thread(self.audit.record, culls)
 
-    async def _stop(self, user: str, server_name: str) -> str:
+    async def _stop(self, user: str, server_name: str) -> Outcome:
         remove = self.options.remove_named_servers and server_name != ""
         self.metrics.in_flight.inc()
         try:
@@ -299,10 +301,10 @@ class CullCycle:
             self.metrics.in_flight.dec()
         if status == 202:
             log.warning("Server %s/%s is slow to stop", user, server_name)
-            return STOPPING
-        return REMOVED if remove else STOPPED
+            return Outcome.STOPPING
+        return Outcome.REMOVED if remove else Outcome.STOPPED
 
-    async def _wait_stopped(self, user: str, server_name: str) -> str:
+    async def _wait_stopped(self, user: str, server_name: str) -> Outcome:
         """Poll a slow stop until it finishes: a user is removed only once it has."""
         deadline = time.monotonic() + self.options.stop_timeout
         delay = 0.5
@@ -310,12 +312,12 @@ class CullCycle:
             await asyncio.sleep(delay)
             servers = (await self.hub.get_user(user)).get("servers") or {}
             if server_name not in servers:
-                return STOPPED
+                return Outcome.STOPPED
             delay = min(delay * 2, 10)
         log.warning(
             "Server %s/%s still stopping after %ss", user, server_name, self.options.stop_timeout
         )
-        return STOPPING
+        return Outcome.STOPPING
 
     async def _cull_user(self, cycle_id: int, name: str) -> None:
         """Remove a user with no servers if the policy says so, judged on a fresh model."""
@@ -329,12 +331,12 @@ class CullCycle:
                 return
             if self.options.dry_run:
                 log.info("Would remove user %s: %s", name, verdict.why)
-                outcome = DRY_RUN
+                outcome = Outcome.DRY_RUN
             else:
                 log.info("Removing user %s: %s", name, verdict.why)
                 async with self._changes:
                     await self.hub.delete_user(name)
-                outcome = DELETED
+                outcome = Outcome.DELETED
                 self.result.culled_users += 1
                 self.metrics.users_culled.labels(verdict.reason).inc()
         except HubAPIError as e:
@@ -394,12 +396,12 @@ class CullCycle:
 
 
 def _users_with_every_server_gone(
-    ready: Sequence[Mapping[str, Any]], due: list[Judged], outcomes: list[str | None]
+    ready: Sequence[Mapping[str, Any]], due: list[Judged], outcomes: list[Outcome | None]
 ) -> list[str]:
     """Users all of whose servers this cycle stopped (and whose stops have finished)."""
     stopped: dict[str, set[str]] = {}
     for judged, outcome in zip(due, outcomes, strict=True):
-        if outcome in (STOPPED, REMOVED, DRY_RUN):
+        if outcome in (Outcome.STOPPED, Outcome.REMOVED, Outcome.DRY_RUN):
             stopped.setdefault(judged.user["name"], set()).add(judged.server_name)
     return [
         u["name"] for u in ready if u["name"] in stopped and set(u["servers"]) <= stopped[u["name"]]
