@@ -16,7 +16,8 @@ import httpx
 import pytest
 
 from hubservices.common.hubconfig import read_env_file
-from tests.harness.hub import Hub, free_port
+from tests.harness import free_port
+from tests.harness.hub import Hub
 
 pytestmark = pytest.mark.hub
 

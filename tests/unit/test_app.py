@@ -16,7 +16,7 @@ from traitlets import Bool, Integer
 
 from hubservices.common.app import HubServiceApp
 from hubservices.formgrader.app import FormGrader
-from tests.harness.hub import free_port
+from tests.harness import free_port
 
 
 class Demo(HubServiceApp):
