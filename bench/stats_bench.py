@@ -216,8 +216,7 @@ async def bench_storage(args: argparse.Namespace, workdir: Path) -> None:
     store = StatsStore(db, bucket_seconds=900, retention=None)
     hub = DayHub(users=1000, active=200)
     metrics = PollMetrics(CollectorRegistry())
-    # DayHub answers the poller's one call, paginate(), for a day of synthetic users
-    poller = Poller(hub, store, metrics, interval=60, groups=set())  # type: ignore[arg-type]
+    poller = Poller(hub, store, metrics, interval=60, groups=set())
     with mock.patch.object(poller_module, "utcnow", lambda: hub.now):
         await simulate_day(poller, hub, path)
 

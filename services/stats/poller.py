@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import AsyncIterator, Mapping
 from datetime import datetime, timedelta
+from typing import Any, Protocol
 
-from ..common.hubapi import HubAPI, HubAPIError
+from ..common.hubapi import HubAPIError
 from ..common.timeutil import utcnow
 from . import logic
 from .metrics import LastPoll, PollMetrics
@@ -19,12 +21,23 @@ log = logging.getLogger(__name__)
 GAP_SLACK = timedelta(seconds=10)
 
 
+class UserLister(Protocol):
+    """What a poll asks of the hub (a :class:`HubAPI`, or a simulated hub in benchmarks)."""
+
+    @property
+    def hub_version(self) -> str | None: ...
+
+    def paginate(
+        self, *segments: str, params: Mapping[str, Any] | None = None
+    ) -> AsyncIterator[dict[str, Any]]: ...
+
+
 class Poller:
     """Keeps the state the next poll compares with, and the last poll for the metrics."""
 
     def __init__(
         self,
-        hub: HubAPI,
+        hub: UserLister,
         store: StatsStore,
         metrics: PollMetrics,
         *,
