@@ -13,8 +13,9 @@ servers (busy kernels), the warning hook and the audit trail, in that order of a
 4. remove users whose servers are all stopped, only once their stops have finished (at most
    ``concurrency`` removals in flight).
 
-Audit rows are queued and written in batches on a thread of their own, so the database never
-holds up the hub's answers (SQLite commits take milliseconds each; a cycle may make hundreds).
+Audit rows are queued and written in batches on a thread of their own, and every other audit
+call runs in a thread too, so the database never holds up the event loop or the hub's answers
+(SQLite commits take milliseconds each; a cycle may make hundreds).
 
 One server's or user's failure is counted and logged and never stops the others.
 """
@@ -175,7 +176,7 @@ class CullCycle:
     async def run(self) -> CycleResult:
         start = time.monotonic()
         now = utcnow()
-        cycle_id = self.audit.start_cycle(self.options.dry_run, now)
+        cycle_id = await asyncio.to_thread(self.audit.start_cycle, self.options.dry_run, now)
         error = None
         try:
             await self._run(cycle_id, now)
@@ -186,7 +187,8 @@ class CullCycle:
         finally:
             if self._writer:
                 await self._writer
-            self.audit.finish_cycle(
+            await asyncio.to_thread(
+                self.audit.finish_cycle,
                 cycle_id,
                 utcnow(),
                 error,
@@ -380,7 +382,10 @@ class CullCycle:
             started = parse_time(j.server.get("started"))
             if started is None:  # judged servers without a start time have no due time
                 continue
-            if not self.audit.warn_once(j.user["name"], j.server_name, started, due):
+            first = await asyncio.to_thread(
+                self.audit.warn_once, j.user["name"], j.server_name, started, due
+            )
+            if not first:
                 continue
             notice = {
                 "user": j.user["name"],
