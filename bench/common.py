@@ -12,7 +12,7 @@ import shutil
 import signal
 import sys
 import textwrap
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -114,7 +114,7 @@ def _terminate(signum: int, _frame: Any) -> None:
 def run_on_hub(
     hub: Hub,
     workdir: Path,
-    bench: Callable[[], Awaitable[T]],
+    bench: Callable[[], Coroutine[Any, Any, T]],
     *,
     keep: bool = False,
     setup: Callable[[], object] | None = None,

@@ -2,8 +2,9 @@
 
 Fills one JupyterHub (LightSpawner: no process per server) with ``--users`` users and
 ``--servers`` running default servers, ``--idle`` of them idle for 4000 s and all taking
-``--stop-delay`` seconds to stop. Then it runs one cycle of our culler (in-process, as
-``hubservices.cull.app.Culler.cull_once`` does) and one of ``jupyterhub_idle_culler.cull_idle``,
+``--stop-delay`` seconds to stop. Then it runs one cycle of our culler (in-process: the
+``Culler`` service opened as it opens itself, then its ``run_cycle``) and one of
+``jupyterhub_idle_culler.cull_idle``,
 both with ``timeout=3600``, ``concurrency=--concurrency``, default servers only, no user culling,
 restoring the idle servers in between. Both talk to the hub through a counting reverse proxy in
 this process, so wall time and hub API requests are measured the same way for both.
@@ -35,7 +36,6 @@ from typing import Any
 import jupyterhub
 import jupyterhub_idle_culler
 import psutil
-from prometheus_client import CollectorRegistry
 from tornado import httpclient, httpserver, httputil, netutil, web
 
 from bench.common import (
@@ -46,11 +46,8 @@ from bench.common import (
     publish,
     run_on_hub,
 )
-from hubservices.common.db import Database
 from hubservices.common.hubapi import HubAPI
 from hubservices.cull.app import Culler
-from hubservices.cull.audit import Audit
-from hubservices.cull.culler import CullCycle, CullMetrics
 from tests.harness.hub import Hub
 
 TIMEOUT = 3600  # the cullers' --timeout
@@ -322,39 +319,21 @@ def instrument(obj: object, names: list[str], phases: dict[str, list[float]]) ->
         setattr(obj, name, wrap(phases[name], func))
 
 
-def audit_db(workdir: Path) -> Database:
-    """The audit database, migrated, as Culler.on_start makes it (not part of a cycle)."""
-    db = Database(
-        f"sqlite:///{workdir / 'cull.sqlite'}",
-        migrations="hubservices.cull.migrations",
-        version_table="alembic_version_cull",
+def our_culler(api_url: str, token: str, concurrency: int, workdir: Path | None = None) -> Culler:
+    """Our culler's app, configured as by ``--timeout --concurrency``, its audit in ``workdir``."""
+    db = {"db_url": f"sqlite:///{workdir / 'cull.sqlite'}"} if workdir else {}
+    return Culler(
+        hub_api_url=api_url, api_token=token, timeout=TIMEOUT, concurrency=concurrency, **db
     )
-    db.upgrade()
-    return db
 
 
-def our_culler(api_url: str, token: str, concurrency: int) -> Culler:
-    """Our culler's app, configured as by ``--timeout --concurrency``: its hub client and policy."""
-    return Culler(hub_api_url=api_url, api_token=token, timeout=TIMEOUT, concurrency=concurrency)
-
-
-async def run_ours(api_url: str, token: str, concurrency: int, db: Database) -> dict[str, Any]:
-    """One cycle of our culler, as Culler.cull_once runs it; the timed phases."""
+async def run_ours(culler: Culler) -> dict[str, Any]:
+    """One cycle of our culler (opened beforehand: hub client, migrated audit database), as
+    its scheduled job runs it; the timed phases."""
     phases: dict[str, list[float]] = defaultdict(list)
-    culler = our_culler(api_url, token, concurrency)
-    async with culler.make_hub_api() as hub:
-        audit = Audit(db)
-        instrument(hub, ["list_users", "get_user", "stop_server"], phases)
-        instrument(audit, ["start_cycle", "record", "finish_cycle"], phases)
-        cycle = CullCycle(
-            hub,
-            culler.policy(),
-            culler.options(),
-            audit,
-            CullMetrics(CollectorRegistry()),
-            token=token,
-        )
-        result = await cycle.run()
+    instrument(culler.hub, ["list_users", "get_user", "stop_server"], phases)
+    instrument(culler.audit, ["start_cycle", "record", "finish_cycle"], phases)
+    result = await culler.run_cycle()
     if result.errors:
         raise RuntimeError(f"our cycle had {result.errors} errors")
     return {"stopped": result.culled_servers, "phases": dict(phases)}
@@ -481,7 +460,7 @@ async def bench(args: argparse.Namespace, hub: Hub, workdir: Path) -> Result:
     hub_root = hub.api_url.rsplit("/hub/api", 1)[0]
     proxy = CountingProxy(hub_root)
     api_url = proxy.start() + "/hub/api"
-    db = audit_db(workdir)
+    culler: Culler | None = None
     try:
         async with HubAPI(hub.api_url, hub.admin_token, concurrency=50, page_size=200) as direct:
             print(f"filling the hub: {args.users} users, {args.servers} servers...", flush=True)
@@ -494,6 +473,8 @@ async def bench(args: argparse.Namespace, hub: Hub, workdir: Path) -> Result:
             listing = await listing_time(api_url, token, args.concurrency)
             pages = proxy.reset().kinds["GET /users (list page)"] // 3
             print(f"listing the ready users: {listing:.2f}s ({pages} pages)", flush=True)
+            culler = our_culler(api_url, token, args.concurrency, workdir)
+            await culler.open()  # as the service starts: not part of the cycle measured
             order = ["ours", "reference"]
             if args.order == "reference-first":
                 order.reverse()
@@ -506,7 +487,7 @@ async def bench(args: argparse.Namespace, hub: Hub, workdir: Path) -> Result:
                     print("  restored the idle servers", flush=True)
                 print(f"cycle of {name}...", flush=True)
                 if name == "ours":
-                    cycle = run_ours(api_url, token, args.concurrency, db)
+                    cycle = run_ours(culler)
                 elif name == BARE:
                     cycle = run_bare_stops(api_url, token, args.concurrency, layout.idle)
                 else:
@@ -515,7 +496,8 @@ async def bench(args: argparse.Namespace, hub: Hub, workdir: Path) -> Result:
                 print(f"  {runs[name].wall:.2f}s, {runs[name].traffic.total} requests", flush=True)
     finally:
         proxy.stop()
-        db.dispose()
+        if culler is not None:
+            await culler.close()
     return Result(args, filled, listing, pages, runs)
 
 

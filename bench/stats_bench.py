@@ -9,7 +9,7 @@
 - ``storage``: bytes per active user-day, from a simulated day of one-minute polls (no hub).
 - ``report``: the usage report over a simulated year (1,000 users x 365 days) on SQLite.
 
-Run from the project root: ``.venv/bin/python bench/stats_bench.py [--only poll|storage|report]``.
+Run from the project root: ``.venv/bin/python -m bench.stats_bench [--only poll|storage|report]``.
 Targets: poll of 10k users under 5 s; scrape p99 no worse than the hub's; report under 1 s.
 """
 
@@ -17,33 +17,30 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import statistics
-import sys
 import tempfile
 import time
 from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import httpx
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import insert
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from bench.common import percentile  # noqa: E402
-from hubservices.common.db import Database  # noqa: E402
-from hubservices.common.hubapi import HubAPI  # noqa: E402
-from hubservices.stats import logic  # noqa: E402
-from hubservices.stats.metrics import PollMetrics  # noqa: E402
-from hubservices.stats.models import DailyUsage, GroupMembership, Meta  # noqa: E402
-from hubservices.stats.poller import Poller  # noqa: E402
-from hubservices.stats.store import ROLLED_UNTIL, StatsStore  # noqa: E402
-from tests.harness.hub import Hub  # noqa: E402
+from bench.common import percentile, run_on_hub
+from hubservices.common.db import Database
+from hubservices.common.hubapi import HubAPI
+from hubservices.stats import logic
+from hubservices.stats import poller as poller_module
+from hubservices.stats.metrics import PollMetrics
+from hubservices.stats.models import DailyUsage, GroupMembership, Meta
+from hubservices.stats.poller import Poller
+from hubservices.stats.store import ROLLED_UNTIL, StatsStore
+from tests.harness.hub import Hub
 
 HUB_CONFIG = """
 c.JupyterHub.spawner_class = "tests.harness.lightspawner.LightSpawner"
@@ -102,61 +99,63 @@ async def populate(api: HubAPI, users: int, servers: int, groups: int) -> None:
     figure("setup: servers started in", f"{time.monotonic() - t:.1f} s")
 
 
-async def bench_poll(args: argparse.Namespace, workdir: Path) -> None:
-    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.getenv("PYTHONPATH")]))
+def bench_poll(args: argparse.Namespace, workdir: Path) -> None:
+    """The poll and scrape figures on a real hub, stopped (and checked) whatever happens."""
     hub = Hub(
         workdir / "hub",
         services=["stats"],
         service_args={"stats": ["--poll-interval=20"]},
         extra_config=HUB_CONFIG,
     )
-    hub.start()
-    try:
-        async with HubAPI(hub.api_url, hub.admin_token, concurrency=50) as api:
-            await populate(api, args.users, args.servers, groups=10)
-            stats_token = await api.create_token("admin", scopes=["access:services!service=stats"])
-        transport = CountingTransport()
-        async with HubAPI(hub.api_url, hub.admin_token, transport=transport) as client:
-            db = open_db(workdir / "poll.sqlite")
-            store = StatsStore(db, bucket_seconds=900, retention=None)
-            metrics = PollMetrics(CollectorRegistry())
-            poller = Poller(client, store, metrics, interval=60, page_size=200, groups={"course0"})
-            for label in ("first poll (opens 2,000 sessions, 10,000 memberships)", "steady poll"):
-                before, t = CountingTransport.requests, time.monotonic()
-                await poller.poll()
-                elapsed = time.monotonic() - t
-                assert metrics.poll_errors._value.get() == 0, "poll failed"
-                figure(
-                    f"poll of {args.users:,} users, {args.servers:,} servers: {label}",
-                    f"{elapsed:.2f} s, {CountingTransport.requests - before} hub requests",
-                )
-            assert poller.last is not None
-            assert poller.last.summary.users == args.users + 1
-            db.dispose()
+    run_on_hub(hub, workdir / "hub", lambda: poll_on_hub(args, hub, workdir), keep=args.keep)
 
-        auth = {"Authorization": f"Bearer {stats_token}"}
-        with httpx.Client(timeout=30) as http:
-            await service_poll_time(http, hub, auth, args.users + 1)
-            for name, url, headers in [
-                ("stats /services/stats/metrics", hub.service_url("stats", "metrics"), auth),
-                ("hub /hub/metrics", f"{hub.url}/hub/metrics", {}),
-            ]:
-                http.get(url, headers=headers).raise_for_status()  # warm the token cache
-                times = []
-                size = 0
-                for _ in range(args.scrapes):
-                    t = time.perf_counter()
-                    r = http.get(url, headers=headers)
-                    times.append(time.perf_counter() - t)
-                    r.raise_for_status()
-                    size = len(r.content)
-                figure(
-                    f"scrape {name} ({args.scrapes} sequential, {size:,} bytes)",
-                    f"p50 {percentile(times, 50) * 1000:.1f} ms, "
-                    f"p99 {percentile(times, 99) * 1000:.1f} ms",
-                )
-    finally:
-        hub.stop()
+
+async def poll_on_hub(args: argparse.Namespace, hub: Hub, workdir: Path) -> None:
+    async with HubAPI(hub.api_url, hub.admin_token, concurrency=50) as api:
+        await populate(api, args.users, args.servers, groups=10)
+        stats_token = await api.create_token("admin", scopes=["access:services!service=stats"])
+    transport = CountingTransport()
+    async with HubAPI(
+        hub.api_url, hub.admin_token, transport=transport, page_size=200
+    ) as client:
+        db = open_db(workdir / "poll.sqlite")
+        store = StatsStore(db, bucket_seconds=900, retention=None)
+        metrics = PollMetrics(CollectorRegistry())
+        poller = Poller(client, store, metrics, interval=60, groups={"course0"})
+        for label in ("first poll (opens 2,000 sessions, 10,000 memberships)", "steady poll"):
+            before, t = CountingTransport.requests, time.monotonic()
+            await poller.poll()
+            elapsed = time.monotonic() - t
+            assert metrics.poll_errors._value.get() == 0, "poll failed"
+            figure(
+                f"poll of {args.users:,} users, {args.servers:,} servers: {label}",
+                f"{elapsed:.2f} s, {CountingTransport.requests - before} hub requests",
+            )
+        assert poller.last is not None
+        assert poller.last.summary.users == args.users + 1
+        db.dispose()
+
+    auth = {"Authorization": f"Bearer {stats_token}"}
+    with httpx.Client(timeout=30) as http:
+        await service_poll_time(http, hub, auth, args.users + 1)
+        for name, url, headers in [
+            ("stats /services/stats/metrics", hub.service_url("stats", "metrics"), auth),
+            ("hub /hub/metrics", f"{hub.url}/hub/metrics", {}),
+        ]:
+            http.get(url, headers=headers).raise_for_status()  # warm the token cache
+            times = []
+            size = 0
+            for _ in range(args.scrapes):
+                t = time.perf_counter()
+                r = http.get(url, headers=headers)
+                times.append(time.perf_counter() - t)
+                r.raise_for_status()
+                size = len(r.content)
+            figure(
+                f"scrape {name} ({args.scrapes} sequential, {size:,} bytes)",
+                f"p50 {percentile(times, 50) * 1000:.1f} ms, "
+                f"p99 {percentile(times, 99) * 1000:.1f} ms",
+            )
 
 
 async def service_poll_time(http: httpx.Client, hub: Hub, auth: dict, users: int) -> None:
@@ -212,16 +211,20 @@ class DayHub:
 
 
 async def bench_storage(args: argparse.Namespace, workdir: Path) -> None:
-    from hubservices.stats import poller as poller_module
-
     path = workdir / "storage.sqlite"
     db = open_db(path)
     store = StatsStore(db, bucket_seconds=900, retention=None)
     hub = DayHub(users=1000, active=200)
-    poller = Poller(
-        hub, store, PollMetrics(CollectorRegistry()), interval=60, page_size=200, groups=set()
-    )  # type: ignore[arg-type]
-    poller_module.utcnow = lambda: hub.now  # type: ignore[assignment]
+    metrics = PollMetrics(CollectorRegistry())
+    poller = Poller(hub, store, metrics, interval=60, groups=set())
+    with mock.patch.object(poller_module, "utcnow", lambda: hub.now):
+        await simulate_day(poller, hub, path)
+
+
+async def simulate_day(poller: Poller, hub: DayHub, path: Path) -> None:
+    """A first poll, then a day of one-minute polls, then the next day's roll-up; the growth."""
+    store = poller.store
+    db = store.db
     await poller.poll()  # the first poll stores every user's membership and old activity
     db.dispose()
     before = path.stat().st_size
@@ -293,6 +296,7 @@ def main() -> None:
     parser.add_argument("--scrapes", type=int, default=300)
     parser.add_argument("--report-users", type=int, default=1_000)
     parser.add_argument("--report-days", type=int, default=365)
+    parser.add_argument("--keep", action="store_true", help="keep the hub's directory and log")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="stats-bench-") as tmp:
         workdir = Path(tmp)
@@ -301,7 +305,7 @@ def main() -> None:
         if args.only in (None, "storage"):
             asyncio.run(bench_storage(args, workdir))
         if args.only in (None, "poll"):
-            asyncio.run(bench_poll(args, workdir))
+            bench_poll(args, workdir)
     print("\n| measurement | result |\n|---|---|")
     for name, value in figures:
         print(f"| {name} | {value} |")

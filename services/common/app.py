@@ -1,8 +1,11 @@
 """The traitlets Application every service is: configuration, the web server, clean shutdown.
 
 A service subclasses :class:`HubServiceApp`, declares its options as ``.tag(config=True)`` traits,
-its routes in :meth:`HubServiceApp.service_handlers`, its access rule in
-:meth:`HubServiceApp.user_allowed` and its background work in :meth:`HubServiceApp.on_start`.
+its tables' migrations in ``migrations``, its routes in :meth:`HubServiceApp.service_handlers`,
+what those routes may use in :meth:`HubServiceApp.web_settings`, its access rule in
+:meth:`HubServiceApp.user_allowed` and its objects and periodic jobs in
+:meth:`HubServiceApp.on_start`. The lifecycle (hub client, metrics, database and migrations,
+scheduler, web server, clean stop) is this module's, the same for every service.
 Every option can be set the JupyterHub way: ``--Culler.timeout=3600``, the short
 ``--timeout=3600`` (``--cull-users`` / ``--cull-users=false`` for booleans), or a config file
 given with ``--config``.
@@ -19,7 +22,7 @@ import stat
 import sys
 import time
 from pathlib import Path
-from typing import Any, ClassVar, NoReturn
+from typing import Any, ClassVar
 from urllib.parse import urlparse
 
 from jinja2 import ChoiceLoader, Environment, FileSystemLoader, select_autoescape
@@ -29,41 +32,24 @@ from tornado.httpserver import HTTPServer
 from tornado.web import Application as TornadoApplication
 from traitlets import Bool, Integer, TraitError, Unicode, default, validate
 from traitlets import Set as SetTrait
-from traitlets.config import Application
-from traitlets.config.loader import ArgumentError, KVArgParseConfigLoader, _KVArgParser
+from traitlets.config import Application, Configurable
+from traitlets.config.loader import KVArgParseConfigLoader
 
 from .. import __version__
+from .cli import CONFIG_ERROR, StrictArgLoader, short_options
+from .db import Database
 from .hubapi import HubAPI
-from .web import NotFoundHandler, common_handlers, log_request
+from .scheduler import Scheduler
+from .web import NotFoundHandler, Route, common_handlers, log_request
 
 COMMON_DIR = Path(__file__).parent
 SHUTDOWN_GRACE_SECONDS = 4.0
 HUB_STATUS_SECONDS = 5.0
 HUB_CHECK_TIMEOUT = 3.0
 
-#: Options that must never come from the command line: argv is visible to every local user.
-_NO_SHORT_OPTION = {"api_token"}
-
-
 def _slashed(prefix: str) -> str:
     """A URL prefix with exactly one slash at each end, as tornado routes need."""
     return "/" + prefix.strip("/") + "/"
-
-
-class _OneLineErrorParser(_KVArgParser):
-    """argparse's errors as one line (through traitlets' config error), not 70 of usage."""
-
-    def error(self, message: str) -> NoReturn:
-        raise ArgumentError(message)
-
-
-class StrictArgLoader(KVArgParseConfigLoader):
-    """A mistyped option (``--timout=60``) stops the service; traitlets would only warn."""
-
-    parser_class = _OneLineErrorParser
-
-    def _handle_unrecognized_alias(self, arg: str) -> None:
-        raise ArgumentError(f"unrecognized option --{arg}")
 
 
 class HubServiceApp(Application):
@@ -82,6 +68,14 @@ class HubServiceApp(Application):
     title: ClassVar[str] = ""
     #: More short options, e.g. ``{"url": "HubServiceApp.hub_api_url"}`` for a drop-in's names.
     extra_aliases: ClassVar[dict[str, str]] = {}
+    #: The alembic migrations package of the service's tables (``""``: it keeps none). Its
+    #: version table is ``alembic_version_<service_name>``, so services can share a database.
+    migrations: ClassVar[str] = ""
+
+    #: Set by :meth:`open`: the hub client, the database (if ``migrations``), the scheduler.
+    hub: HubAPI
+    db: Database
+    scheduler: Scheduler
 
     version = __version__
 
@@ -147,10 +141,11 @@ class HubServiceApp(Application):
 
     @validate("bind_url")
     def _check_bind_url(self, proposal: dict[str, Any]) -> str:
-        url = urlparse(proposal["value"])
+        value: str = proposal["value"]
+        url = urlparse(value)
         if url.scheme not in {"http", "https"} or not url.port:
-            raise TraitError(f"bind_url must look like http://host:port, not {proposal['value']!r}")
-        return proposal["value"]
+            raise TraitError(f"bind_url must look like http://host:port, not {value!r}")
+        return value
 
     data_dir = Unicode(
         help="Directory for this service's files (cookie secret, SQLite database)."
@@ -222,32 +217,13 @@ class HubServiceApp(Application):
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.aliases, self.flags = self._short_options()
+        self.aliases, self.flags = short_options(self._short_option_classes(), self.extra_aliases)
 
-    def _short_options(self) -> tuple[dict[str, Any], dict[str, Any]]:
-        """``--timeout`` for ``--Culler.timeout``, dashed and underscored, for every option.
-
-        Booleans are both alias and flag, so ``--cull-users`` and ``--cull-users=false`` work.
-        """
-        aliases: dict[str, Any] = {"log-level": "Application.log_level", **self.extra_aliases}
-        flags: dict[str, Any] = {}
-        for cls in self._short_option_classes():
-            for name, trait in cls.class_own_traits(config=True).items():
-                if name in _NO_SHORT_OPTION:
-                    continue
-                target = f"{cls.__name__}.{name}"
-                keys = {name, name.replace("_", "-")}
-                if name == "config_file":
-                    keys.add("config")
-                for key in keys:
-                    aliases[key] = (target, trait.help)
-                    if isinstance(trait, Bool):
-                        flags[key] = ({cls.__name__: {name: True}}, trait.help)
-        return aliases, flags
-
-    def _short_option_classes(self) -> list[type]:
+    def _short_option_classes(self) -> list[type[Configurable]]:
         """This app's class chain up to HubServiceApp, plus its configurable ``classes``."""
-        chain = [c for c in type(self).__mro__ if issubclass(c, HubServiceApp)]
+        chain: list[type[Configurable]] = [
+            c for c in type(self).__mro__ if issubclass(c, HubServiceApp)
+        ]
         return chain + list(self.classes)
 
     def _create_loader(
@@ -266,20 +242,26 @@ class HubServiceApp(Application):
         super().parse_command_line(argv)
         if self.extra_args:
             self.log.critical("Unexpected argument: %s", " ".join(self.extra_args))
-            self.exit(1)
+            self.exit(CONFIG_ERROR)
 
-    def exit(self, exit_status: int | None = 0) -> None:
-        """Exit 2 on bad configuration (traitlets uses 1), as command-line tools do."""
-        super().exit(2 if exit_status == 1 else exit_status)
+    def exit(self, exit_status: int | str | None = 0) -> None:
+        """Bad configuration exits ``CONFIG_ERROR``, as command-line tools do: traitlets' own
+        config errors (``catch_config_error``) exit 1, which this maps to it."""
+        super().exit(CONFIG_ERROR if exit_status == 1 else exit_status)
 
     def initialize(self, argv: list[str] | None = None) -> None:
-        """Load the configuration; make sure there is a token to talk to the hub with."""
+        """Load and check the configuration; make sure there is a token to talk to the hub with."""
         self.load_config(argv)
+        try:
+            self.check_config()
+        except TraitError as e:
+            self.log.critical("Bad config: %s", e)
+            self.exit(CONFIG_ERROR)
         if not self.api_token:
             self.log.critical(
                 "No hub API token: run me as a JupyterHub service or set $JUPYTERHUB_API_TOKEN"
             )
-            self.exit(1)
+            self.exit(CONFIG_ERROR)
 
     def load_config(self, argv: list[str] | None = None) -> None:
         """Parse the command line, then the config file, which the command line overrides."""
@@ -287,7 +269,7 @@ class HubServiceApp(Application):
         if self.config_file:
             if not Path(self.config_file).is_file():
                 self.log.critical("Config file not found: %s", self.config_file)
-                self.exit(1)
+                self.exit(CONFIG_ERROR)
             cli_config = self.config
             path = Path(self.config_file)
             self.load_config_file(path.name, path=str(path.parent.resolve()))
@@ -295,9 +277,19 @@ class HubServiceApp(Application):
 
     # -- what a service provides ------------------------------------------------------------
 
-    def service_handlers(self) -> list[tuple]:
-        """Routes relative to the service prefix, e.g. ``("", LandingHandler)``."""
+    def check_config(self) -> None:
+        """Checks that involve several options, once all are loaded; ``TraitError`` saying
+        what is wrong. One option's own rules are its ``@validate``, checked as it is set."""
+
+    def service_handlers(self) -> list[Route]:
+        """Routes relative to the service prefix, e.g. ``("", StatusPage)``."""
         return []
+
+    def web_settings(self) -> dict[str, Any]:
+        """What the service's handlers may use (its store, its audit...), by setting name;
+        they read each through a :class:`~hubservices.common.web.Setting`. Called after
+        :meth:`on_start`."""
+        return {}
 
     def required_scopes(self) -> list[str]:
         """Hub scopes this service's token needs with the current options (for its role)."""
@@ -314,10 +306,12 @@ class HubServiceApp(Application):
         )
 
     async def on_start(self) -> None:
-        """Open databases and start background work; called before the server listens."""
+        """Make the service's objects and add its periodic jobs to ``self.scheduler``; the
+        hub client, metrics and migrated database are ready. Jobs start after this returns."""
 
     async def on_stop(self) -> None:
-        """Stop background work; must finish within a few seconds."""
+        """Stop background work the scheduler does not own; must finish within a few seconds.
+        Scheduling has stopped already; the database and hub client close after this."""
 
     # -- running ----------------------------------------------------------------------------
 
@@ -418,7 +412,6 @@ class HubServiceApp(Application):
             [(prefix + path, *rest) for path, *rest in routes],
             service=self,
             hub_auth=hub_auth,
-            hub_api=self.hub,
             cookie_secret=self.load_cookie_secret(),
             templates=templates,
             static_path=str(COMMON_DIR / "static"),
@@ -426,28 +419,60 @@ class HubServiceApp(Application):
             compress_response=True,
             default_handler_class=NotFoundHandler,
             log_function=log_request,
+            **self.web_settings(),
         )
 
     def start(self) -> None:
         """Serve until SIGTERM or SIGINT."""
         asyncio.run(self.serve())
 
-    async def serve(self) -> None:
-        """Start background work, listen, and stop cleanly within ``SHUTDOWN_GRACE_SECONDS``."""
+    async def open(self) -> None:
+        """Everything but the web server: hub client, metrics, the database migrated (in a
+        thread, as all blocking database work), then the service's :meth:`on_start`.
+
+        Benchmarks drive a service opened this way, so they run the service's own code.
+        """
         self.hub = self.make_hub_api()
         self.make_metrics()
-        web_app = self.make_web_app()
+        self.scheduler = Scheduler()
+        if self.migrations:
+            self.db = Database(
+                self.db_url,
+                migrations=self.migrations,
+                version_table=f"alembic_version_{self.service_name}",
+            )
+            await asyncio.to_thread(self.db.upgrade)
+        await self.on_start()
+
+    async def close(self) -> None:
+        """Stop scheduling, give :meth:`on_stop` ``SHUTDOWN_GRACE_SECONDS``, close the rest."""
+        self.scheduler.shutdown()
+        try:
+            await asyncio.wait_for(self.on_stop(), SHUTDOWN_GRACE_SECONDS)
+        except TimeoutError:
+            self.log.warning(
+                "Background work did not stop in %ss; leaving it", SHUTDOWN_GRACE_SECONDS
+            )
+        if self.migrations:
+            self.db.dispose()
+        await self.hub.aclose()
+
+    async def serve(self) -> None:
+        """Open, listen, run the jobs, and stop cleanly on SIGTERM or SIGINT."""
         stopping = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stopping.set)
-        await self.on_start()
+        await self.open()
+        web_app = self.make_web_app()
         url = urlparse(self.bind_url)
         ssl_options = None
         if url.scheme == "https":
             ssl_options = {"certfile": self.ssl_certfile, "keyfile": self.ssl_keyfile}
         server = HTTPServer(web_app, xheaders=True, ssl_options=ssl_options)
+        assert url.port, "bind_url's validator requires a port"
         server.listen(url.port, url.hostname or "")
+        self.scheduler.start()
         self.log.info(
             "%s %s listening on %s, route %s",
             self.service_name,
@@ -460,17 +485,11 @@ class HubServiceApp(Application):
 
         self.log.info("Stopping %s", self.service_name)
         server.stop()
-        try:
-            await asyncio.wait_for(self.on_stop(), SHUTDOWN_GRACE_SECONDS)
-        except TimeoutError:
-            self.log.warning(
-                "Background work did not stop in %ss; leaving it", SHUTDOWN_GRACE_SECONDS
-            )
-        await self.hub.aclose()
+        await self.close()
 
     @classmethod
     def main(cls, argv: list[str] | None = None) -> None:
-        """Entry point of ``python -m services.<name>``."""
+        """Entry point of ``python -m hubservices.<name>``."""
         app = cls.instance()
         app.initialize(argv)
         app.start()

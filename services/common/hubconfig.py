@@ -37,7 +37,8 @@ def service_app_class(name: str) -> type[HubServiceApp]:
         raise ValueError(
             f"unknown service {name!r}; choose from {', '.join(SERVICE_APPS)}"
         ) from None
-    return getattr(importlib.import_module(module), cls)
+    app_class: type[HubServiceApp] = getattr(importlib.import_module(module), cls)
+    return app_class
 
 
 def required_scopes(name: str, args: Sequence[str] = ()) -> list[str]:
@@ -85,7 +86,7 @@ def services_and_roles(
                 "oauth_no_confirm": True,
                 # secrets (a database password) go here, not on the command line
                 "environment": dict(environment or {}),
-                "info": {"description": cls.description.strip().splitlines()[0]},
+                "info": {"description": str(cls.description).strip().splitlines()[0]},
             }
         )
         scopes = required_scopes(name, args.get(name, ()))

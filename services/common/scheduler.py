@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -28,7 +29,7 @@ class Scheduler:
         *,
         name: str,
         run_now: bool = True,
-    ) -> None:
+    ) -> ScheduledJob:
         """Run the coroutine function ``func`` every ``seconds``, first at start if ``run_now``.
 
         A run still going when the next is due makes that next one skip (max_instances=1).
@@ -45,6 +46,7 @@ class Scheduler:
             misfire_grace_time=None,
             next_run_time=datetime.now(UTC) if run_now else undefined,
         )
+        return ScheduledJob(self, name, seconds)
 
     def next_run(self, name: str) -> datetime | None:
         """When job ``name`` runs next (UTC), e.g. for a status page; None if not scheduled."""
@@ -64,3 +66,18 @@ class Scheduler:
         """Stop scheduling without waiting for running jobs, e.g. on SIGTERM; idempotent."""
         if self._scheduler.running:
             self._scheduler.shutdown(wait=False)
+
+
+@dataclass(frozen=True)
+class ScheduledJob:
+    """One periodic job, as a status page sees it: its period, next run, "run now" button."""
+
+    scheduler: Scheduler
+    name: str
+    seconds: float
+
+    def next_run(self) -> datetime | None:
+        return self.scheduler.next_run(self.name)
+
+    def run_soon(self) -> None:
+        self.scheduler.run_soon(self.name)

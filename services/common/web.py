@@ -5,6 +5,11 @@ Pages log browsers in through the hub (HubOAuth); API routes take ``Authorizatio
 scopes must grant access to this service); authorization is the service's
 (:meth:`HubServiceApp.user_allowed`: admin flag, users, groups). Cookie-authenticated requests
 that change state need the XSRF token; HubOAuth refuses the cookie without it.
+
+What a handler may touch is what its service hands it as tornado settings
+(:meth:`HubServiceApp.web_settings`), each read through a typed :class:`Setting`, as
+jupyter_server's ``JupyterHandler.serverapp`` and JupyterHub's ``BaseHandler`` read theirs:
+handlers see a store or an audit trail, never the whole application.
 """
 
 from __future__ import annotations
@@ -13,8 +18,9 @@ import json
 import logging
 from datetime import datetime
 from http.client import responses
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar, overload
 
+from jinja2 import Environment
 from jupyterhub.services.auth import (
     HubOAuth,
     HubOAuthCallbackHandler,
@@ -24,32 +30,64 @@ from jupyterhub.services.auth import (
 from prometheus_client.exposition import choose_encoder
 from tornado.web import HTTPError, RequestHandler, authenticated
 
+from .csp import CONTENT_SECURITY_POLICY
+
 if TYPE_CHECKING:
     from .app import HubServiceApp
 
 log = logging.getLogger(__name__)
 
-CONTENT_SECURITY_POLICY = "; ".join(
-    [
-        "default-src 'none'",
-        "script-src 'self'",
-        "style-src 'self'",
-        "img-src 'self' data:",
-        "font-src 'self'",
-        "connect-src 'self'",
-        "form-action 'self'",
-        "frame-ancestors 'self'",
-        "base-uri 'none'",
-    ]
-)
+#: A route relative to the service prefix: pattern, handler class, optional handler kwargs.
+Route = tuple[str, type[RequestHandler]] | tuple[str, type[RequestHandler], dict[str, Any]]
+
+T = TypeVar("T")
+
+
+class HasSettings(Protocol):
+    """A tornado handler, or a mixin of one: what a :class:`Setting` reads from."""
+
+    @property
+    def settings(self) -> dict[str, Any]: ...
+
+
+class Setting(Generic[T]):
+    """A handler's typed, read-only view of one tornado setting, named as the attribute.
+
+    ``audit = Setting(Audit)`` on a handler class reads ``settings["audit"]`` and checks it is
+    an ``Audit``, so a wrong wiring fails on the first request, naming the setting. Without a
+    class (``service: Setting[HubServiceApp] = Setting()``) the type is only checked by mypy:
+    for classes this module cannot import at run time.
+    """
+
+    def __init__(self, kind: type[T] | None = None) -> None:
+        self.kind = kind
+        self.name = ""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    @overload
+    def __get__(self, handler: None, owner: type) -> Setting[T]: ...
+
+    @overload
+    def __get__(self, handler: HasSettings, owner: type) -> T: ...
+
+    def __get__(self, handler: HasSettings | None, owner: type) -> Setting[T] | T:
+        if handler is None:
+            return self
+        value: T = handler.settings[self.name]
+        if self.kind is not None and not isinstance(value, self.kind):
+            raise TypeError(f"setting {self.name!r} is a {type(value).__name__}, not {self.kind}")
+        return value
+
 
 
 class SecureHandler(RequestHandler):
     """Security headers on every response, our own pages included."""
 
-    @property
-    def service(self) -> HubServiceApp:
-        return self.settings["service"]
+    #: The service's common options and state: name, prefix, access rule, metrics.
+    service: Setting[HubServiceApp] = Setting()
+    templates = Setting(Environment)
 
     def set_default_headers(self) -> None:
         self.set_header("Content-Security-Policy", CONTENT_SECURITY_POLICY)
@@ -60,12 +98,10 @@ class SecureHandler(RequestHandler):
         self.set_header("Cache-Control", "no-store")
 
 
-class BaseHandler(HubOAuthenticated, SecureHandler):
+class BaseHandler(HubOAuthenticated, SecureHandler):  # type: ignore[misc]  # jupyterhub is untyped
     """A page: anonymous browsers go to the hub's login, errors render as HTML."""
 
-    @property
-    def hub_auth(self) -> HubOAuth:
-        return self.settings["hub_auth"]
+    hub_auth = Setting(HubOAuth)
 
     def check_hub_user(self, model: dict[str, Any]) -> dict[str, Any]:
         """The hub says who it is and that it may reach us; the service says whether it may."""
@@ -105,7 +141,7 @@ class BaseHandler(HubOAuthenticated, SecureHandler):
 
     def render_page(self, template: str, **namespace: Any) -> None:
         """Render a jinja2 template with what every page needs."""
-        page = self.settings["templates"].get_template(template)
+        page = self.templates.get_template(template)
         self.finish(
             page.render(
                 service=self.service,
@@ -126,7 +162,7 @@ class BaseHandler(HubOAuthenticated, SecureHandler):
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         self.set_header("Content-Type", "text/html; charset=UTF-8")
-        page = self.settings["templates"].get_template("error.html")
+        page = self.templates.get_template("error.html")
         self.finish(
             page.render(
                 service=self.service,
@@ -152,13 +188,6 @@ class APIHandler(BaseHandler):
         self.set_header("Content-Type", "application/json; charset=UTF-8")
         self.finish(json.dumps(data, default=_json_default))
 
-    def json_body(self) -> Any:
-        """The request's JSON body; a 400 naming the problem if it is not JSON."""
-        try:
-            return json.loads(self.request.body or b"null")
-        except ValueError as e:
-            raise HTTPError(400, f"Request body is not valid JSON: {e}") from None
-
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         self.set_header("Content-Type", "application/json; charset=UTF-8")
         self.finish(
@@ -175,20 +204,10 @@ class NotFoundHandler(BaseHandler):
         raise HTTPError(404, f"Nothing at {self.request.path}.")
 
 
-class OAuthCallbackHandler(HubOAuthCallbackHandler):
+class OAuthCallbackHandler(HubOAuthCallbackHandler):  # type: ignore[misc]  # jupyterhub is untyped
     """HubOAuth's callback, using this app's HubOAuth instance."""
 
-    @property
-    def hub_auth(self) -> HubOAuth:
-        return self.settings["hub_auth"]
-
-
-class LandingHandler(BaseHandler):
-    """The service's front page (``templates/index.html``) for allowed users."""
-
-    @authenticated
-    def get(self) -> None:
-        self.render_page("index.html")
+    hub_auth = Setting(HubOAuth)
 
 
 class LogoutHandler(BaseHandler):
@@ -244,7 +263,8 @@ class MetricsHandler(APIHandler):
 
     def check_hub_user(self, model: dict[str, Any]) -> dict[str, Any]:
         # The scope alone decides: a Prometheus token need not belong to an admin.
-        return HubOAuthenticated.check_hub_user(self, model)
+        allowed: dict[str, Any] = HubOAuthenticated.check_hub_user(self, model)
+        return allowed
 
     def get(self) -> None:
         if not self.service.metrics_allow_anonymous and not self.current_user:
@@ -259,7 +279,7 @@ def _json_default(value: Any) -> str:
     return value.isoformat() if isinstance(value, datetime) else str(value)
 
 
-def common_handlers() -> list[tuple]:
+def common_handlers() -> list[Route]:
     """Routes every service has, relative to its prefix."""
     return [
         ("oauth_callback", OAuthCallbackHandler),
@@ -289,5 +309,5 @@ def log_request(handler: RequestHandler) -> None:
         model.get("name", "-"),
         seconds * 1000,
     )
-    service = handler.settings["service"]
+    service: HubServiceApp = handler.settings["service"]
     service.request_duration.labels(request.method, type(handler).__name__, status).observe(seconds)

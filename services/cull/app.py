@@ -7,16 +7,16 @@ import logging
 from pathlib import Path
 from typing import Any, ClassVar
 
-from traitlets import Bool, Dict, Integer, List, Unicode
+from prometheus_client import CollectorRegistry
+from traitlets import Bool, Dict, Integer, List, TraitError, Unicode, validate
 
 from ..common.app import HubServiceApp
-from ..common.db import Database
 from ..common.hubapi import HubAPI, HubAPIError
-from ..common.scheduler import Scheduler
+from ..common.web import Route
 from .audit import Audit
-from .culler import CullCycle, CullMetrics, CullOptions, CycleResult
+from .cycle import CullCycle, CullMetrics, CullOptions, CycleResult, LastCycle
 from .handlers import CullsAPI, CyclesAPI, StatusAPI, StatusPage, UpcomingAPI
-from .policy import Judged, Policy, Rule
+from .policy import Policy, Rule
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +27,7 @@ class Culler(HubServiceApp):
     service_name: ClassVar[str] = "cull"
     title: ClassVar[str] = "Idle culler"
     default_port: ClassVar[int] = 10101
+    migrations: ClassVar[str] = "hubservices.cull.migrations"
     description = __doc__
     extra_aliases: ClassVar[dict[str, str]] = {"url": "HubServiceApp.hub_api_url"}
 
@@ -103,16 +104,21 @@ class Culler(HubServiceApp):
     ).tag(config=True)
     warn_url = Unicode(help="URL that receives a JSON POST to warn.").tag(config=True)
 
+    @validate("policies")
+    def _valid_policies(self, proposal: dict[str, Any]) -> list[dict[str, Any]]:
+        value: list[dict[str, Any]] = proposal["value"]
+        try:
+            _rules(value)
+        except ValueError as e:
+            raise TraitError(str(e)) from None
+        return value
+
+    def check_config(self) -> None:
+        if self.busy_kernels and not self.server_url:
+            raise TraitError("busy_kernels needs server_url (the hub's public URL)")
+
     def initialize(self, argv: list[str] | None = None) -> None:
         super().initialize(argv)
-        try:
-            self.rules()
-        except ValueError as e:
-            self.log.critical("Bad config: %s", e)
-            self.exit(1)
-        if self.busy_kernels and not self.server_url:
-            self.log.critical("Bad config: busy_kernels needs server_url (the hub's public URL)")
-            self.exit(1)
         if self.ssl_enabled:
             certs = Path(self.internal_certs_location)
             self.ssl_keyfile = str(certs / "hub-internal" / "hub-internal.key")
@@ -122,11 +128,11 @@ class Culler(HubServiceApp):
     @property
     def cull_interval(self) -> int:
         """Seconds between cycles: ``cull_every``, else half the timeout (as idle-culler)."""
-        return self.cull_every or max(self.timeout // 2, 1) or 300
+        return self.cull_every or max(self.timeout // 2, 1)
 
     def rules(self) -> tuple[Rule, ...]:
-        """The policies option as rules; ``ValueError`` naming a bad one."""
-        return tuple(Rule.from_config(i, p) for i, p in enumerate(self.policies))
+        """The policies option as rules (checked when it was set)."""
+        return _rules(self.policies)
 
     def policy(self) -> Policy:
         return Policy(
@@ -170,21 +176,15 @@ class Culler(HubServiceApp):
             concurrency=2 * self.concurrency, page_size=self.api_page_size or None, **options
         )
 
-    def make_metrics(self) -> Any:
+    def make_metrics(self) -> CollectorRegistry:
         registry = super().make_metrics()
         self.metrics = CullMetrics(registry)
         return registry
 
     async def on_start(self) -> None:
-        self.db = Database(
-            self.db_url, migrations="hubservices.cull.migrations", version_table="alembic_version_cull"
-        )
-        self.db.upgrade()
         self.audit = Audit(self.db)
-        self.last_result: CycleResult | None = None
-        self.scheduler = Scheduler()
-        self.scheduler.add_periodic(self.cull_once, self.cull_interval, name="cull", run_now=True)
-        self.scheduler.start()
+        self.last_cycle = LastCycle()
+        self.cull_job = self.scheduler.add_periodic(self.cull_once, self.cull_interval, name="cull")
         log.info(
             "Culling servers idle %ss (max age %ss) every %ss%s",
             self.timeout,
@@ -193,31 +193,34 @@ class Culler(HubServiceApp):
             "; DRY RUN" if self.dry_run else "",
         )
 
-    async def on_stop(self) -> None:
-        self.scheduler.shutdown()
-        self.db.dispose()
-
-    async def cull_once(self) -> None:
-        """The scheduler's job: one cycle; a failed cycle is logged and the next one goes on."""
+    async def run_cycle(self) -> CycleResult:
+        """One cycle with the current options; its result is what the status page shows."""
         cycle = CullCycle(
             self.hub, self.policy(), self.options(), self.audit, self.metrics, token=self.api_token
         )
+        self.last_cycle.result = await cycle.run()
+        return self.last_cycle.result
+
+    async def cull_once(self) -> None:
+        """The scheduler's job: one cycle; a failed cycle is logged and the next one goes on."""
         try:
-            self.last_result = await cycle.run()
+            await self.run_cycle()
         except HubAPIError as e:
-            log.error("Cull cycle failed: %s; next try at %s", e, self.scheduler.next_run("cull"))
+            log.error("Cull cycle failed: %s; next try at %s", e, self.cull_job.next_run())
         except asyncio.CancelledError:
             # shutting down mid-cycle: what was stopped is recorded, the rest waits for next time
             log.info("Cull cycle interrupted by shutdown")
 
-    def upcoming(self) -> list[Judged]:
-        """Servers kept by the last cycle that have a due time, soonest first."""
-        return self.last_result.upcoming if self.last_result else []
+    def web_settings(self) -> dict[str, Any]:
+        return {
+            "audit": self.audit,
+            "cull_job": self.cull_job,
+            "last_cycle": self.last_cycle,
+            "policy": self.policy(),
+            "cull_options": self.options(),
+        }
 
-    def run_soon(self) -> None:
-        self.scheduler.run_soon("cull")
-
-    def service_handlers(self) -> list[tuple]:
+    def service_handlers(self) -> list[Route]:
         return [
             ("", StatusPage),
             ("api/status", StatusAPI),
@@ -225,3 +228,8 @@ class Culler(HubServiceApp):
             ("api/culls", CullsAPI),
             ("api/upcoming", UpcomingAPI),
         ]
+
+
+def _rules(policies: list[dict[str, Any]]) -> tuple[Rule, ...]:
+    """The policies option as rules; ``ValueError`` naming a bad one."""
+    return tuple(Rule.from_config(i, p) for i, p in enumerate(policies))

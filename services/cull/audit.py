@@ -4,21 +4,18 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from typing import Any
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import func, select
 
 from ..common.db import Database
+from ..common.timeutil import as_utc, parse_time, utcnow
 from .models import Cull, CullWarning, Cycle
-from .policy import Verdict, parse_time
+from .policy import Verdict
 
-
-def as_utc(value: datetime | None) -> datetime | None:
-    """SQLite hands timestamps back naive; they were stored as UTC."""
-    if value is None or value.tzinfo is not None:
-        return value
-    return value.replace(tzinfo=UTC)
+if TYPE_CHECKING:
+    from .cycle import Outcome  # the cycle writes through this module
 
 
 @dataclass(frozen=True)
@@ -31,19 +28,23 @@ class CullEntry:
     server: str | None
     verdict: Verdict
     model: Mapping[str, Any]
-    outcome: str
-    at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    outcome: Outcome
+    at: datetime = field(default_factory=utcnow)
 
 
 class Audit:
-    """The culler's record of cycles, culls and warnings."""
+    """The culler's record of cycles, culls and warnings.
+
+    Its columns are timezone-aware (migration 0001, read by stats too), so the naive UTC times
+    the culler works with are written through :func:`as_utc`.
+    """
 
     def __init__(self, db: Database) -> None:
         self.db = db
 
     def start_cycle(self, dry_run: bool, at: datetime) -> int:
         with self.db.session() as session:
-            cycle = Cycle(started_at=at, dry_run=dry_run)
+            cycle = Cycle(started_at=as_utc(at), dry_run=dry_run)
             session.add(cycle)
             session.flush()
             return cycle.id
@@ -53,7 +54,7 @@ class Audit:
     ) -> None:
         with self.db.session() as session:
             cycle = session.get_one(Cycle, cycle_id)
-            cycle.finished_at = at
+            cycle.finished_at = as_utc(at)
             cycle.error = error
             for name, value in counts.items():
                 setattr(cycle, name, value)
@@ -65,6 +66,7 @@ class Audit:
 
     def warn_once(self, user: str, server: str, started: datetime, due: datetime) -> bool:
         """Note a warning for this server run; False if it was already warned."""
+        started, due = as_utc(started), as_utc(due)
         with self.db.session() as session:
             seen = session.scalar(
                 select(func.count())
@@ -79,7 +81,7 @@ class Audit:
                 return False
             session.add(
                 CullWarning(
-                    user=user, server=server, started=started, due=due, warned_at=datetime.now(UTC)
+                    user=user, server=server, started=started, due=due, warned_at=as_utc(utcnow())
                 )
             )
             return True
@@ -100,7 +102,7 @@ def _row(cull: CullEntry) -> Cull:
     born = cull.model.get("started") if cull.kind == "server" else cull.model.get("created")
     return Cull(
         cycle_id=cull.cycle_id,
-        at=cull.at,
+        at=as_utc(cull.at),
         kind=cull.kind,
         user=cull.user,
         server=cull.server,
@@ -109,9 +111,9 @@ def _row(cull: CullEntry) -> Cull:
         rule=cull.verdict.rule,
         idle_seconds=_seconds(cull.verdict.idle),
         age_seconds=_seconds(cull.verdict.age),
-        last_activity=parse_time(cull.model.get("last_activity")),
-        started=parse_time(born),
-        outcome=cull.outcome,
+        last_activity=as_utc(parse_time(cull.model.get("last_activity"))),
+        started=as_utc(parse_time(born)),
+        outcome=cull.outcome.value,
     )
 
 

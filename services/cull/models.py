@@ -51,7 +51,7 @@ class Cull(Base):
     age_seconds: Mapped[int | None] = mapped_column(Integer)
     last_activity: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     started: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))  # or user created
-    outcome: Mapped[str] = mapped_column(String(16))  # see culler.Outcome
+    outcome: Mapped[str] = mapped_column(String(16))  # a cycle.Outcome value
 
 
 class CullWarning(Base):

@@ -1,25 +1,23 @@
 """Should this server (or user) go, and why: a function of the hub's model, the policy, the time.
 
-Nothing here talks to the hub, so every rule is tested without one. The hub's models are the
+Nothing here talks to the hub, so every rule is tested without one. Times are naive UTC
+(:mod:`hubservices.common.timeutil`), ``now`` included. The hub's models are the
 dicts ``GET /users`` returns (``servers`` keyed by server name, ``""`` for the default server).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from fnmatch import fnmatchcase
 from typing import Any
 
+from ..common.timeutil import parse_time
+
 IDLE = "idle"
 MAX_AGE = "max-age"
 _RULE_KEYS = {"name", "groups", "users", "servers", "user_options", "timeout", "max_age", "never"}
-
-
-def parse_time(value: str | None) -> datetime | None:
-    """The hub's ISO 8601 timestamps (``2026-11-22T04:00:00.123Z``) as aware datetimes."""
-    return datetime.fromisoformat(value) if value else None
 
 
 def format_duration(delta: timedelta | None) -> str:
@@ -96,7 +94,7 @@ class Rule:
         )
 
     def matches(
-        self, user: Mapping[str, Any], server_name: str | None, server: Mapping | None
+        self, user: Mapping[str, Any], server_name: str | None, server: Mapping[str, Any] | None
     ) -> bool:
         """Whether this rule covers the server (or, with ``server_name=None``, the user)."""
         if self.groups and not self.groups.intersection(user.get("groups") or ()):
@@ -125,7 +123,7 @@ class Policy:
     rules: tuple[Rule, ...] = ()
 
     def rule_for(
-        self, user: Mapping, server_name: str | None, server: Mapping | None
+        self, user: Mapping[str, Any], server_name: str | None, server: Mapping[str, Any] | None
     ) -> Rule | None:
         """The first rule that matches, if any."""
         return next((r for r in self.rules if r.matches(user, server_name, server)), None)
@@ -259,7 +257,9 @@ class Judged:
         return f"{self.user['name']}/{self.server_name}" if self.server_name else self.user["name"]
 
 
-def judge_all(users: list[Mapping[str, Any]], policy: Policy, now: datetime) -> list[Judged]:
+def judge_all(
+    users: Sequence[Mapping[str, Any]], policy: Policy, now: datetime
+) -> list[Judged]:
     """Every server of every listed user, judged; the caller splits culls from keeps."""
     return [
         Judged(user, name, server, judge_server(user, name, server, policy, now))

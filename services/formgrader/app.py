@@ -117,7 +117,7 @@ class FormGrader(HubServiceApp):
         self.runtimes: dict[str, CourseRuntime] = {}
 
     async def on_start(self) -> None:
-        """Open every course's gradebook, then route to each course's application."""
+        """Open every course's gradebook; make_web_app routes to each course's application."""
         # nbgrader runs `alembic` from PATH when it creates a gradebook
         bindir = os.path.dirname(sys.executable)
         os.environ["PATH"] = os.pathsep.join(filter(None, [bindir, os.environ.get("PATH")]))
@@ -125,13 +125,6 @@ class FormGrader(HubServiceApp):
         self.jobs = Jobs(max_parallel=self.max_workers, timeout=self.job_timeout)
         for course in parse_courses(self.courses, self.exchange).values():
             self.runtimes[course.id] = CourseRuntime.open(course, self.executor)
-        self.web_app.add_handlers(
-            ".*$",
-            [
-                (f"{self.service_prefix}{re.escape(course_id)}(?:/.*)?", self.course_app(runtime))
-                for course_id, runtime in self.runtimes.items()
-            ],
-        )
         self.log.info("Courses: %s", ", ".join(self.runtimes) or "none")
 
     async def on_stop(self) -> None:
@@ -141,8 +134,16 @@ class FormGrader(HubServiceApp):
             runtime.close()
 
     def make_web_app(self) -> TornadoApplication:
-        """Our routes; on_start adds one application per course under ``<prefix><course>/``."""
+        """Our routes, and one application per course (opened by on_start) under
+        ``<prefix><course>/``."""
         self.web_app = super().make_web_app()
+        self.web_app.add_handlers(
+            ".*$",
+            [
+                (f"{self.service_prefix}{re.escape(course_id)}(?:/.*)?", self.course_app(runtime))
+                for course_id, runtime in self.runtimes.items()
+            ],
+        )
         return self.web_app
 
     def course_app(self, runtime: CourseRuntime) -> TornadoApplication:
@@ -157,7 +158,7 @@ class FormGrader(HubServiceApp):
         settings = {
             key: self.web_app.settings[key]
             for key in (
-                "service", "hub_auth", "hub_api", "cookie_secret", "templates", "static_path",
+                "service", "hub_auth", "cookie_secret", "templates", "static_path",
                 "static_url_prefix", "compress_response", "log_function",
             )
         }  # fmt: skip

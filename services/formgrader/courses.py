@@ -9,36 +9,18 @@ from __future__ import annotations
 import base64
 import hashlib
 import html
-import os
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..common.csp import content_security_policy
+from ..common.process import child_env
+
 #: Course, assignment, notebook, student and grade ids that may appear in a URL and become a
 #: path component or a glob in nbgrader: no separators, no leading dot ("..", ".ssh"), no glob.
 _SAFE_ID = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.@+-]{0,127}")
-
-#: Environment variables a worker (and the student code it runs) keeps; everything else, the
-#: hub token and any secret among them, is dropped.
-WORKER_ENV_KEEP = frozenset(
-    {
-        "PATH",
-        "HOME",
-        "LANG",
-        "LANGUAGE",
-        "TZ",
-        "TMPDIR",
-        "PYTHONPATH",
-        "VIRTUAL_ENV",
-        "USER",
-        "LOGNAME",
-        "SHELL",
-        "JUPYTER_PATH",
-        "JUPYTER_DATA_DIR",
-    }
-)
 
 _COURSE_KEYS = {"root", "db_url", "exchange", "timezone", "nbgrader"}
 
@@ -118,9 +100,7 @@ def worker_env(environ: Mapping[str, str], bindir: str) -> dict[str, str]:
     ``bindir`` (the service's Python's) goes first on PATH: nbgrader runs ``alembic`` from
     PATH when it creates a gradebook, and kernels are found next to the Python.
     """
-    env = {key: value for key, value in environ.items() if key in WORKER_ENV_KEEP}
-    env["PATH"] = os.pathsep.join(filter(None, [bindir, env.get("PATH")]))
-    return env
+    return child_env(environ, path_first=bindir)
 
 
 def browser_safe_type(content_type: str | None) -> str:
@@ -165,22 +145,12 @@ def page_csp(script_hashes: Iterable[str], handler_hashes: Iterable[str] = ()) -
 
     Styles may be inline (nbconvert inlines its CSS and nbgrader uses style attributes).
     """
-    script = ["'self'", *sorted(script_hashes)]
+    script = sorted(script_hashes)
     handlers = sorted(handler_hashes)
     if handlers:
         script += ["'unsafe-hashes'", *handlers]
-    return "; ".join(
-        [
-            "default-src 'none'",
-            "script-src " + " ".join(script),
-            "style-src 'self' 'unsafe-inline'",
-            "img-src 'self' data:",
-            "font-src 'self' data:",
-            "connect-src 'self'",
-            "form-action 'self'",
-            "frame-ancestors 'self'",
-            "base-uri 'none'",
-        ]
+    return content_security_policy(
+        {"script-src": script, "style-src": ["'unsafe-inline'"], "font-src": ["data:"]}
     )
 
 

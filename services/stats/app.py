@@ -12,8 +12,8 @@ from traitlets import Float, Integer, TraitError, Unicode, validate
 from traitlets import Set as SetTrait
 
 from ..common.app import HubServiceApp
-from ..common.db import Database
-from ..common.scheduler import Scheduler
+from ..common.hubapi import HubAPI
+from ..common.web import Route
 from .handlers import DashboardDataHandler, DashboardHandler, UsageHandler, UserSessionsHandler
 from .metrics import PollMetrics, SnapshotCollector
 from .poller import Poller
@@ -30,6 +30,7 @@ class Stats(HubServiceApp):
     service_name: ClassVar[str] = "stats"
     title: ClassVar[str] = "Hub usage"
     default_port: ClassVar[int] = 10102
+    migrations: ClassVar[str] = "hubservices.stats.migrations"
     description = __doc__
 
     poll_interval = Float(60.0, help="Seconds between two polls of the hub's users.").tag(
@@ -38,9 +39,10 @@ class Stats(HubServiceApp):
 
     @validate("poll_interval")
     def _check_poll_interval(self, proposal: dict[str, Any]) -> float:
-        if proposal["value"] <= 0:
-            raise TraitError(f"poll_interval must be positive, not {proposal['value']}")
-        return proposal["value"]
+        value: float = proposal["value"]
+        if value <= 0:
+            raise TraitError(f"poll_interval must be positive, not {value}")
+        return value
 
     activity_bucket = Integer(
         900, help="Seconds per activity bucket: active time is counted in these steps."
@@ -48,7 +50,7 @@ class Stats(HubServiceApp):
 
     @validate("activity_bucket")
     def _check_activity_bucket(self, proposal: dict[str, Any]) -> int:
-        value = proposal["value"]
+        value: int = proposal["value"]
         if value < 60 or 86400 % value:
             raise TraitError(f"activity_bucket must divide a day and be >= 60, not {value}")
         return value
@@ -60,9 +62,10 @@ class Stats(HubServiceApp):
 
     @validate("retention_days")
     def _check_retention_days(self, proposal: dict[str, Any]) -> int:
-        if proposal["value"] < 0:
-            raise TraitError(f"retention_days must not be negative, not {proposal['value']}")
-        return proposal["value"]
+        value: int = proposal["value"]
+        if value < 0:
+            raise TraitError(f"retention_days must not be negative, not {value}")
+        return value
 
     metrics_groups = SetTrait(
         Unicode(), help="Hub groups that get per-group metrics (opt-in; no per-user labels)."
@@ -70,13 +73,21 @@ class Stats(HubServiceApp):
 
     poller: Poller | None = None
 
-    page_size = Integer(200, help="Users per page when listing the hub's users.").tag(config=True)
+    page_size = Integer(
+        200,
+        min=0,
+        help="""Users per page when listing the hub's users (the hub caps it at its
+        api_page_max_limit); 0: the hub's default page.""",
+    ).tag(config=True)
+
+    def make_hub_api(self, **options: Any) -> HubAPI:
+        return super().make_hub_api(page_size=self.page_size or None, **options)
 
     def required_scopes(self) -> list[str]:
         """What the poller reads: every user with activity, servers and groups."""
         return ["list:users", "read:users:activity", "read:users:groups", "read:servers"]
 
-    def service_handlers(self) -> list[tuple]:
+    def service_handlers(self) -> list[Route]:
         return [
             ("", DashboardHandler),
             ("api/dashboard", DashboardDataHandler),
@@ -92,28 +103,16 @@ class Stats(HubServiceApp):
         return registry
 
     async def on_start(self) -> None:
-        self.database = Database(
-            self.db_url,
-            migrations="hubservices.stats.migrations",
-            version_table="alembic_version_stats",
-        )
-        self.database.upgrade()
         retention = timedelta(days=self.retention_days) if self.retention_days else None
-        self.store = StatsStore(
-            self.database, bucket_seconds=self.activity_bucket, retention=retention
-        )
+        self.store = StatsStore(self.db, bucket_seconds=self.activity_bucket, retention=retention)
         self.poller = Poller(
             self.hub,
             self.store,
             self.poll_metrics,
             interval=self.poll_interval,
-            page_size=self.page_size,
             groups=set(self.metrics_groups),
         )
-        self.scheduler = Scheduler()
         self.scheduler.add_periodic(self.poller.poll, self.poll_interval, name=POLL_JOB)
-        self.scheduler.start()
 
-    async def on_stop(self) -> None:
-        self.scheduler.shutdown()
-        self.database.dispose()
+    def web_settings(self) -> dict[str, Any]:
+        return {"store": self.store}

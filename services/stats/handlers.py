@@ -9,26 +9,22 @@ from __future__ import annotations
 import asyncio
 import csv
 import io
-from typing import TYPE_CHECKING
 
 from tornado.web import HTTPError, authenticated
 
-from ..common.web import APIHandler, BaseHandler
+from ..common.timeutil import utcnow
+from ..common.web import APIHandler, BaseHandler, Setting
 from . import logic
-from .poller import utcnow
-from .store import RANGES
-
-if TYPE_CHECKING:
-    from .app import Stats
+from .store import RANGES, StatsStore
 
 
-class StatsMixin:
-    @property
-    def stats(self) -> Stats:
-        return self.settings["service"]  # type: ignore[attr-defined]
+class StatsViews(BaseHandler):
+    """What the stats service hands its routes (see ``Stats.web_settings``): the store."""
+
+    store = Setting(StatsStore)
 
 
-class DashboardHandler(StatsMixin, BaseHandler):
+class DashboardHandler(BaseHandler):
     """``GET /services/stats/``: the dashboard page; its script fetches ``api/dashboard``."""
 
     @authenticated
@@ -36,7 +32,7 @@ class DashboardHandler(StatsMixin, BaseHandler):
         self.render_page("index.html", ranges=list(RANGES))
 
 
-class DashboardDataHandler(StatsMixin, APIHandler):
+class DashboardDataHandler(StatsViews, APIHandler):
     """``GET api/dashboard?range=day|week|semester``: what the dashboard draws."""
 
     @authenticated
@@ -44,11 +40,11 @@ class DashboardDataHandler(StatsMixin, APIHandler):
         range_name = self.get_query_argument("range", "week")
         if range_name not in RANGES:
             raise HTTPError(400, f"range must be one of {', '.join(RANGES)}, not {range_name!r}")
-        data = await asyncio.to_thread(self.stats.store.dashboard, range_name, utcnow())
+        data = await asyncio.to_thread(self.store.dashboard, range_name, utcnow())
         self.write_json(data)
 
 
-class UsageHandler(StatsMixin, APIHandler):
+class UsageHandler(StatsViews, APIHandler):
     """``GET api/usage?from=&to=&group=&user=&format=json|csv``: per-user usage."""
 
     @authenticated
@@ -59,7 +55,7 @@ class UsageHandler(StatsMixin, APIHandler):
             query = logic.parse_usage_query(args, now.date())
         except ValueError as e:
             raise HTTPError(400, str(e)) from None
-        rows = await asyncio.to_thread(self.stats.store.usage, query, now)
+        rows = await asyncio.to_thread(self.store.usage, query, now)
         first, last = query.start.date(), (query.end - logic.DAY).date()
         if query.format == "json":
             self.write_json(
@@ -81,7 +77,7 @@ class UsageHandler(StatsMixin, APIHandler):
         self.finish(out.getvalue())
 
 
-class UserSessionsHandler(StatsMixin, APIHandler):
+class UserSessionsHandler(StatsViews, APIHandler):
     """``GET api/users/<name>/sessions``: one user's server runs, newest first.
 
     The name is one URL-quoted path segment (``a%20b``, ``dana%231``); tornado unquotes it.
@@ -89,8 +85,7 @@ class UserSessionsHandler(StatsMixin, APIHandler):
 
     @authenticated
     async def get(self, name: str) -> None:
-        store = self.stats.store
-        sessions = await asyncio.to_thread(store.user_sessions, name)
-        if not sessions and not await asyncio.to_thread(store.known_user, name):
+        sessions = await asyncio.to_thread(self.store.user_sessions, name)
+        if not sessions and not await asyncio.to_thread(self.store.known_user, name):
             raise HTTPError(404, f"No usage recorded for user {name!r}.")
         self.write_json({"user": name, "sessions": sessions})

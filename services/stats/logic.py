@@ -8,11 +8,13 @@ All times are naive UTC datetimes, as stored.
 
 from __future__ import annotations
 
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
+
+from ..common.timeutil import parse_time
 
 #: Rolling windows of the active-users metric: label -> length.
 WINDOWS: dict[str, timedelta] = {
@@ -31,16 +33,6 @@ DAY = timedelta(days=1)
 #: Longest usage report, so one request cannot ask for centuries of rows.
 MAX_REPORT_DAYS = 3660
 USAGE_FIELDS = ("user", "sessions", "server_hours", "active_hours", "days_active")
-
-
-def parse_time(value: str | None) -> datetime | None:
-    """The hub's ISO 8601 timestamp ("...Z") as a naive UTC datetime."""
-    if not value:
-        return None
-    when = datetime.fromisoformat(value)
-    if when.tzinfo is not None:
-        when = when.astimezone(UTC).replace(tzinfo=None)
-    return when
 
 
 def iso(when: datetime | None) -> str | None:
@@ -177,7 +169,11 @@ def reconcile_sessions(
     live = {(s.user, s.server): s for s in snapshot.servers if s.started is not None}
     for session in open_sessions:
         server = live.get((session.user, session.server))
-        if server is not None and _same_run(session.started, server.started):
+        if (
+            server is not None
+            and server.started is not None
+            and _same_run(session.started, server.started)
+        ):
             live.pop((session.user, session.server))
             if server.last_activity and (
                 session.last_activity is None or server.last_activity > session.last_activity
@@ -328,7 +324,7 @@ def daily_usage(
     """
     end = day + DAY
     sessions_by: Counter[str] = Counter()
-    seconds: Counter[str] = Counter()
+    seconds: defaultdict[str, float] = defaultdict(float)
     active: Counter[str] = Counter()
     for s in sessions:
         if day <= s.started < end:

@@ -5,9 +5,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from datetime import UTC, datetime, timedelta
+from collections.abc import AsyncIterator, Mapping
+from datetime import datetime, timedelta
+from typing import Any, Protocol
 
-from ..common.hubapi import HubAPI, HubAPIError
+from ..common.hubapi import HubAPIError
+from ..common.timeutil import utcnow
 from . import logic
 from .metrics import LastPoll, PollMetrics
 from .store import StatsStore, StoredState
@@ -18,9 +21,15 @@ log = logging.getLogger(__name__)
 GAP_SLACK = timedelta(seconds=10)
 
 
-def utcnow() -> datetime:
-    """Now as the stats tables store it: naive UTC."""
-    return datetime.now(UTC).replace(tzinfo=None)
+class UserLister(Protocol):
+    """What a poll asks of the hub (a :class:`HubAPI`, or a simulated hub in benchmarks)."""
+
+    @property
+    def hub_version(self) -> str | None: ...
+
+    def paginate(
+        self, *segments: str, params: Mapping[str, Any] | None = None
+    ) -> AsyncIterator[dict[str, Any]]: ...
 
 
 class Poller:
@@ -28,19 +37,17 @@ class Poller:
 
     def __init__(
         self,
-        hub: HubAPI,
+        hub: UserLister,
         store: StatsStore,
         metrics: PollMetrics,
         *,
         interval: float,
-        page_size: int,
         groups: set[str],
     ) -> None:
         self.hub = hub
         self.store = store
         self.metrics = metrics
         self.max_gap = 2 * timedelta(seconds=interval) + GAP_SLACK
-        self.page_size = page_size
         self.groups = groups
         self.state: StoredState | None = None
         self.last: LastPoll | None = None
@@ -63,7 +70,7 @@ class Poller:
     async def _poll(self) -> None:
         if self.state is None:
             self.state = await asyncio.to_thread(self.store.load_state)
-        users = [u async for u in self.hub.paginate("users", params={"limit": self.page_size})]
+        users = [u async for u in self.hub.paginate("users")]  # pages of the client's page_size
         snapshot = logic.snapshot_from_users(users, utcnow(), self.hub.hub_version)
         state = self.state
         changes = logic.reconcile_sessions(state.open_sessions.values(), snapshot, self.max_gap)

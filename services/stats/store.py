@@ -160,18 +160,18 @@ class StatsStore:
         ended: dict[tuple[str, str], list[ServerSession]] = {}
         users = sorted({s.user for s in servers})
         for chunk in _chunks(users):
-            for row in session.scalars(
+            for stored in session.scalars(
                 select(ServerSession).where(
                     ServerSession.user.in_(chunk),
                     ServerSession.started >= earliest - timedelta(seconds=1),
                     ServerSession.ended.is_not(None),
                 )
             ):
-                ended.setdefault((row.user, row.server), []).append(row)
+                ended.setdefault((stored.user, stored.server), []).append(stored)
         rows = []
         for server in servers:
             assert server.started is not None  # reconcile_sessions opens only started runs
-            row = next(
+            row: ServerSession | None = next(
                 (
                     r
                     for r in ended.get((server.user, server.server), [])
@@ -399,6 +399,7 @@ class StatsStore:
                         ServerSession.ended >= start
                     )
                 )
+                if ended is not None
             ]
             groups = session.execute(
                 select(GroupMembership.group, func.count())

@@ -1,0 +1,14 @@
+"""What the tests run against: a real hub (``hub``), PostgreSQL, Prometheus, Chromium, and
+the small helpers every test module shares."""
+
+from __future__ import annotations
+
+import socket
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 nobody listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port

@@ -27,6 +27,11 @@ class BrowserPage:
     page: Page
     problems: list[str] = field(default_factory=list)
 
+    def console_message(self, kind: str, text: str) -> None:
+        """A console error is a problem the test reports; other messages are not."""
+        if kind == "error":
+            self.problems.append(text)
+
 
 @pytest.fixture
 def chromium() -> Iterator[Browser]:
@@ -58,7 +63,7 @@ def hub_page(chromium: Browser) -> Iterator[Callable[..., BrowserPage]]:
         contexts.append(context)
         page = context.new_page()
         result = BrowserPage(page)
-        page.on("console", lambda m: m.type == "error" and result.problems.append(m.text))
+        page.on("console", lambda m: result.console_message(m.type, m.text))
         page.on("pageerror", lambda e: result.problems.append(str(e)))
         page.goto(f"{hub.url}/hub/login")
         page.fill("input[name=username]", username)

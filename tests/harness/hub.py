@@ -12,7 +12,6 @@ import os
 import re
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -23,6 +22,7 @@ import httpx
 import psutil
 
 from hubservices.common.hubconfig import hub_config_snippet
+from tests.harness import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 PROXY_COMMAND = ROOT / "node_modules" / ".bin" / "configurable-http-proxy"
@@ -40,13 +40,6 @@ HARNESS_SCOPES = [
     "list:services",
     "read:roles",
 ]
-
-
-def free_port() -> int:
-    """A TCP port nobody listens on right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class HubStartError(RuntimeError):
@@ -179,6 +172,7 @@ for _service in _services:
         pending = [f"{self.url}/hub/api/"] + [
             f"{self.url}/services/{name}/health" for name in self.services
         ]
+        assert self.proc is not None, "start() launches the hub first"
         with httpx.Client(timeout=2) as client:
             while pending:
                 self._remember_children()
@@ -199,6 +193,8 @@ for _service in _services:
 
     def _remember_children(self) -> None:
         """Note every process the hub started, so that stop() can be sure they are gone."""
+        if self.proc is None:
+            return
         with contextlib.suppress(psutil.NoSuchProcess):
             self._seen_pids.update(c.pid for c in psutil.Process(self.proc.pid).children(True))
 

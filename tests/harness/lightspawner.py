@@ -104,7 +104,7 @@ def _apply_idle_seconds(spawner: Spawner, user_options: dict[str, Any]) -> None:
         spawner.orm_spawner.last_activity = utcnow(with_tz=False) - timedelta(seconds=idle_seconds)
 
 
-class LightSpawner(Spawner):
+class LightSpawner(Spawner):  # type: ignore[misc]  # jupyterhub has no type information
     """A server that is a flag in the hub's database plus the shared responder.
 
     ``poll()`` only reads that flag, so the hub's periodic poll of every server stays cheap.

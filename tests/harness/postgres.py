@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 import uuid
@@ -17,6 +16,8 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import URL, create_engine, text
+
+from tests.harness import free_port
 
 
 @pytest.fixture(scope="session")
@@ -36,7 +37,7 @@ def postgres_server() -> Iterator[URL]:
     as_user = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
     initdb, pg_ctl = [*as_user, str(bindir / "initdb")], [*as_user, str(bindir / "pg_ctl")]
     tmp = Path(tempfile.mkdtemp(prefix="test-postgres-"))
-    data, log, port = str(tmp / "data"), tmp / "server.log", _free_port()
+    data, log, port = str(tmp / "data"), tmp / "server.log", free_port()
     try:
         if as_user:
             shutil.chown(tmp, user="postgres")
@@ -77,12 +78,6 @@ def _find_bindir() -> Path | None:
     newest = max(candidates, key=lambda pg_ctl: float(pg_ctl.parent.parent.name), default=None)
     found = newest or shutil.which("pg_ctl")
     return Path(found).parent if found else None
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _run(args: list[str], *, log: Path | None = None) -> None:

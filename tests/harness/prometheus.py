@@ -21,7 +21,7 @@ from urllib.parse import urlparse
 import httpx
 import pytest
 
-from tests.harness.hub import free_port
+from tests.harness import free_port
 
 PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"
 PROMTOOL = shutil.which("promtool") or "/usr/bin/promtool"

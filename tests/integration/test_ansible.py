@@ -16,7 +16,8 @@ import httpx
 import pytest
 
 from hubservices.common.hubconfig import read_env_file
-from tests.harness.hub import Hub, free_port
+from tests.harness import free_port
+from tests.harness.hub import Hub
 
 pytestmark = pytest.mark.hub
 
@@ -83,7 +84,7 @@ def test_playbook_installs_services_the_hub_runs(tmp_path: Path) -> None:
     procs = []
     try:
         for name in SERVICES:
-            command = [venv_python, "-m", f"hubservices.{name}"]
+            command = [str(venv_python), "-m", f"hubservices.{name}"]
             command += [f"--data-dir={tmp_path / name}"]
             command += shlex.split(envs[name]["HUBSERVICES_ARGS"])
             env = {"PATH": os.environ["PATH"], **envs[name]}

@@ -18,7 +18,8 @@ from tornado.httpclient import HTTPRequest
 from tornado.websocket import websocket_connect
 
 from hubservices.common.hubapi import HubAPI
-from tests.harness.hub import Hub, free_port
+from tests.harness import free_port
+from tests.harness.hub import Hub
 
 pytestmark = pytest.mark.hub
 

@@ -46,7 +46,7 @@ class StudentLab:
     def assignments(self, action: str = "", **form: str) -> Any:
         """nbgrader's Assignments tab's calls: the list, or fetch/submit of one assignment."""
         xsrf = self.client.cookies.get("_xsrf", "", path=self.base)
-        headers = {"X-XSRFToken": xsrf}
+        headers = {"X-XSRFToken": xsrf or ""}
         if action:
             r = self.client.post(
                 f"{self.base}assignments/{action}", data=form, headers=headers, timeout=60

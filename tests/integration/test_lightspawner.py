@@ -68,6 +68,7 @@ async def test_hundreds_of_light_servers(tmp_path: Path) -> None:
             assert await ready_names(api) >= set(names)
             assert_reachable(hub, names[:2])
             # No process per server: the hub's only child is the proxy.
+            assert hub.proc is not None
             assert len(psutil.Process(hub.proc.pid).children(recursive=True)) == 1
 
             # Stopping takes 0.5 s, longer than slow_stop_timeout: 202, then it is gone.

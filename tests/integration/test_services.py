@@ -99,7 +99,9 @@ async def test_api_token_with_and_without_the_scope(hub: Hub, hub_api: HubAPI) -
 def test_cookie_post_needs_xsrf(hub: Hub, browser) -> None:
     client = browser("admin")
     page = client.get(hub.service_url("cull"))
-    token = re.search(r'name="_xsrf" value="([^"]+)"', page.text).group(1)
+    found = re.search(r'name="_xsrf" value="([^"]+)"', page.text)
+    assert found, page.text
+    token = found.group(1)
 
     forged = client.post(hub.service_url("cull", "logout"), follow_redirects=False)
     assert forged.status_code == 403

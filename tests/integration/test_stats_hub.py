@@ -10,7 +10,7 @@ from __future__ import annotations
 import csv
 import io
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -46,7 +46,7 @@ def stats_hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hub]:
 
 
 @pytest.fixture
-async def api(stats_hub: Hub) -> Iterator[HubAPI]:
+async def api(stats_hub: Hub) -> AsyncIterator[HubAPI]:
     async with HubAPI(stats_hub.api_url, stats_hub.admin_token) as client:
         yield client
 

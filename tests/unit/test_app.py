@@ -16,7 +16,7 @@ from traitlets import Bool, Integer
 
 from hubservices.common.app import HubServiceApp
 from hubservices.formgrader.app import FormGrader
-from tests.harness.hub import free_port
+from tests.harness import free_port
 
 
 class Demo(HubServiceApp):
@@ -178,7 +178,7 @@ def test_signal_stops_service_within_5_seconds(tmp_path: Path, sig: signal.Signa
                 break
             except httpx.TransportError:
                 assert time.monotonic() < deadline, "service did not start"
-                assert proc.poll() is None, proc.stdout.read().decode()
+                assert proc.poll() is None, proc.communicate()[0].decode()
                 time.sleep(0.1)
         assert r.json()["hub"]["reachable"] is False
         start = time.monotonic()

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
+from typing import Any
 
 import pytest
 
@@ -16,15 +17,15 @@ from hubservices.cull.policy import (
     keep_for_busy_kernel,
 )
 
-NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
+NOW = datetime(2026, 11, 22, 12, 0)  # naive UTC, as the hub stores it
 
 
 def ago(**kw: float) -> str:
-    return (NOW - timedelta(**kw)).isoformat().replace("+00:00", "Z")
+    return (NOW - timedelta(**kw)).isoformat() + "Z"
 
 
 def server(idle_minutes: float = 0, age_minutes: float = 60, **extra) -> dict:
-    model = {
+    model: dict[str, Any] = {
         "ready": True,
         "pending": None,
         "started": ago(minutes=age_minutes),
@@ -35,7 +36,7 @@ def server(idle_minutes: float = 0, age_minutes: float = 60, **extra) -> dict:
     return model
 
 
-def user(name: str = "ana", groups=(), admin: bool = False, **extra) -> dict:
+def user(name: str = "ana", groups=(), admin: bool = False, **extra: Any) -> dict:
     return {"name": name, "groups": list(groups), "admin": admin, "servers": {}, **extra}
 
 
@@ -138,7 +139,7 @@ def test_user_max_age_respects_admin_and_protected_groups() -> None:
         max_age=86400,
         rules=(Rule("staff", groups=frozenset({"staff"}), never=True),),
     )
-    old = {"last_activity": ago(minutes=1), "created": ago(days=5)}
+    old: dict[str, Any] = {"last_activity": ago(minutes=1), "created": ago(days=5)}
     assert judge_user(user(**old), policy, NOW).reason == MAX_AGE
     assert not judge_user(user(admin=True, **old), policy, NOW).cull
     assert not judge_user(user(groups=["staff"], **old), policy, NOW).cull

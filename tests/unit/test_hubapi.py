@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import socket
 import time
 import traceback
 import warnings
@@ -23,6 +22,7 @@ from hubservices.common.hubapi import (
     MissingScopeError,
     api_path,
 )
+from tests.harness import free_port
 from tests.unit.fakehub import VERSION, FakeHub, Reply, error
 
 TOKEN = "s3cr3t-service-token-0123456789"
@@ -50,13 +50,6 @@ def make_client(url: str, **kwargs: Any) -> HubAPI:
 async def client(hub: FakeHub) -> AsyncIterator[HubAPI]:
     async with make_client(hub.url) as api:
         yield api
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def retry_warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
@@ -402,7 +395,8 @@ async def test_concurrency_is_bounded(hub: FakeHub) -> None:
 
 
 async def test_hub_version_follows_responses(hub: FakeHub, client: HubAPI) -> None:
-    assert client.hub_version is None
+    before = client.hub_version
+    assert before is None
 
     await client.hub_info()
     assert client.hub_version == VERSION

@@ -83,7 +83,7 @@ def make_poller(
 ) -> Poller:
     store = StatsStore(db, bucket_seconds=900, retention=retention)
     metrics = PollMetrics(CollectorRegistry())
-    return Poller(hub, store, metrics, interval=interval, page_size=200, groups={"c1"})  # type: ignore[arg-type]
+    return Poller(hub, store, metrics, interval=interval, groups={"c1"})
 
 
 def user(name: str, servers: dict[str, datetime] | None = None, *, last=None, groups=()) -> dict:

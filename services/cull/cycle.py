@@ -13,8 +13,9 @@ servers (busy kernels), the warning hook and the audit trail, in that order of a
 4. remove users whose servers are all stopped, only once their stops have finished (at most
    ``concurrency`` removals in flight).
 
-Audit rows are queued and written in batches on a thread of their own, so the database never
-holds up the hub's answers (SQLite commits take milliseconds each; a cycle may make hundreds).
+Audit rows are queued and written in batches on a thread of their own, and every other audit
+call runs in a thread too, so the database never holds up the event loop or the hub's answers
+(SQLite commits take milliseconds each; a cycle may make hundreds).
 
 One server's or user's failure is counted and logged and never stops the others.
 """
@@ -27,13 +28,16 @@ import os
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
+from enum import StrEnum
 from typing import Any
 
 import httpx
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from ..common.hubapi import HubAPI, HubAPIError
+from ..common.process import child_env
+from ..common.timeutil import as_utc, parse_time, utcnow
 from .audit import Audit, CullEntry
 from .policy import (
     Judged,
@@ -43,18 +47,18 @@ from .policy import (
     judge_server,
     judge_user,
     keep_for_busy_kernel,
-    parse_time,
 )
 
 log = logging.getLogger(__name__)
 
-STOPPED, STOPPING, REMOVED, DELETED, DRY_RUN = (
-    "stopped",
-    "stopping",
-    "removed",
-    "deleted",
-    "dry-run",
-)
+class Outcome(StrEnum):
+    """What became of a server or user the cycle culled; the audit's ``outcome`` column."""
+
+    STOPPED = "stopped"
+    STOPPING = "stopping"  # the hub answered 202 and the stop had not finished when we left it
+    REMOVED = "removed"  # a named server stopped and deleted (remove_named_servers)
+    DELETED = "deleted"  # a user removed from the hub
+    DRY_RUN = "dry-run"  # what would have been culled
 
 
 @dataclass(frozen=True)
@@ -127,7 +131,20 @@ class CycleResult:
     culled_users: int = 0
     kept_busy: int = 0
     errors: int = 0
-    upcoming: list[Judged] = field(default_factory=list)  # kept servers with a due time
+    #: kept servers with a due time, soonest first
+    upcoming: list[tuple[datetime, Judged]] = field(default_factory=list)
+
+
+@dataclass
+class LastCycle:
+    """The latest finished cycle's result, for the status page (None before the first)."""
+
+    result: CycleResult | None = None
+
+    def upcoming(self, until: datetime) -> list[tuple[datetime, Judged]]:
+        """Servers the last cycle kept that are due by ``until``, soonest first."""
+        kept = self.result.upcoming if self.result else []
+        return [(due, judged) for due, judged in kept if due <= until]
 
 
 class CullCycle:
@@ -158,8 +175,8 @@ class CullCycle:
 
     async def run(self) -> CycleResult:
         start = time.monotonic()
-        now = datetime.now(UTC)
-        cycle_id = self.audit.start_cycle(self.options.dry_run, now)
+        now = utcnow()
+        cycle_id = await asyncio.to_thread(self.audit.start_cycle, self.options.dry_run, now)
         error = None
         try:
             await self._run(cycle_id, now)
@@ -170,9 +187,10 @@ class CullCycle:
         finally:
             if self._writer:
                 await self._writer
-            self.audit.finish_cycle(
+            await asyncio.to_thread(
+                self.audit.finish_cycle,
                 cycle_id,
-                datetime.now(UTC),
+                utcnow(),
                 error,
                 examined=self.result.examined,
                 culled_servers=self.result.culled_servers,
@@ -192,9 +210,10 @@ class CullCycle:
             log.error("Policies match groups, but the hub gives no groups: add read:users:groups")
         judged = judge_all(ready, self.policy, now)
         due = [j for j in judged if j.verdict.cull]
-        kept = [j for j in judged if not j.verdict.cull and j.verdict.due]
+        kept = [(j.verdict.due, j) for j in judged if not j.verdict.cull and j.verdict.due]
+        kept.sort(key=lambda due_judged: due_judged[0])
         self.result.examined = len(judged)
-        self.result.upcoming = sorted(kept, key=lambda j: j.verdict.due)
+        self.result.upcoming = kept
         self.metrics.examined.set(len(judged))
         self.metrics.due.set(len(due))
         log.info(
@@ -214,7 +233,7 @@ class CullCycle:
         names = [u["name"] for u in inactive if not u.get("servers")] + stopped_all
         await asyncio.gather(*(self._cull_user(cycle_id, name) for name in names))
 
-    async def _cull_server(self, cycle_id: int, judged: Judged) -> str | None:
+    async def _cull_server(self, cycle_id: int, judged: Judged) -> Outcome | None:
         """Stop one server if it is still due; the outcome, or None if it was kept."""
         name, server_name = judged.user["name"], judged.server_name
         try:
@@ -227,7 +246,7 @@ class CullCycle:
                     return None
                 if self.options.dry_run:
                     log.info("Would cull %s: %s", judged.label, verdict.why)
-                    outcome = DRY_RUN
+                    outcome = Outcome.DRY_RUN
                 else:
                     log.info("Culling %s: %s", judged.label, verdict.why)
                     async with self._changes:
@@ -238,10 +257,10 @@ class CullCycle:
             log.error("Could not cull %s: %s", judged.label, e)
             return None
         self._record(CullEntry(cycle_id, "server", name, server_name, verdict, fresh, outcome))
-        if outcome != DRY_RUN:
+        if outcome != Outcome.DRY_RUN:
             self.result.culled_servers += 1
             self.metrics.servers_culled.labels(verdict.reason).inc()
-        if outcome == STOPPING and self.policy.cull_users:
+        if outcome == Outcome.STOPPING and self.policy.cull_users:
             outcome = await self._wait_stopped(name, server_name)
         return outcome
 
@@ -256,7 +275,7 @@ class CullCycle:
             log.info("Not culling %s: restarted since the listing", judged.label)
             return None
         verdict = judge_server(
-            fresh_user, judged.server_name, fresh, self.policy, datetime.now(UTC)
+            fresh_user, judged.server_name, fresh, self.policy, utcnow()
         )
         if not verdict.cull:
             log.info("Not culling %s: %s since the listing", judged.label, verdict.why)
@@ -275,7 +294,7 @@ class CullCycle:
             culls, self._unwritten = self._unwritten, []
             await asyncio.to_thread(self.audit.record, culls)
 
-    async def _stop(self, user: str, server_name: str) -> str:
+    async def _stop(self, user: str, server_name: str) -> Outcome:
         remove = self.options.remove_named_servers and server_name != ""
         self.metrics.in_flight.inc()
         try:
@@ -284,10 +303,10 @@ class CullCycle:
             self.metrics.in_flight.dec()
         if status == 202:
             log.warning("Server %s/%s is slow to stop", user, server_name)
-            return STOPPING
-        return REMOVED if remove else STOPPED
+            return Outcome.STOPPING
+        return Outcome.REMOVED if remove else Outcome.STOPPED
 
-    async def _wait_stopped(self, user: str, server_name: str) -> str:
+    async def _wait_stopped(self, user: str, server_name: str) -> Outcome:
         """Poll a slow stop until it finishes: a user is removed only once it has."""
         deadline = time.monotonic() + self.options.stop_timeout
         delay = 0.5
@@ -295,12 +314,12 @@ class CullCycle:
             await asyncio.sleep(delay)
             servers = (await self.hub.get_user(user)).get("servers") or {}
             if server_name not in servers:
-                return STOPPED
+                return Outcome.STOPPED
             delay = min(delay * 2, 10)
         log.warning(
             "Server %s/%s still stopping after %ss", user, server_name, self.options.stop_timeout
         )
-        return STOPPING
+        return Outcome.STOPPING
 
     async def _cull_user(self, cycle_id: int, name: str) -> None:
         """Remove a user with no servers if the policy says so, judged on a fresh model."""
@@ -309,17 +328,17 @@ class CullCycle:
             if self.options.dry_run:
                 # its servers would have been stopped by now
                 user = {**user, "servers": {}}
-            verdict = judge_user(user, self.policy, datetime.now(UTC))
+            verdict = judge_user(user, self.policy, utcnow())
             if not verdict.cull:
                 return
             if self.options.dry_run:
                 log.info("Would remove user %s: %s", name, verdict.why)
-                outcome = DRY_RUN
+                outcome = Outcome.DRY_RUN
             else:
                 log.info("Removing user %s: %s", name, verdict.why)
                 async with self._changes:
                     await self.hub.delete_user(name)
-                outcome = DELETED
+                outcome = Outcome.DELETED
                 self.result.culled_users += 1
                 self.metrics.users_culled.labels(verdict.reason).inc()
         except HubAPIError as e:
@@ -355,18 +374,23 @@ class CullCycle:
             return True
         return False
 
-    async def _warn(self, kept: list[Judged], now: datetime) -> None:
+    async def _warn(self, kept: list[tuple[datetime, Judged]], now: datetime) -> None:
         """Tell the owners of servers due within ``warn_before`` seconds, once per server run."""
-        for j in kept:
-            if (j.verdict.due - now).total_seconds() > self.options.warn_before:
+        for due, j in kept:
+            if (due - now).total_seconds() > self.options.warn_before:
                 continue
             started = parse_time(j.server.get("started"))
-            if not self.audit.warn_once(j.user["name"], j.server_name, started, j.verdict.due):
+            if started is None:  # judged servers without a start time have no due time
+                continue
+            first = await asyncio.to_thread(
+                self.audit.warn_once, j.user["name"], j.server_name, started, due
+            )
+            if not first:
                 continue
             notice = {
                 "user": j.user["name"],
                 "server": j.server_name,
-                "due": j.verdict.due.isoformat(),
+                "due": as_utc(due).isoformat(),
                 "why": j.verdict.why,
             }
             try:
@@ -377,27 +401,22 @@ class CullCycle:
 
 
 def _users_with_every_server_gone(
-    ready: list[Mapping[str, Any]], due: list[Judged], outcomes: list[str | None]
+    ready: Sequence[Mapping[str, Any]], due: list[Judged], outcomes: list[Outcome | None]
 ) -> list[str]:
     """Users all of whose servers this cycle stopped (and whose stops have finished)."""
     stopped: dict[str, set[str]] = {}
     for judged, outcome in zip(due, outcomes, strict=True):
-        if outcome in (STOPPED, REMOVED, DRY_RUN):
+        if outcome in (Outcome.STOPPED, Outcome.REMOVED, Outcome.DRY_RUN):
             stopped.setdefault(judged.user["name"], set()).add(judged.server_name)
     return [
         u["name"] for u in ready if u["name"] in stopped and set(u["servers"]) <= stopped[u["name"]]
     ]
 
 
-#: Environment variables a warning command never sees: the service's credentials.
-_SECRET_ENV = ("JUPYTERHUB_API_TOKEN", "JPY_API_TOKEN", "JUPYTERHUB_CLIENT_ID")
-
-
 async def send_warning(options: CullOptions, notice: Mapping[str, str]) -> None:
     """Run the warning command and/or POST to the warning URL with the notice."""
     if options.warn_command:
-        env = {k: v for k, v in os.environ.items() if k not in _SECRET_ENV}
-        env.update({f"CULL_{key.upper()}": value for key, value in notice.items()})
+        env = child_env(os.environ, {f"CULL_{key.upper()}": value for key, value in notice.items()})
         proc = await asyncio.create_subprocess_exec(*options.warn_command, env=env)
         try:
             code = await asyncio.wait_for(proc.wait(), 30)
