@@ -13,6 +13,7 @@ from tornado.web import Application as TornadoApplication
 from traitlets import Dict, Float, Integer, TraitError, Unicode, default, validate
 
 from ..common.app import HubServiceApp
+from ..common.db import Database
 from ..common.web import NotFoundHandler
 from .adapter import (
     CourseRuntime,
@@ -22,7 +23,7 @@ from .adapter import (
 )
 from .courses import may_grade, parse_courses
 from .handlers import ActionHandler, CoursesHandler, FormgraderRootHandler, course_handlers
-from .jobs import Jobs
+from .jobs import Jobs, JobStore
 
 
 class FormGrader(HubServiceApp):
@@ -117,14 +118,25 @@ class FormGrader(HubServiceApp):
         self.runtimes: dict[str, CourseRuntime] = {}
 
     async def on_start(self) -> None:
-        """Open every course's gradebook, then route to each course's application."""
+        """Open every course's gradebook, route to each course's application, resume jobs."""
+        self.db = Database(
+            self.db_url,
+            migrations="hubservices.formgrader.migrations",
+            version_table="alembic_version_formgrader",
+        )
+        self.db.upgrade()
         # nbgrader runs `alembic` from PATH when it creates a gradebook
         bindir = os.path.dirname(sys.executable)
         os.environ["PATH"] = os.pathsep.join(filter(None, [bindir, os.environ.get("PATH")]))
         self.executor = ThreadPoolExecutor(self.db_threads, thread_name_prefix="gradebook")
-        self.jobs = Jobs(max_parallel=self.max_workers, timeout=self.job_timeout)
         for course in parse_courses(self.courses, self.exchange).values():
             self.runtimes[course.id] = CourseRuntime.open(course, self.executor)
+        self.jobs = Jobs(
+            JobStore(self.db),
+            {course_id: runtime.course for course_id, runtime in self.runtimes.items()},
+            max_parallel=self.max_workers,
+            timeout=self.job_timeout,
+        )
         self.web_app.add_handlers(
             ".*$",
             [
@@ -133,12 +145,14 @@ class FormGrader(HubServiceApp):
             ],
         )
         self.log.info("Courses: %s", ", ".join(self.runtimes) or "none")
+        await self.jobs.resume()
 
     async def on_stop(self) -> None:
         await self.jobs.stop()
         self.executor.shutdown(wait=False, cancel_futures=True)
         for runtime in self.runtimes.values():
             runtime.close()
+        self.db.dispose()
 
     def make_web_app(self) -> TornadoApplication:
         """Our routes; on_start adds one application per course under ``<prefix><course>/``."""
