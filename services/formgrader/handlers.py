@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -119,7 +120,10 @@ class ActionHandler(CourseAPIAccess):
         result = await self.service.jobs.run(
             self.course, self.action, list(ids), self.current_user["name"]
         )
-        self.write_json(result)
+        # nbgrader's page JSON.parse()s the answer itself: as JSON, jQuery would hand it an
+        # object already, and the page would show nothing; nbgrader answers it as text
+        self.set_header("Content-Type", "text/plain; charset=UTF-8")
+        self.finish(json.dumps(result))
 
 
 class JobsAPI(CourseAPIAccess):

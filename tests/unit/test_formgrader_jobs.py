@@ -5,11 +5,10 @@ submission is never graded twice at once, a batch can be cancelled."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import pytest
-
 from hubservices.common.db import Database
 from hubservices.formgrader import jobs
 from hubservices.formgrader.courses import Course
@@ -22,7 +21,7 @@ def course(tmp_path: Path) -> Course:
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
-def db(request: pytest.FixtureRequest, tmp_path: Path) -> Database:
+def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
     """The service's database, migrated: a SQLite file, or a fresh PostgreSQL database."""
     if request.param == "sqlite":
         url = f"sqlite:///{tmp_path / 'hubservices.sqlite'}"
@@ -39,9 +38,7 @@ def db(request: pytest.FixtureRequest, tmp_path: Path) -> Database:
 
 
 @pytest.fixture
-async def make_runner(
-    db: Database, course: Course
-) -> AsyncIterator[Callable[..., jobs.Jobs]]:
+async def make_runner(db: Database, course: Course) -> AsyncIterator[Callable[..., jobs.Jobs]]:
     """``make_runner(max_parallel=1, timeout=120)``: a Jobs on the database; stopped at the end."""
     made: list[jobs.Jobs] = []
 

@@ -108,7 +108,8 @@
 
     function refresh() {
         clearTimeout(timer);
-        return fetch(base + "api/jobs", {credentials: "same-origin"})
+        // the hub's auth wants the XSRF token on a script's GET too (not on a navigation)
+        return fetch(base + "api/jobs", {credentials: "same-origin", headers: {"X-XSRFToken": xsrf}})
             .then(function (response) {
                 if (!response.ok) { throw new Error(response.statusText); }
                 return response.json();
