@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import pytest
+
 from hubservices.common.db import Database
 from hubservices.formgrader import jobs
 from hubservices.formgrader.courses import Course
