@@ -439,14 +439,14 @@ class Jobs:
                  len(cancelled), len(running))  # fmt: skip
         return True
 
-    def job(self, course: Course, job_id: int) -> Any:
-        return self._call(self.store.job, course.id, job_id)
+    async def job(self, course: Course, job_id: int) -> Job | None:
+        return await self._call(self.store.job, course.id, job_id)
 
-    def batch(self, course: Course, batch_id: int) -> Any:
-        return self._call(self.store.batch, course.id, batch_id)
+    async def batch(self, course: Course, batch_id: int) -> dict[str, Any] | None:
+        return await self._call(self.store.batch, course.id, batch_id)
 
-    def recent(self, course: Course) -> Any:
-        return self._call(self.store.recent, course.id)
+    async def recent(self, course: Course) -> dict[str, Any]:
+        return await self._call(self.store.recent, course.id)
 
     def _kick(self, course_id: str) -> None:
         """Make sure lanes run the course's queued jobs."""

@@ -9,11 +9,15 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from nbgrader.coursedir import CourseDirectory
 
 from hubservices.common.db import Database
 from hubservices.formgrader import jobs
 from hubservices.formgrader.courses import Course
-from hubservices.formgrader.models import Job
+from hubservices.formgrader.handlers import unsafe_submissions
+from hubservices.formgrader.models import Base, Job
 
 
 @pytest.fixture
@@ -86,6 +90,25 @@ async def until(condition: Callable[[], bool], timeout: float = 10) -> bool:
 
 async def wait_all(runner: jobs.Jobs, course: Course, ids: list[int]) -> list[dict]:
     return list(await asyncio.gather(*(runner.wait(course, i) for i in ids)))
+
+
+def test_the_migration_creates_what_the_models_declare(db: Database) -> None:
+    db.upgrade()  # again: nothing to do
+    with db.engine.connect() as connection:
+        context = MigrationContext.configure(
+            connection, opts={"version_table": "alembic_version_formgrader"}
+        )
+        assert compare_metadata(context, Base.metadata) == []
+
+
+def test_submission_dirs_with_invalid_names_are_found(tmp_path: Path) -> None:
+    submitted = tmp_path / "submitted"
+    for path in ["s1/ps1", "<img src=x onerror=alert(1)>/ps1", "=cmd|x/ps1", "s2/.hidden"]:
+        (submitted / path).mkdir(parents=True)
+    (submitted / "notes.txt").write_text("not a student")
+    found = unsafe_submissions(CourseDirectory(root=str(tmp_path)))
+    assert found == [("<img src=x onerror=alert(1)>", "ps1"), ("=cmd|x", "ps1"), ("s2", ".hidden")]
+    assert unsafe_submissions(CourseDirectory(root=str(tmp_path / "nothing"))) == []
 
 
 async def test_a_batch_reuses_its_worker_and_survives_a_crash(
