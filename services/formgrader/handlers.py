@@ -130,8 +130,8 @@ class JobsAPI(CourseAPIAccess):
     """Jobs asked for on our own routes: queued at once, answered 202 with their ids."""
 
     def accepted(self, submitted: Submitted, **more: Any) -> None:
-        base = f"{self.service.service_prefix}{self.course.id}/api/batches/{submitted.batch}"
-        self.set_header("Location", base)
+        location = f"{self.service.service_prefix}{self.course.id}/api/batches/{submitted.batch}"
+        self.set_header("Location", location)
         self.write_json({"batch": submitted.batch, "jobs": submitted.jobs, **more}, 202)
 
     async def queue(self, action: str, batch: list[list[str]]) -> Submitted:

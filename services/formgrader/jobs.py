@@ -475,7 +475,11 @@ class Jobs:
                             continue
                         break
                     if worker is None or not worker.alive:
-                        worker = await Worker.start(course)
+                        try:
+                            worker = await Worker.start(course)
+                        except OSError as e:  # the course root cannot be made, no Python...
+                            await self._finish(job.id, FAILED, {"error": f"no worker: {e}"})
+                            continue
                         self._workers.add(worker)
                     await self._run(worker, course, job)
         finally:
@@ -498,10 +502,13 @@ class Jobs:
             state, result = CANCELLED, cancelled_result(cancelled_by)
         else:
             state = DONE if result.get("success") else FAILED
-        error = result.get("error")
-        await self._call(self.store.finish, job.id, state, result.get("log"), error)
-        log.info("job %d %s", job.id, state)
-        self._resolve(job.id, result)
+        await self._finish(job.id, state, result)
+
+    async def _finish(self, job_id: int, state: str, result: dict[str, Any]) -> None:
+        """Record how a job ended, then answer whoever waits for it."""
+        await self._call(self.store.finish, job_id, state, result.get("log"), result.get("error"))
+        log.info("job %d %s", job_id, state)
+        self._resolve(job_id, {"success": state == DONE, **result})
 
     def _resolve(self, job_id: int, result: dict[str, Any]) -> None:
         for waiter in self._waiters.pop(job_id, []):
