@@ -478,6 +478,25 @@ def test_crafted_student_ids_are_skipped_and_never_rendered(fg: Hub, hub_page) -
             shutil.rmtree(submitted / crafted)
 
 
+def test_course_page_progress_and_cancel_in_chromium(fg: Hub, hub_page) -> None:
+    browser = hub_page(fg, "teacher1")
+    page = browser.page
+    page.goto(f"{fg.url}/services/formgrader/course1/")
+    browser.problems.clear()  # the hub's landing page (the user's JupyterLab) is not ours
+    page.reload()
+    page.get_by_role("button", name="Autograde every submission of ps1").click()
+    batch = page.locator("#batches tr.active").first
+    expect(batch).to_contain_text("1 running", timeout=60_000)  # live, as the jobs run
+    expect(batch).to_contain_text(f"of {len(STUDENTS)} done")
+    batch_id = batch.get_attribute("data-batch")
+    batch.get_by_role("button", name="Cancel").click()
+    done = page.locator(f"#batches tr[data-batch='{batch_id}']")
+    expect(done).to_have_class("finished", timeout=30_000)
+    expect(done).to_contain_text("cancelled by teacher1")
+    expect(done.locator("ul.failures li").first).to_contain_text("cancelled by teacher1")
+    assert browser.problems == [], browser.problems
+
+
 def formgrader_process(hub: Hub) -> psutil.Process:
     (service,) = [
         p
