@@ -407,17 +407,20 @@ def no_workers_left(hub: Hub, timeout: float = 15) -> bool:
     """No worker process (nor kernel) of the formgrader is left."""
     deadline = time.monotonic() + timeout
     while True:
-        left = [
-            p
-            for p in psutil.Process(hub.proc.pid).children(recursive=True)
-            if "hubservices.formgrader.worker" in " ".join(p.cmdline())
-            or "ipykernel" in " ".join(p.cmdline())
-        ]
+        left = [p for p in psutil.Process(hub.proc.pid).children(recursive=True) if is_job(p)]
         if not left:
             return True
         if time.monotonic() > deadline:
             return False
         time.sleep(0.2)
+
+
+def is_job(process: psutil.Process) -> bool:
+    """A formgrader worker or a kernel it started."""
+    with contextlib.suppress(psutil.Error):
+        command = " ".join(process.cmdline())
+        return "hubservices.formgrader.worker" in command or "ipykernel" in command
+    return False
 
 
 #: Student ids a crafted exchange file (or a hand-made directory) could give a submission.
@@ -498,12 +501,15 @@ def test_course_page_progress_and_cancel_in_chromium(fg: Hub, hub_page) -> None:
 
 
 def formgrader_process(hub: Hub) -> psutil.Process:
-    (service,) = [
-        p
-        for p in psutil.Process(hub.proc.pid).children()
-        if p.cmdline()[1:3] == ["-m", "hubservices.formgrader"]
-    ]
+    """The formgrader service process the hub runs now."""
+    (service,) = [p for p in psutil.Process(hub.proc.pid).children() if is_formgrader(p)]
     return service
+
+
+def is_formgrader(process: psutil.Process) -> bool:
+    with contextlib.suppress(psutil.Error):  # gone (or a zombie) meanwhile
+        return process.cmdline()[1:3] == ["-m", "hubservices.formgrader"]
+    return False
 
 
 def test_a_restart_mid_batch_grades_every_submission_once(fg: Hub) -> None:
