@@ -56,8 +56,7 @@ async def make_runner(db: Database, course: Course) -> AsyncIterator[Callable[..
 
     yield make
     for runner in made:
-        if not runner._stopped:
-            await runner.stop()
+        await runner.stop()
 
 
 @pytest.fixture
