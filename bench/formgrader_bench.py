@@ -301,11 +301,19 @@ async def poll(
 
 
 async def autograde_ours(client: httpx.AsyncClient, side: Side, students: list[str]) -> int:
-    """Our autograde-all: one request, the service runs the students in parallel workers."""
+    """Our autograde-all: one request queues a batch that the service runs in parallel
+    workers; its progress is polled until every job has finished."""
     r = await client.post(side.url(f"api/assignment/{ASSIGNMENT}/autograde"))
     r.raise_for_status()
-    results = r.json()["students"]
-    return sum(1 for s in students if results[s]["success"])
+    queued = r.json()
+    assert set(queued["students"]) == set(students), queued
+    while True:
+        r = await client.get(side.url(f"api/batches/{queued['batch']}"))
+        r.raise_for_status()
+        batch = r.json()
+        if batch["finished"]:
+            return batch["done"]
+        await asyncio.sleep(0.2)
 
 
 async def autograde_theirs(client: httpx.AsyncClient, side: Side, students: list[str]) -> int:

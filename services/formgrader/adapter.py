@@ -140,6 +140,14 @@ class CourseAPI(NbGraderAPI):  # type: ignore[misc]  # nbgrader ships no type in
         # nbgrader uses ``with self.gradebook as gb``; the session ends with the request
         return contextlib.nullcontext(self._gradebook)
 
+    def get_submitted_students(self, assignment_id: str) -> set[str]:
+        """Students from ``submitted/``'s directory names: only valid ids, as in a URL.
+
+        Every page and action that lists submissions from disk goes through here, so a name
+        like ``<img src=x onerror=...>`` is never rendered or graded (the course page lists it).
+        """
+        return {s for s in super().get_submitted_students(assignment_id) if is_safe_id(s)}
+
 
 @dataclass
 class FormgraderSettings:

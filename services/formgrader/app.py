@@ -22,13 +22,14 @@ from .adapter import (
 )
 from .courses import may_grade, parse_courses
 from .handlers import ActionHandler, CoursesHandler, FormgraderRootHandler, course_handlers
-from .jobs import Jobs
+from .jobs import Jobs, JobStore
 
 
 class FormGrader(HubServiceApp):
     """Serves nbgrader's formgrader for every course to that course's graders and hub admins."""
 
     service_name: ClassVar[str] = "formgrader"
+    migrations: ClassVar[str] = "hubservices.formgrader.migrations"
     title: ClassVar[str] = "Formgrader"
     default_port: ClassVar[int] = 10103
     description = __doc__
@@ -117,15 +118,21 @@ class FormGrader(HubServiceApp):
         self.runtimes: dict[str, CourseRuntime] = {}
 
     async def on_start(self) -> None:
-        """Open every course's gradebook; make_web_app routes to each course's application."""
+        """Open every course's gradebook and the job queue; resume the jobs a stop left."""
         # nbgrader runs `alembic` from PATH when it creates a gradebook
         bindir = os.path.dirname(sys.executable)
         os.environ["PATH"] = os.pathsep.join(filter(None, [bindir, os.environ.get("PATH")]))
         self.executor = ThreadPoolExecutor(self.db_threads, thread_name_prefix="gradebook")
-        self.jobs = Jobs(max_parallel=self.max_workers, timeout=self.job_timeout)
         for course in parse_courses(self.courses, self.exchange).values():
             self.runtimes[course.id] = CourseRuntime.open(course, self.executor)
+        self.jobs = Jobs(
+            JobStore(self.db),
+            {course_id: runtime.course for course_id, runtime in self.runtimes.items()},
+            max_parallel=self.max_workers,
+            timeout=self.job_timeout,
+        )
         self.log.info("Courses: %s", ", ".join(self.runtimes) or "none")
+        await self.jobs.resume()
 
     async def on_stop(self) -> None:
         await self.jobs.stop()

@@ -7,20 +7,22 @@ file order: the cycle test leaves graded submissions that the later tests look a
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import shutil
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
 import nbformat
+import psutil
 import pytest
 from playwright.sync_api import expect
 
@@ -102,6 +104,17 @@ class Grader:
         return result
 
 
+def wait_batch(grader: Grader, batch_id: int, timeout: float = 180) -> dict[str, Any]:
+    """The batch's progress once every job of it has finished."""
+    deadline = time.monotonic() + timeout
+    while True:
+        batch = grader.ok("GET", f"api/batches/{batch_id}")
+        if batch["finished"]:
+            return batch
+        assert time.monotonic() < deadline, batch
+        time.sleep(0.5)
+
+
 def student_run(hub: Hub, student: str, *args: str) -> None:
     """Run an nbgrader student command as ``student``, with a home of their own."""
     home = hub.workdir / "students" / student
@@ -157,20 +170,25 @@ def test_full_cycle(fg: Hub) -> None:
     submissions = teacher.ok("GET", "formgrader/api/submissions/ps1")
     assert {s["student"] for s in submissions} == set(STUDENTS)
 
-    # autograde every submission (two workers); meanwhile the service answers at once
-    results: dict[str, Any] = {}
-    grading = threading.Thread(
-        target=lambda: results.update(teacher.ok("POST", "api/assignment/ps1/autograde"))
-    )
-    grading.start()
+    # autograde every submission (two workers): answered at once with the batch's job ids
+    r = teacher.send("POST", "api/assignment/ps1/autograde")
+    assert r.status_code == 202, r.text
+    queued = r.json()
+    assert set(queued["students"]) == set(STUDENTS) and queued["skipped"] == []
+    assert r.headers["Location"].endswith(f"/api/batches/{queued['batch']}")
+    # asked again while it runs: the same jobs, nothing graded twice
+    again = teacher.send("POST", "api/assignment/ps1/autograde").json()
+    assert again["jobs"] == queued["jobs"] and again["batch"] != queued["batch"]
+    # meanwhile the service answers at once
     time.sleep(1.5)
     other = Grader(fg, "admin")
     started = time.monotonic()
     jobs = other.ok("GET", "api/jobs")["jobs"]
     assert time.monotonic() - started < 1.0
     assert any(j["state"] == "running" and j["action"] == "autograde" for j in jobs)
-    grading.join(120)
-    assert set(results["students"]) == set(STUDENTS)
+    batch = wait_batch(teacher, queued["batch"])
+    assert (batch["total"], batch["done"], batch["failures"]) == (3, 3, [])
+    assert wait_batch(teacher, again["batch"])["done"] == 3
 
     autograded = fg.course_root / "autograded" / "student1" / "ps1" / "problem1.ipynb"  # type: ignore[attr-defined]
     output = autograded.read_text()
@@ -264,6 +282,8 @@ def test_permissions(fg: Hub) -> None:
         "formgrader/static/js/utils.js",
         "formgrader/api/assignments",
         "api/jobs",
+        "api/jobs/1",
+        "api/batches/1",
         "export/grades.csv",
     ]
     teacher = Grader(fg, "teacher1")
@@ -282,6 +302,8 @@ def test_permissions(fg: Hub) -> None:
         "teacher2 does not grade course1."
     )
     assert other.send("POST", "formgrader/api/assignment/ps1/release").status_code == 403
+    assert other.send("POST", "api/assignment/ps1/autograde").status_code == 403
+    assert other.send("POST", "api/batches/1/cancel").status_code == 403
     assert Grader(fg, "teacher2", "course2").get("formgrader/api/assignments").status_code == 200
 
     student = fg.browser("student9")
@@ -354,3 +376,222 @@ def test_grading_in_chromium(fg: Hub, hub_page, tmp_path: Path) -> None:
     with page.expect_response(lambda r: landing.search(r.url) is not None) as landed:
         page.locator("li.next a").click()  # may land on student2's page, whose script is blocked
     assert landed.value.status == 200
+
+
+def test_job_routes(fg: Hub) -> None:
+    teacher = Grader(fg, "teacher1")
+    # nbgrader's own per-submission route still answers what its page expects, once graded
+    r = teacher.send("POST", "formgrader/api/submission/ps1/student2/autograde")
+    assert r.status_code == 200 and r.headers["Content-Type"].startswith("text/plain")
+    result = json.loads(r.text)
+    assert result["success"] and "student2" in result["log"]
+    last = teacher.ok("GET", "api/jobs")["jobs"][0]
+    assert (last["action"], last["args"], last["state"]) == (
+        "autograde",
+        ["ps1", "student2"],
+        "done",
+    )
+
+    # our routes queue and answer 202 with job ids; the job and its batch can be looked at
+    r = teacher.send("POST", "api/submission/ps1/student1/generate_feedback")
+    assert r.status_code == 202, r.text
+    queued = r.json()
+    batch = wait_batch(teacher, queued["batch"])
+    assert (batch["action"], batch["user"], batch["done"]) == ("generate_feedback", "teacher1", 1)
+    job = teacher.ok("GET", f"api/jobs/{queued['jobs'][0]}")
+    assert job["state"] == "done" and job["student"] == "student1" and "log" in job
+    r = teacher.send("POST", "api/assignment/ps1/collect")
+    assert r.status_code == 202 and wait_batch(teacher, r.json()["batch"])["done"] == 1
+
+    assert teacher.get("api/jobs/99999").status_code == 404
+    assert teacher.get("api/batches/99999").status_code == 404
+    assert teacher.send("POST", "api/batches/99999/cancel").status_code == 404
+    assert teacher.send("POST", "api/assignment/ps1/explode").status_code == 404
+    assert teacher.send("POST", "api/submission/ps1/..%2Fx/autograde").status_code in (400, 404)
+    # cancelling is a state change: no XSRF token, no cancel
+    forged = teacher.client.post(
+        f"/services/formgrader/course1/api/batches/{queued['batch']}/cancel"
+    )
+    assert forged.status_code == 403
+
+
+def test_cancel_a_batch(fg: Hub) -> None:
+    teacher = Grader(fg, "teacher1")
+    queued = teacher.send("POST", "api/assignment/ps1/autograde").json()
+    deadline = time.monotonic() + 60
+    while teacher.ok("GET", f"api/batches/{queued['batch']}")["running"] == 0:
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    r = teacher.send("POST", f"api/batches/{queued['batch']}/cancel")
+    assert r.status_code == 200, r.text
+    batch = wait_batch(teacher, queued["batch"], timeout=30)
+    assert batch["cancelled"] >= 1 and batch["cancelled_by"] == "teacher1"
+    assert batch["done"] + batch["cancelled"] == batch["total"] == 3
+    cancelled = [f for f in batch["failures"] if f["state"] == "cancelled"]
+    assert {f["reason"] for f in cancelled} == {"cancelled by teacher1"}
+    assert no_workers_left(fg)
+
+
+def no_workers_left(hub: Hub, timeout: float = 15) -> bool:
+    """No worker process (nor kernel) of the formgrader is left."""
+    deadline = time.monotonic() + timeout
+    while True:
+        left = [p for p in psutil.Process(hub.proc.pid).children(recursive=True) if is_job(p)]
+        if not left:
+            return True
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.2)
+
+
+def is_job(process: psutil.Process) -> bool:
+    """A formgrader worker or a kernel it started."""
+    with contextlib.suppress(psutil.Error):
+        command = " ".join(process.cmdline())
+        return "hubservices.formgrader.worker" in command or "ipykernel" in command
+    return False
+
+
+#: Student ids a crafted exchange file (or a hand-made directory) could give a submission.
+CRAFTED_IDS = ["<img src=x onerror=alert(1)>", "=cmd|x"]
+
+
+def test_crafted_student_ids_are_skipped_and_never_rendered(fg: Hub, hub_page) -> None:
+    submitted = fg.course_root / "submitted"  # type: ignore[attr-defined]
+    for crafted in CRAFTED_IDS:
+        shutil.copytree(submitted / "student1", submitted / crafted)
+    try:
+        teacher = Grader(fg, "teacher1")
+        r = teacher.send("POST", "api/assignment/ps1/autograde")
+        assert r.status_code == 202, r.text
+        queued = r.json()
+        assert sorted(queued["skipped"]) == sorted(CRAFTED_IDS)
+        assert set(queued["students"]) == set(STUDENTS)
+        assert wait_batch(teacher, queued["batch"])["done"] == len(STUDENTS)  # the rest graded
+        autograded = fg.course_root / "autograded"  # type: ignore[attr-defined]
+        assert not any((autograded / crafted).exists() for crafted in CRAFTED_IDS)
+        listed = {s["student"] for s in teacher.ok("GET", "formgrader/api/submissions/ps1")}
+        assert listed == set(STUDENTS)
+
+        browser = hub_page(fg, "teacher1")
+        page = browser.page
+        dialogs: list[str] = []
+        page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
+        course = f"{fg.url}/services/formgrader/course1/"
+        page.goto(course)
+        browser.problems.clear()  # the hub's landing page (the user's JupyterLab) is not ours
+        page.reload()
+        skipped = page.locator("#unsafe-ids li code")
+        expect(skipped).to_have_count(len(CRAFTED_IDS))
+        assert sorted(skipped.all_inner_texts()) == sorted(
+            f"submitted/{crafted}/ps1" for crafted in CRAFTED_IDS
+        )
+        # the batches drawn by course.js: progress, no failure
+        row = page.locator(f"#batches tr[data-batch='{queued['batch']}']")
+        expect(row).to_contain_text(f"{len(STUDENTS)} of {len(STUDENTS)} done")
+        assert page.locator("img[src=x]").count() == 0
+
+        # nbgrader's pages never list them; its autograde button for one submission works
+        page.goto(f"{course}formgrader/manage_submissions/ps1")
+        student2 = page.locator("#main-table tr", has_text="student2")
+        student2.wait_for()
+        assert "onerror" not in page.content() and "=cmd" not in page.content()
+        student2.locator(".autograde a").click()
+        # a worker starts and grades meanwhile: longer than Playwright's 5 s on a busy machine
+        success = page.locator("#success-modal")
+        expect(success).to_contain_text("Successfully autograded", timeout=60_000)
+        page.goto(f"{course}formgrader/manage_students")
+        page.locator("#main-table tr", has_text="student1").wait_for()
+        assert "onerror" not in page.content() and "=cmd" not in page.content()
+        assert page.locator("img[src=x]").count() == 0
+        assert dialogs == [] and browser.problems == [], (dialogs, browser.problems)
+    finally:
+        for crafted in CRAFTED_IDS:
+            shutil.rmtree(submitted / crafted)
+
+
+def test_course_page_progress_and_cancel_in_chromium(fg: Hub, hub_page) -> None:
+    browser = hub_page(fg, "teacher1")
+    page = browser.page
+    page.goto(f"{fg.url}/services/formgrader/course1/")
+    browser.problems.clear()  # the hub's landing page (the user's JupyterLab) is not ours
+    page.reload()
+    page.get_by_role("button", name="Autograde every submission of ps1").click()
+    batch = page.locator("#batches tr.active").first
+    expect(batch).to_contain_text("1 running", timeout=60_000)  # live, as the jobs run
+    expect(batch).to_contain_text(f"of {len(STUDENTS)} done")
+    batch_id = batch.get_attribute("data-batch")
+    batch.get_by_role("button", name="Cancel").click()
+    done = page.locator(f"#batches tr[data-batch='{batch_id}']")
+    expect(done).to_have_class("finished", timeout=30_000)
+    expect(done).to_contain_text("cancelled by teacher1")
+    expect(done.locator("ul.failures li").first).to_contain_text("cancelled by teacher1")
+    assert browser.problems == [], browser.problems
+
+
+def formgrader_process(hub: Hub) -> psutil.Process:
+    """The formgrader service process the hub runs now."""
+    (service,) = [p for p in psutil.Process(hub.proc.pid).children() if is_formgrader(p)]
+    return service
+
+
+def is_formgrader(process: psutil.Process) -> bool:
+    with contextlib.suppress(psutil.Error):  # gone (or a zombie) meanwhile
+        return process.cmdline()[1:3] == ["-m", "hubservices.formgrader"]
+    return False
+
+
+def test_a_restart_mid_batch_grades_every_submission_once(fg: Hub) -> None:
+    """The service killed mid-batch (as by a crash); the hub starts it again; it finishes."""
+    submitted = fg.course_root / "submitted"  # type: ignore[attr-defined]
+    slow = [f"late{i}" for i in range(4)]  # copies of student3's 4-second submission
+    for student in slow:
+        shutil.copytree(submitted / "student3", submitted / student)
+    students = sorted([*STUDENTS, *slow])
+    teacher = Grader(fg, "teacher1")
+    queued = teacher.send("POST", "api/assignment/ps1/autograde").json()
+    deadline = time.monotonic() + 120
+    while True:
+        batch = teacher.ok("GET", f"api/batches/{queued['batch']}")
+        if batch["done"] >= 1 and batch["running"] >= 1:
+            break
+        assert time.monotonic() < deadline, batch
+        time.sleep(0.2)
+
+    service = formgrader_process(fg)
+    workers = service.children(recursive=True)
+    assert workers
+    killed_at = time.time()
+    service.kill()
+    _, alive = psutil.wait_procs(workers, timeout=15)
+    assert alive == []  # its workers and their kernels died with it
+
+    # the hub notices (it polls its services every 30 s) and starts the service again
+    deadline = time.monotonic() + 90
+    while True:
+        with contextlib.suppress(httpx.TransportError, ValueError):
+            health = httpx.get(fg.service_url("formgrader", "health"), timeout=2)
+            if health.status_code == 200 and formgrader_process(fg).pid != service.pid:
+                break
+        assert time.monotonic() < deadline, fg.log_tail()
+        time.sleep(0.5)
+    fg._remember_children()
+
+    batch = wait_batch(teacher, queued["batch"])
+    assert (batch["total"], batch["done"], batch["failures"]) == (len(students), len(students), [])
+    jobs = {job["id"]: job for job in teacher.ok("GET", "api/jobs")["jobs"]}
+    ran = [jobs[job_id] for job_id in batch["jobs"]]
+    assert sorted(job["student"] for job in ran) == students  # one job a submission
+    resumed = [job for job in ran if job["attempts"] == 2]
+    assert resumed and all(job["attempts"] in (1, 2) for job in ran)
+    for job in ran:
+        notebook = fg.course_root / "autograded" / job["student"] / "ps1" / "problem1.ipynb"  # type: ignore[attr-defined]
+        finished = datetime.fromisoformat(job["finished_at"]).timestamp()
+        if finished < killed_at:  # done before the crash: not graded again
+            assert notebook.stat().st_mtime < killed_at, job
+        else:
+            assert notebook.stat().st_mtime > killed_at, job
+    # the gradebook has every submission autograded; the new ones with their score
+    graded = {s["student"]: s for s in teacher.ok("GET", "formgrader/api/submissions/ps1")}
+    assert set(graded) == set(students) and all(s["autograded"] for s in graded.values())
+    assert [graded[student]["score"] for student in slow] == [2] * len(slow)

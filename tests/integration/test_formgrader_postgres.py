@@ -1,4 +1,5 @@
-"""Graders at the same time on a PostgreSQL gradebook lose no grade and no comment."""
+"""Graders at the same time on a PostgreSQL gradebook lose no grade and no comment; the job
+history lives in PostgreSQL too."""
 
 from __future__ import annotations
 
@@ -11,9 +12,11 @@ from pathlib import Path
 
 import pytest
 from nbgrader.api import Gradebook
+from sqlalchemy import create_engine, select
 
+from hubservices.formgrader.models import Job
 from tests.harness.hub import Hub
-from tests.integration.test_formgrader_hub import Grader
+from tests.integration.test_formgrader_hub import Grader, wait_batch
 
 pytestmark = pytest.mark.hub
 
@@ -38,9 +41,20 @@ def pg_hub(
         for student in range(STUDENTS):
             gb.add_student(f"s{student}")
             gb.add_submission("hw", f"s{student}")
-    course = {"pgcourse": {"root": str(tmp_path / "pgcourse"), "db_url": postgres_url}}
+    exchange = tmp_path / "exchange"
+    (exchange / "pgcourse" / "inbound").mkdir(parents=True)
+    course = {
+        "pgcourse": {
+            "root": str(tmp_path / "pgcourse"),
+            "db_url": postgres_url,
+            "exchange": str(exchange),
+        }
+    }
     config = tmp_path / "formgrader_config.py"
-    config.write_text(f"c.FormGrader.courses = {json.dumps(course)}\n")
+    # the service's own records (job history) in the same database, next to nbgrader's tables
+    config.write_text(
+        f"c.FormGrader.courses = {json.dumps(course)}\nc.FormGrader.db_url = {postgres_url!r}\n"
+    )
     graders = [f"grader{i}" for i in range(GRADERS)]
     hub = Hub(
         tmp_path / "hub",
@@ -85,3 +99,23 @@ def test_concurrent_graders_lose_nothing(pg_hub: tuple[Hub, str]) -> None:
         for index, (grade_id, comment_id) in enumerate(ids):
             assert gb.find_grade_by_id(grade_id).manual_score == index % 10
             assert gb.find_comment_by_id(comment_id).manual_comment == f"c{index}"
+
+
+def test_job_history_in_postgresql(pg_hub: tuple[Hub, str]) -> None:
+    hub, url = pg_hub
+    grader = Grader(hub, "grader0", "pgcourse")
+    r = grader.send("POST", "api/assignment/hw/collect")
+    assert r.status_code == 202, r.text
+    batch = wait_batch(grader, r.json()["batch"])
+    assert (batch["total"], batch["done"], batch["user"]) == (1, 1, "grader0"), batch["failures"]
+    engine = create_engine(url)
+    try:
+        with engine.connect() as connection:
+            rows = connection.execute(
+                select(Job.action, Job.assignment, Job.state, Job.user).where(
+                    Job.course == "pgcourse"
+                )
+            ).all()
+    finally:
+        engine.dispose()
+    assert [tuple(row) for row in rows] == [("collect", "hw", "done", "grader0")]
