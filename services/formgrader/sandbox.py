@@ -25,10 +25,12 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cache
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
+
+from .courses import Course
 
 #: The uid and gid student code runs as when the service runs as root ("nobody").
 NOBODY = 65534
@@ -223,6 +225,11 @@ class Sandbox:
             _check_bwrap(self.uid, self.gid, tuple(self.read_only))
 
 
+def check_default_sandbox() -> None:
+    """Whether the sandbox with default settings runs here (SandboxUnavailable if not)."""
+    Sandbox(*default_identity(), read_only=tuple(python_paths())).check()
+
+
 @cache
 def _check_bwrap(uid: int, gid: int, read_only: tuple[str, ...]) -> None:
     """Run ``true`` in the sandbox once per process (about 10 ms) and remember the verdict."""
@@ -245,6 +252,15 @@ def _check_bwrap(uid: int, gid: int, read_only: tuple[str, ...]) -> None:
     if proc.returncode != 0:
         reason = out.decode(errors="replace").strip().splitlines()[-1:] or ["no output"]
         raise SandboxUnavailable(f"bubblewrap cannot run here ({reason[0]}): {HOW_TO_FIX}")
+
+
+def with_sandbox_settings(
+    course: Course, defaults: Mapping[str, Any], *, allow_unsandboxed: bool
+) -> Course:
+    """``course`` with the service-wide sandbox settings under its own (which win)."""
+    own = course.nbgrader.get("SandboxedExecute", {})
+    settings = {**defaults, **own, "allow_unsandboxed": allow_unsandboxed}
+    return replace(course, nbgrader={**course.nbgrader, "SandboxedExecute": settings})
 
 
 def _outermost(paths: Iterable[str], covered: Sequence[str]) -> list[str]:
