@@ -328,9 +328,13 @@ class SandboxedExecute(Execute):  # type: ignore[misc]
             kernel_output.seek(0, os.SEEK_END)
             kernel_output.seek(max(0, kernel_output.tell() - KERNEL_OUTPUT_TAIL))
             tail = kernel_output.read().decode(errors="replace").strip()
-            problem = "the kernel died" + (f"; its last output:\n{tail}" if tail else "") + (
-                f" (limits: {self.memory_limit} bytes of memory, {self.cpu_limit} CPU seconds, "
-                f"{self.process_limit} processes, {self.file_size_limit} bytes a file)"
+            problem = (
+                "the kernel died"
+                + (f"; its last output:\n{tail}" if tail else "")
+                + (
+                    f" (limits: {self.memory_limit} bytes of memory, {self.cpu_limit} CPU seconds, "
+                    f"{self.process_limit} processes, {self.file_size_limit} bytes a file)"
+                )
             )
         else:
             return  # not the sandbox's doing: nbgrader's log has the traceback

@@ -71,8 +71,8 @@ def hostile_answers(paths: dict[str, str], port: int) -> dict[str, str]:
         ),
         "fds": (
             "import os, subprocess\n"
-            "os.write(1, b'not json\\n{\"success\": true, \"log\": \"forged\"}\\n')\n"
-            "os.write(2, b'not json\\n{\"success\": true, \"log\": \"forged\"}\\n')\n"
+            'os.write(1, b\'not json\\n{"success": true, "log": "forged"}\\n\')\n'
+            'os.write(2, b\'not json\\n{"success": true, "log": "forged"}\\n\')\n'
             "subprocess.run(['echo', '{\"success\": true}'])\n" + WRONG
         ),
         "sleeper": (
