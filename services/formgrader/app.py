@@ -10,7 +10,7 @@ from typing import Any, ClassVar
 
 from nbgrader.server_extensions.formgrader import handlers as nbgrader_pages
 from tornado.web import Application as TornadoApplication
-from traitlets import Bool, Dict, Float, Integer, TraitError, Unicode, default, validate
+from traitlets import Bool, Dict, Enum, Float, Integer, TraitError, Unicode, default, validate
 
 from ..common.app import HubServiceApp
 from ..common.web import NotFoundHandler
@@ -23,7 +23,12 @@ from .adapter import (
 from .courses import may_grade, parse_courses
 from .handlers import ActionHandler, CoursesHandler, FormgraderRootHandler, course_handlers
 from .jobs import Jobs
-from .sandbox import SandboxUnavailable, check_default_sandbox, with_sandbox_settings
+from .sandbox import (
+    EXECUTOR_NAMES,
+    SandboxUnavailable,
+    check_default_sandbox,
+    with_sandbox_settings,
+)
 
 
 class FormGrader(HubServiceApp):
@@ -88,6 +93,13 @@ class FormGrader(HubServiceApp):
         sees everything the service can); each such job's result says "sandbox": "none".""",
     ).tag(config=True)
 
+    executor = Enum(
+        list(EXECUTOR_NAMES),
+        "local",
+        help="""Where autograde runs student code: "local", a bubblewrap sandbox on this machine
+        (the only executor so far; see docs/formgrader.md).""",
+    ).tag(config=True)
+
     db_threads = Integer(
         8,
         help="""Threads for gradebook reads and writes (one database connection each), shared
@@ -140,7 +152,10 @@ class FormGrader(HubServiceApp):
         self.jobs = Jobs(max_parallel=self.max_workers, timeout=self.job_timeout)
         for parsed in parse_courses(self.courses, self.exchange).values():
             course = with_sandbox_settings(
-                parsed, self.sandbox, allow_unsandboxed=self.allow_unsandboxed_autograde
+                parsed,
+                self.sandbox,
+                allow_unsandboxed=self.allow_unsandboxed_autograde,
+                executor=self.executor,
             )
             self.runtimes[course.id] = CourseRuntime.open(course, self.executor)
         self.web_app.add_handlers(

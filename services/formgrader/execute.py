@@ -35,10 +35,17 @@ from nbclient.exceptions import DeadKernelError
 from nbformat import NotebookNode
 from nbgrader.preprocessors import Execute
 from traitlets import Any as AnyTrait
-from traitlets import Bool, Instance, Integer, List, Unicode, default
+from traitlets import Bool, Enum, Instance, Integer, List, Unicode, default
 from traitlets.config import Config
 
-from .sandbox import Limits, Sandbox, SandboxUnavailable, default_identity, python_paths
+from .sandbox import (
+    EXECUTOR_NAMES,
+    Limits,
+    Sandbox,
+    SandboxUnavailable,
+    default_identity,
+    python_paths,
+)
 
 #: Bytes of the kernel's own stdout/stderr kept (for the log when it dies).
 KERNEL_OUTPUT_TAIL = 2000
@@ -205,6 +212,13 @@ class SandboxedExecute(Execute):  # type: ignore[misc]
         help="""Run student code without bubblewrap where it cannot run (limits still apply,
         but the code sees the host): FormGrader.allow_unsandboxed_autograde sets it.""",
     ).tag(config=True)
+    executor = Enum(
+        list(EXECUTOR_NAMES),
+        "local",
+        help="""Where the sandboxed kernel runs: "local" (bubblewrap on this machine) is the
+        only executor so far. An executor takes the notebook and the directory of its files and
+        returns the executed notebook; nbgrader's grading around it stays here.""",
+    ).tag(config=True)
     scratch_root = Unicode(
         help="Where the scratch directories are made (default: the system's temp directory)."
     ).tag(config=True)
@@ -246,11 +260,18 @@ class SandboxedExecute(Execute):  # type: ignore[misc]
     def preprocess(
         self, nb: NotebookNode, resources: Any = None, km: Any = None
     ) -> tuple[NotebookNode, Any]:
-        """Execute in a scratch copy of the notebook's directory, then delete the copy."""
+        """Execute ``nb`` with the files of its directory through the configured executor."""
+        source = Path(resources.get("metadata", {}).get("path") or ".")
+        return EXECUTORS[self.executor](self, nb, resources, source)
+
+    def execute_here(
+        self, nb: NotebookNode, resources: Any, source: Path
+    ) -> tuple[NotebookNode, Any]:
+        """The "local" executor: the kernel in a sandbox on this machine, in a scratch copy of
+        ``source`` (deleted afterwards), driven by this process's nbclient."""
         sandbox = self.sandbox()
         if _report is not None and not sandbox.isolate:
             _report.isolation = "none"
-        source = Path(resources.get("metadata", {}).get("path") or ".")
         scratch = tempfile.mkdtemp(prefix="hubservices-sandbox-", dir=self.scratch_root or None)
         workdir = os.path.join(scratch, "work")
         shutil.copytree(source, workdir, symlinks=True)
@@ -263,7 +284,7 @@ class SandboxedExecute(Execute):  # type: ignore[misc]
             watchdog = threading.Timer(self.wall_timeout, self._stop, [self._wall_reason()])
             watchdog.start()
             try:
-                return super().preprocess(nb, resources, km)
+                return super().preprocess(nb, resources)
             except Exception as e:
                 self._explain_failure(e, kernel_output)
                 raise
@@ -363,3 +384,10 @@ def sandboxed(config: Config) -> Config:
         for pp in preprocessors
     ]
     return config
+
+
+#: Executors by name (EXECUTOR_NAMES), each ``(client, notebook, resources, source directory) ->
+#: (executed notebook, resources)``. One that runs elsewhere (issue 11's Dask executor) sends the
+#: notebook and the files of the directory with the task, runs the same sandbox there and brings
+#: the executed notebook back, size-capped and validated before nbgrader grades it.
+EXECUTORS = {"local": SandboxedExecute.execute_here}

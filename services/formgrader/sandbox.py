@@ -32,6 +32,9 @@ from typing import IO, Any
 
 from .courses import Course
 
+#: Where sandboxed executions may run (FormGrader.executor): "local" is bubblewrap here.
+EXECUTOR_NAMES = ("local",)
+
 #: The uid and gid student code runs as when the service runs as root ("nobody").
 NOBODY = 65534
 
@@ -255,11 +258,12 @@ def _check_bwrap(uid: int, gid: int, read_only: tuple[str, ...]) -> None:
 
 
 def with_sandbox_settings(
-    course: Course, defaults: Mapping[str, Any], *, allow_unsandboxed: bool
+    course: Course, defaults: Mapping[str, Any], *, allow_unsandboxed: bool, executor: str
 ) -> Course:
-    """``course`` with the service-wide sandbox settings under its own (which win)."""
+    """``course`` with the service-wide sandbox settings under its own (which win); whether
+    student code may run unsandboxed, and where, are the service's alone."""
     own = course.nbgrader.get("SandboxedExecute", {})
-    settings = {**defaults, **own, "allow_unsandboxed": allow_unsandboxed}
+    settings = {**defaults, **own, "allow_unsandboxed": allow_unsandboxed, "executor": executor}
     return replace(course, nbgrader={**course.nbgrader, "SandboxedExecute": settings})
 
 

@@ -5,12 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from nbgrader.preprocessors import Execute, SaveAutoGrades
-from traitlets.config import Config
-
 from hubservices.formgrader.courses import Course
 from hubservices.formgrader.execute import SandboxedExecute, _content_size, sandboxed
 from hubservices.formgrader.sandbox import Limits, Sandbox, with_sandbox_settings
+from nbgrader.preprocessors import Execute, SaveAutoGrades
+from traitlets.config import Config
 
 SCRATCH = "/tmp/hubservices-sandbox-x"
 
@@ -72,12 +71,13 @@ def test_course_settings_win_over_the_services_but_not_allow_unsandboxed() -> No
         },
     )
     merged = with_sandbox_settings(
-        course, {"memory_limit": 1, "cpu_limit": 2}, allow_unsandboxed=False
+        course, {"memory_limit": 1, "cpu_limit": 2}, allow_unsandboxed=False, executor="local"
     )
     assert merged.nbgrader["SandboxedExecute"] == {
         "memory_limit": 5,
         "cpu_limit": 2,
         "allow_unsandboxed": False,
+        "executor": "local",
     }
     assert merged.nbgrader["ExecutePreprocessor"] == {"timeout": 9}
 
