@@ -93,7 +93,7 @@ class FormGrader(HubServiceApp):
         sees everything the service can); each such job's result says "sandbox": "none".""",
     ).tag(config=True)
 
-    executor = Enum(
+    autograde_executor = Enum(
         list(EXECUTOR_NAMES),
         "local",
         help="""Where autograde runs student code: "local", a bubblewrap sandbox on this machine
@@ -155,7 +155,7 @@ class FormGrader(HubServiceApp):
                 parsed,
                 self.sandbox,
                 allow_unsandboxed=self.allow_unsandboxed_autograde,
-                executor=self.executor,
+                executor=self.autograde_executor,
             )
             self.runtimes[course.id] = CourseRuntime.open(course, self.executor)
         self.web_app.add_handlers(

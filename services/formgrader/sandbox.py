@@ -32,7 +32,7 @@ from typing import IO, Any
 
 from .courses import Course
 
-#: Where sandboxed executions may run (FormGrader.executor): "local" is bubblewrap here.
+#: Where sandboxed executions may run (FormGrader.autograde_executor): "local" is bubblewrap here.
 EXECUTOR_NAMES = ("local",)
 
 #: The uid and gid student code runs as when the service runs as root ("nobody").
