@@ -290,6 +290,8 @@ class SandboxedExecute(Execute):  # type: ignore[misc]
                 raise
             finally:
                 watchdog.cancel()
+                if self._run.get("km") is not None:
+                    self._run["km"].close_contexts()
                 self._run = {}
                 shutil.rmtree(scratch, ignore_errors=True)
 
@@ -309,19 +311,8 @@ class SandboxedExecute(Execute):  # type: ignore[misc]
             max_message_size=self.output_limit + 2**16,
             **({"kernel_name": self.kernel_name} if self.kernel_name else {}),
         )
+        run["km"] = self.km
         return self.km
-
-    async def async_start_new_kernel(self, **kwargs: Any) -> None:
-        kwargs["cwd"] = self._run["workdir"]  # not the course's directory of the submission
-        await super().async_start_new_kernel(**kwargs)
-
-    async def _async_cleanup_kernel(self) -> None:
-        km = self.km
-        try:
-            await super()._async_cleanup_kernel()
-        finally:
-            if isinstance(km, SandboxedKernelManager):
-                km.close_contexts()
 
     def process_message(self, msg: dict[str, Any], cell: NotebookNode, cell_index: int) -> Any:
         """Count the output as it arrives; past ``output_limit``, stop the kernel."""
