@@ -15,10 +15,12 @@ with that reason. The kernel's files stay in the scratch directory, which is del
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import shutil
 import signal
+import stat
 import tempfile
 import threading
 import uuid
@@ -47,6 +49,8 @@ from .sandbox import (
     python_paths,
 )
 
+#: The kernel's sockets, as the connection file names their ports.
+CHANNELS = ("shell", "iopub", "stdin", "hb", "control")
 #: Bytes of the kernel's own stdout/stderr kept (for the log when it dies).
 KERNEL_OUTPUT_TAIL = 2000
 
@@ -120,7 +124,28 @@ class SandboxProvisioner(LocalProvisioner):  # type: ignore[misc]
         )
         self.pid = self.pgid = self.process.pid
         self.cwd = km.workdir
+        await self._lock_sockets(km)
         return self.connection_info
+
+    async def _lock_sockets(self, km: SandboxedKernelManager) -> None:
+        """Once the kernel has bound its sockets, take their directory back from it.
+
+        We connect to the socket paths from outside, where a path the kernel replaced with a
+        symlink would lead to any socket of the host; after this, the kernel can no longer
+        change the scratch directory's entries (its working directory stays its own), and
+        each of them is checked to be a socket. If the kernel exits first, nbclient says so.
+        """
+        paths = [f"{km.ip}-{self.connection_info[f'{channel}_port']}" for channel in CHANNELS]
+        while not all(os.path.lexists(path) for path in paths):
+            if self.process.poll() is not None:
+                return
+            await asyncio.sleep(0.005)
+        os.chown(km.scratch, os.geteuid(), os.getegid())
+        os.chmod(km.scratch, 0o755)
+        for path in paths:
+            if not stat.S_ISSOCK(os.lstat(path).st_mode):
+                self.kill_sandbox()
+                raise RuntimeError(f"the kernel put something else than a socket at {path}")
 
     def kill_sandbox(self) -> None:
         """SIGKILL bwrap's process group: the sandbox's PID namespace dies with it."""

@@ -267,3 +267,26 @@ def test_autograde_is_refused_without_bubblewrap_unless_the_admin_allows_it(
         assert grades(tmp_path, "course101", "ps1", ["right"])["right"][0] == 2
     finally:
         sandbox_module._check_bwrap.cache_clear()
+
+
+def test_the_kernel_cannot_swap_its_sockets_for_links_to_host_sockets(tmp_path: Path) -> None:
+    """We connect to the socket paths from outside: a symlink there would lead anywhere."""
+    make_course101(tmp_path)
+    folder = tmp_path / "submitted" / "swapper" / "ps1"
+    folder.mkdir(parents=True)
+    nb = nbformat.read(tmp_path / "submitted" / "right" / "ps1" / "problem1.ipynb", 4)
+    for cell in nb.cells:
+        if cell.metadata.get("nbgrader", {}).get("grade_id") == "squares":
+            cell.source = (
+                "import glob, os\n"
+                "for path in glob.glob('../kernel-ipc-*'):\n"
+                "    os.unlink(path)\n"
+                "    os.symlink('/run/host.sock', path)\n" + RIGHT
+            )
+    nbformat.write(nb, folder / "problem1.ipynb")
+    course = course_at(tmp_path, "course101")
+    result = worker.run(course, "autograde", ["ps1", "swapper"])
+    assert result["success"], result.get("error")
+    executed = (tmp_path / "autograded" / "swapper" / "ps1" / "problem1.ipynb").read_text()
+    assert "PermissionError" in executed
+    assert grades(tmp_path, "course101", "ps1", ["swapper"])["swapper"][0] == 0
