@@ -248,6 +248,12 @@ class SandboxedExecute(Execute):  # type: ignore[misc]
         help="Where the scratch directories are made (default: the system's temp directory)."
     ).tag(config=True)
 
+    @default("shutdown_kernel")
+    def _kill_at_the_end(self) -> str:
+        """The outputs are in; the whole sandbox goes anyway: no graceful shutdown round trip
+        (it cost about 0.4 s a notebook)."""
+        return "immediate"
+
     @default("sandbox_uid")
     def _default_uid(self) -> int:
         return default_identity()[0]
