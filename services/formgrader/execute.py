@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import nbformat
 import zmq
 import zmq.asyncio
 from jupyter_client.manager import AsyncKernelManager
@@ -315,7 +316,9 @@ class SandboxedExecute(Execute):  # type: ignore[misc]
             watchdog = threading.Timer(self.wall_timeout, self._stop, [self._wall_reason()])
             watchdog.start()
             try:
-                return super().preprocess(nb, resources)
+                nb, resources = super().preprocess(nb, resources)
+                _check_notebook(nb)
+                return nb, resources
             except Exception as e:
                 self._explain_failure(e, kernel_output)
                 raise
@@ -367,6 +370,10 @@ class SandboxedExecute(Execute):  # type: ignore[misc]
         """Say why in the job's error: a limit, or the kernel's own last words."""
         if self._run.get("killed"):
             problem = self._run["killed"]
+        elif isinstance(error, nbformat.ValidationError):
+            where = "/".join(str(part) for part in error.absolute_path)
+            problem = f"the kernel's output is not valid in a notebook ({where}: {error.message})"
+            problem = problem[:KERNEL_OUTPUT_TAIL]
         elif isinstance(error, DeadKernelError) or "Kernel died" in str(error):
             kernel_output.seek(0, os.SEEK_END)
             kernel_output.seek(max(0, kernel_output.tell() - KERNEL_OUTPUT_TAIL))
@@ -383,6 +390,11 @@ class SandboxedExecute(Execute):  # type: ignore[misc]
             return  # not the sandbox's doing: nbgrader's log has the traceback
         self.log.error("Sandbox: %s", problem)
         _record(problem)
+
+
+def _check_notebook(nb: NotebookNode) -> None:
+    """The executed notebook is valid nbformat as a whole (nbclient checks each output)."""
+    nbformat.validate(nb)
 
 
 def _chown_tree(root: str, uid: int, gid: int) -> None:
