@@ -164,16 +164,13 @@ def submit(root: Path, student: str, code: str, extra: str = "") -> None:
 
 def sandbox_processes() -> list[psutil.Process]:
     """Processes of the sandbox's uid, or sleeping as the hostile sleeper does."""
-    found = []
-    for proc in psutil.process_iter(["uids", "cmdline"]):
-        cmdline = " ".join(proc.info["cmdline"] or [])
-        if (
-            proc.info["uids"]
-            and proc.info["uids"].real == SANDBOX_UID
-            or str(SLEEPER_SECONDS) in cmdline
-        ):
-            found.append(proc)
-    return found
+    sleeper = ["sleep", str(SLEEPER_SECONDS)]
+    return [
+        proc
+        for proc in psutil.process_iter(["uids", "cmdline"])
+        if (proc.info["uids"] and proc.info["uids"].real == SANDBOX_UID)
+        or proc.info["cmdline"] == sleeper
+    ]
 
 
 def scratch_dirs() -> set[str]:
