@@ -5,7 +5,7 @@
 VENV := .venv
 PY := $(VENV)/bin/python
 PROXY := node_modules/.bin/configurable-http-proxy
-APT_PACKAGES := postgresql prometheus chromium
+APT_PACKAGES := postgresql prometheus chromium bubblewrap
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 PYTEST_ARGS ?=
 
@@ -20,10 +20,10 @@ $(VENV)/.installed $(PROXY): pyproject.toml package.json package-lock.json deplo
 	EDITABLE=1 deploy/install.sh $(VENV) test
 	touch $(VENV)/.installed $(PROXY)
 
-# Debian packages the tests use, installed only when missing.
+# Debian packages the tests use, installed only when missing (bubblewrap: autograde's sandbox).
 system-packages:
 	@if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || ! test -x /usr/bin/prometheus \
-		|| ! test -x /usr/bin/promtool || ! test -x /usr/bin/chromium; then \
+		|| ! test -x /usr/bin/promtool || ! test -x /usr/bin/chromium || ! test -x /usr/bin/bwrap; then \
 		$(SUDO) apt-get update -q && \
 		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q --no-install-recommends $(APT_PACKAGES); \
 	fi

@@ -10,7 +10,7 @@ from typing import Any, ClassVar
 
 from nbgrader.server_extensions.formgrader import handlers as nbgrader_pages
 from tornado.web import Application as TornadoApplication
-from traitlets import Dict, Float, Integer, TraitError, Unicode, default, validate
+from traitlets import Bool, Dict, Enum, Float, Integer, TraitError, Unicode, default, validate
 
 from ..common.app import HubServiceApp
 from ..common.web import NotFoundHandler
@@ -23,6 +23,12 @@ from .adapter import (
 from .courses import may_grade, parse_courses
 from .handlers import ActionHandler, CoursesHandler, FormgraderRootHandler, course_handlers
 from .jobs import Jobs, JobStore
+from .sandbox import (
+    EXECUTOR_NAMES,
+    SandboxUnavailable,
+    check_default_sandbox,
+    with_sandbox_settings,
+)
 
 
 class FormGrader(HubServiceApp):
@@ -74,6 +80,27 @@ class FormGrader(HubServiceApp):
 
     job_timeout = Float(3600, help="Seconds before a long action is killed.").tag(config=True)
 
+    sandbox = Dict(
+        help="""Autograde's sandbox for every course (nbgrader's SandboxedExecute settings):
+        {"memory_limit": 2**30, "cpu_limit": 600, "process_limit": 256, "file_size_limit":
+        2**30, "wall_timeout": 600, "output_limit": 2**24, "sandbox_uid": 65534,
+        "sandbox_gid": 65534, "read_only_paths": [...]}; a course's own
+        {"nbgrader": {"SandboxedExecute": {...}}} overrides them.""",
+    ).tag(config=True)
+
+    allow_unsandboxed_autograde = Bool(
+        False,
+        help="""Where bubblewrap cannot run, autograde student code without a sandbox (it then
+        sees everything the service can); each such job's result says "sandbox": "none".""",
+    ).tag(config=True)
+
+    autograde_executor = Enum(
+        list(EXECUTOR_NAMES),
+        "local",
+        help="""Where autograde runs student code: "local", a bubblewrap sandbox on this machine
+        (the only executor so far; see docs/formgrader.md).""",
+    ).tag(config=True)
+
     db_threads = Integer(
         8,
         help="""Threads for gradebook reads and writes (one database connection each), shared
@@ -123,7 +150,13 @@ class FormGrader(HubServiceApp):
         bindir = os.path.dirname(sys.executable)
         os.environ["PATH"] = os.pathsep.join(filter(None, [bindir, os.environ.get("PATH")]))
         self.executor = ThreadPoolExecutor(self.db_threads, thread_name_prefix="gradebook")
-        for course in parse_courses(self.courses, self.exchange).values():
+        for parsed in parse_courses(self.courses, self.exchange).values():
+            course = with_sandbox_settings(
+                parsed,
+                self.sandbox,
+                allow_unsandboxed=self.allow_unsandboxed_autograde,
+                executor=self.autograde_executor,
+            )
             self.runtimes[course.id] = CourseRuntime.open(course, self.executor)
         self.jobs = Jobs(
             JobStore(self.db),
@@ -132,6 +165,11 @@ class FormGrader(HubServiceApp):
             timeout=self.job_timeout,
         )
         self.log.info("Courses: %s", ", ".join(self.runtimes) or "none")
+        try:
+            check_default_sandbox()
+        except SandboxUnavailable as e:
+            unsandboxed = "runs UNSANDBOXED" if self.allow_unsandboxed_autograde else "is refused"
+            self.log.warning("Autograde %s: %s", unsandboxed, e)
         await self.jobs.resume()
 
     async def on_stop(self) -> None:

@@ -7,6 +7,12 @@ arrive as JSON lines on stdin (the database URL may hold a password, and argv is
 local user), one after the other for as long as the service has more (an autograde of every
 submission); each result, nbgrader's own ``{"success", "log", "error"}``, leaves as one JSON line
 on stdout.
+
+Student code never shares that stdout: autograde runs each notebook's kernel in a sandbox
+(:mod:`.execute`) whose stdin is /dev/null and whose stdout and stderr are a file of its own,
+with no other descriptor of this process passed on; what the kernel prints reaches us only as
+kernel messages, which land in the notebook. So fd 1 stays the result channel (a pipe of its
+own would carry the same lines), and nbgrader's log goes to stderr.
 """
 
 from __future__ import annotations
@@ -61,8 +67,37 @@ def run(course: Course, action: str, args: list[str]) -> dict[str, Any]:
     from nbgrader.coursedir import CourseDirectory
 
     config = nbgrader_config(course)
+    if action != "autograde":
+        api = NbGraderAPI(CourseDirectory(config=config), config=config)
+        return getattr(api, action)(*args)
+    return autograde(config, *args)
+
+
+def autograde(config: Config, assignment_id: str, student_id: str) -> dict[str, Any]:
+    """nbgrader's autograde with the student's kernel in a sandbox (:mod:`.execute`).
+
+    Refused with the fix named if bubblewrap cannot run here and the admin did not allow
+    unsandboxed autograde. The result says which isolation ran (``"sandbox"``: "bubblewrap" or
+    "none") and, when a limit stopped the notebook, starts its error with why.
+    """
+    from nbgrader.apps.api import NbGraderAPI
+    from nbgrader.coursedir import CourseDirectory
+
+    from . import execute
+    from .sandbox import SandboxUnavailable
+
+    config = execute.sandboxed(config)
+    try:
+        execute.SandboxedExecute(config=config).sandbox()
+    except SandboxUnavailable as e:
+        return {"success": False, "error": f"autograde refused: {e}", "sandbox": "unavailable"}
     api = NbGraderAPI(CourseDirectory(config=config), config=config)
-    return getattr(api, action)(*args)
+    with execute.reporting() as report:
+        result = api.autograde(assignment_id, student_id)
+    result["sandbox"] = report.isolation
+    if report.problems and not result.get("success"):
+        result["error"] = "\n".join(report.problems) + "\n\n" + (result.get("error") or "")
+    return result
 
 
 def main() -> None:

@@ -1,0 +1,270 @@
+"""Hostile submissions autograded through the formgrader under a real hub, next to honest ones.
+
+One autograde of every submission (two workers, small sandbox limits): each hostile answer
+tries one way out of its sandbox (the gradebook, secrets, other submissions and courses, the
+hub's processes, the network, the worker's result channel, leftover processes, exhausting
+memory, CPU, processes, output or disk). Whatever it tries, nothing outside changes, the
+honest students get their right score, on the right student, and nothing is left behind.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import nbformat
+import psutil
+import pytest
+
+from tests.harness.hub import Hub
+from tests.integration.test_formgrader_hub import SAMPLE, Grader
+
+pytestmark = pytest.mark.hub
+
+RIGHT = "def squares(n):\n    return [i * i for i in range(1, n + 1)]"
+WRONG = "def squares(n):\n    return []"
+#: A string in course2's source (its solutions) that no student may read.
+SOLUTION_MARK = "COURSE2-SOLUTION-7f3a"
+#: A string in student "honest1"'s submission that no other student may read.
+HONEST_MARK = "HONEST1-PRIVATE-91c2"
+#: Marks a sleeper process of a hostile submission, to look for it afterwards.
+SLEEPER_SECONDS = 3597
+#: The sandbox's uid and gid here: not nobody's, so that other sandboxes on the machine (other
+#: tests running at the same time) are not taken for leftovers of this one.
+SANDBOX_UID = 65531
+LIMITS = {
+    "sandbox_uid": SANDBOX_UID,
+    "sandbox_gid": SANDBOX_UID,
+    "memory_limit": 256 * 2**20,
+    "cpu_limit": 10,
+    "process_limit": 64,
+    "file_size_limit": 16 * 2**20,
+    "wall_timeout": 30,
+    "output_limit": 2**20,
+}
+
+
+def hostile_answers(paths: dict[str, str], port: int) -> dict[str, str]:
+    """Student id -> answer cell; ``paths`` are the host files they go after."""
+    read_all = (
+        "import glob\n"
+        f"for path in {sorted(paths.values())!r} + glob.glob('/proc/*/environ'):\n"
+        "    try:\n"
+        "        print(path, open(path, 'rb').read()[:2000])\n"
+        "    except Exception as e:\n"
+        "        print(path, 'unreadable', e)\n"
+    )
+    return {
+        "gradebook": (
+            "import sqlite3\n"
+            f"db = sqlite3.connect({paths['gradebook']!r})\n"
+            "db.execute('UPDATE grade SET manual_score = 99')\n"
+            "db.commit()\n" + RIGHT
+        ),
+        "secrets": read_all + WRONG,
+        "network": (
+            "import socket\n"
+            f"socket.create_connection(('127.0.0.1', {port}), timeout=3).sendall(b'escaped')\n"
+            + RIGHT
+        ),
+        "fds": (
+            "import os, subprocess\n"
+            'os.write(1, b\'not json\\n{"success": true, "log": "forged"}\\n\')\n'
+            'os.write(2, b\'not json\\n{"success": true, "log": "forged"}\\n\')\n'
+            "subprocess.run(['echo', '{\"success\": true}'])\n" + WRONG
+        ),
+        "sleeper": (
+            "import subprocess\n"
+            f"subprocess.Popen(['setsid', 'sleep', '{SLEEPER_SECONDS}'])\n" + WRONG
+        ),
+        "forkbomb": "import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n"
+        "        pass",
+        "badoutput": "from IPython.display import publish_display_data\n"
+        "publish_display_data({'text/html': 5})\n" + RIGHT,
+        "memory": "hog = bytearray(8 * 2**30)\n" + RIGHT,
+        "loop": "while True:\n    pass",
+        "printer": "import sys\nfor _ in range(1024):\n    print('x' * 2**20)\n"
+        "    sys.stdout.flush()\n" + RIGHT,
+        "bigfile": (
+            "with open('big', 'wb') as f:\n"
+            "    for _ in range(2048):\n"
+            "        f.write(b'x' * 2**20)\n" + RIGHT
+        ),
+    }
+
+
+@pytest.fixture(scope="module")
+def sbx(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hub]:
+    work = tmp_path_factory.mktemp("sandboxhub")
+    exchange = work / "exchange"
+    exchange.mkdir(mode=0o777)
+    courses: dict[str, dict[str, object]] = {
+        name: {"root": str(work / "courses" / name), "exchange": str(exchange)}
+        for name in ("course1", "course2")
+    }
+    courses["course1"]["nbgrader"] = {"ExecutePreprocessor": {"timeout": 5}}
+    config = work / "formgrader_config.py"
+    config.write_text(
+        f"c.FormGrader.courses = {json.dumps(courses)}\n"
+        "c.FormGrader.max_workers = 2\n"
+        f"c.FormGrader.sandbox = {LIMITS!r}\n"
+    )
+    hub = Hub(work, services=["formgrader"], service_args={"formgrader": [f"--config={config}"]})
+    hub.start()
+    try:
+        yield hub
+    finally:
+        hub.stop()
+
+
+class Listener:
+    """A 127.0.0.1 port this test opened, noting every connection it gets."""
+
+    def __init__(self) -> None:
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.connections = 0
+        self.sock.settimeout(0.2)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+        self._thread.start()
+
+    def _accept(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except TimeoutError:
+                continue
+            self.connections += 1
+            conn.close()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.sock.close()
+
+
+def submit(root: Path, student: str, code: str, extra: str = "") -> None:
+    """Put ``student``'s answer where collect would have put it."""
+    released = nbformat.read(root / "release" / "ps1" / "problem1.ipynb", as_version=4)
+    for cell in released.cells:
+        if cell.metadata.get("nbgrader", {}).get("grade_id") == "squares":
+            cell.source = code + extra
+    folder = root / "submitted" / student / "ps1"
+    folder.mkdir(parents=True, exist_ok=True)
+    nbformat.write(released, folder / "problem1.ipynb")
+
+
+def sandbox_processes() -> list[psutil.Process]:
+    """Processes of the sandbox's uid, or sleeping as the hostile sleeper does."""
+    sleeper = ["sleep", str(SLEEPER_SECONDS)]
+    return [
+        proc
+        for proc in psutil.process_iter(["uids", "cmdline"])
+        if (proc.info["uids"] and proc.info["uids"].real == SANDBOX_UID)
+        or proc.info["cmdline"] == sleeper
+    ]
+
+
+def scratch_dirs() -> set[str]:
+    return {p.name for p in Path("/tmp").glob("hubservices-sandbox-*")}
+
+
+def test_hostile_submissions_next_to_honest_ones(sbx: Hub) -> None:
+    teacher = Grader(sbx, "admin")
+    root = sbx.workdir / "courses" / "course1"
+    teacher.ok("PUT", "formgrader/api/assignment/ps1", {})
+    shutil.copy(SAMPLE, root / "source" / "ps1" / "problem1.ipynb")
+    teacher.ok("POST", "formgrader/api/assignment/ps1/assign")
+    other_course = sbx.workdir / "courses" / "course2" / "source" / "ps1"
+    other_course.mkdir(parents=True)
+    (other_course / "solutions.txt").write_text(SOLUTION_MARK)
+
+    paths = {
+        "gradebook": str(root / "gradebook.db"),
+        "hub_cookie": str(sbx.workdir / "jupyterhub_cookie_secret"),
+        "service_cookie": str(sbx.workdir / "data" / "formgrader_cookie_secret"),
+        "hub_db": str(sbx.workdir / "jupyterhub.sqlite"),
+        "other_student": str(root / "submitted" / "honest1" / "ps1" / "problem1.ipynb"),
+        "other_course": str(other_course / "solutions.txt"),
+    }
+    listener = Listener()
+    scratch_before = scratch_dirs()
+    try:
+        hostile = hostile_answers(paths, listener.port)
+        honest = {"honest1": RIGHT, "honest2": WRONG, "honest3": RIGHT, "honest4": WRONG}
+        for student, code in {**hostile, **honest}.items():
+            submit(root, student, code, f"\n# {HONEST_MARK}" if student == "honest1" else "")
+        gradebook_before = Path(paths["gradebook"]).stat().st_mtime_ns
+        cookie_secret = Path(paths["hub_cookie"]).read_bytes()
+
+        results: dict[str, Any] = {}
+        grading = threading.Thread(
+            target=lambda: results.update(
+                teacher.send("POST", "api/assignment/ps1/autograde", timeout=600).json()
+            )
+        )
+        grading.start()
+        while grading.is_alive():  # the service keeps answering meanwhile
+            assert teacher.get("api/jobs").status_code == 200
+            time.sleep(1)
+        grading.join()
+    finally:
+        listener.close()
+
+    by_student = results["students"]
+    assert set(by_student) == set(hostile) | set(honest)
+    assert all(result["sandbox"] == "bubblewrap" for result in by_student.values())
+    scores = {s["student"]: s["score"] for s in teacher.ok("GET", "formgrader/api/submissions/ps1")}
+    # honest students: right scores, on the right students, despite the forged result lines
+    assert {student: scores[student] for student in honest} == {
+        "honest1": 2, "honest2": 0, "honest3": 2, "honest4": 0,
+    }  # fmt: skip
+    for student in honest:
+        assert by_student[student]["success"], by_student[student]
+
+    # the gradebook: only the service wrote it (no grade of 99 anywhere)
+    assert Path(paths["gradebook"]).stat().st_mtime_ns > gradebook_before
+    with sqlite3.connect(paths["gradebook"]) as db:
+        assert db.execute("SELECT count(*) FROM grade WHERE manual_score = 99").fetchone() == (0,)
+    assert by_student["gradebook"]["success"] and scores["gradebook"] == 0
+
+    # nothing secret reached a notebook: the files were not there, /proc was the sandbox's
+    leaked = (root / "autograded" / "secrets" / "ps1" / "problem1.ipynb").read_text()
+    for marker in (SOLUTION_MARK, HONEST_MARK, cookie_secret.hex()[:16], "JUPYTERHUB_API_TOKEN"):
+        assert marker not in leaked
+    assert "unreadable" in leaked
+
+    # no connection reached the test's port; the answer below it never ran
+    assert listener.connections == 0
+    assert scores["network"] == 0
+
+    # what a student writes to fd 1/2 stays in their notebook
+    fds = (root / "autograded" / "fds" / "ps1" / "problem1.ipynb").read_text()
+    assert "forged" in fds and scores["fds"] == 0
+
+    # limits: graded honestly (the cell fails, the rest is graded) or failed with the reason
+    assert scores["memory"] == 0 and "MemoryError" in _notebook(root, "memory")
+    assert scores["bigfile"] == 0 and "File too large" in _notebook(root, "bigfile")
+    assert scores["loop"] == 0
+    bad_output = by_student["badoutput"]
+    assert not bad_output["success"] and "not valid in a notebook" in bad_output["error"]
+    printer = by_student["printer"]
+    assert not printer["success"] and "output limit" in printer["error"]
+    forkbomb = by_student["forkbomb"]
+    assert not forkbomb["success"] or scores["forkbomb"] == 0
+
+    # nothing left behind: no process of the sandboxes, no scratch directory
+    assert sandbox_processes() == []
+    assert scratch_dirs() <= scratch_before  # none of this batch left (others may run)
+
+
+def _notebook(root: Path, student: str) -> str:
+    return (root / "autograded" / student / "ps1" / "problem1.ipynb").read_text()
