@@ -32,7 +32,7 @@ import sys
 import tempfile
 import time
 from collections import Counter, defaultdict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -52,7 +52,8 @@ from bench.common import (
     publish,
     run_on_hub,
 )
-from tests.harness.hub import Hub, free_port
+from tests.harness import free_port
+from tests.harness.hub import Hub
 
 COURSE = "course101"
 ASSIGNMENT = "ps1"
@@ -329,7 +330,8 @@ async def autograde_theirs(client: httpx.AsyncClient, side: Side, students: list
 
 
 async def timed_autograde(
-    run: Callable[[], Awaitable[int]], during: Callable[[asyncio.Event], Awaitable[list[float]]]
+    run: Callable[[], Awaitable[int]],
+    during: Callable[[asyncio.Event], Coroutine[Any, Any, list[float]]],
 ) -> Autograde:
     """Run an autograde while ``during`` times unrelated calls; wall time and machine load."""
     done = asyncio.Event()

@@ -13,7 +13,7 @@ from tornado.web import Application as TornadoApplication
 from traitlets import Bool, Dict, Enum, Float, Integer, TraitError, Unicode, default, validate
 
 from ..common.app import HubServiceApp
-from ..common.web import NotFoundHandler
+from ..common.web import NotFoundHandler, Route
 from .adapter import (
     CourseRuntime,
     FormgraderSettings,
@@ -47,9 +47,10 @@ class FormGrader(HubServiceApp):
 
     @validate("grader_group_pattern")
     def _one_course_placeholder(self, proposal: dict[str, Any]) -> str:
-        if proposal["value"].count("{course}") != 1:
+        pattern: str = proposal["value"]
+        if pattern.count("{course}") != 1:
             raise TraitError("grader_group_pattern must contain {course} exactly once")
-        return proposal["value"]
+        return pattern
 
     courses = Dict(
         help="""Courses served, by course id (config file):
@@ -60,11 +61,12 @@ class FormGrader(HubServiceApp):
 
     @validate("courses")
     def _valid_courses(self, proposal: dict[str, Any]) -> dict[str, Any]:
+        courses: dict[str, Any] = proposal["value"]
         try:
-            parse_courses(proposal["value"], self.exchange)
+            parse_courses(courses, self.exchange)
         except ValueError as e:
             raise TraitError(f"courses: {e}") from None
-        return proposal["value"]
+        return courses
 
     exchange = Unicode(
         "/srv/nbgrader/exchange", help="The nbgrader exchange of courses that name none."
@@ -135,7 +137,7 @@ class FormGrader(HubServiceApp):
         # users are identified through OAuth with their groups; the service calls no hub API
         return []
 
-    def service_handlers(self) -> list[tuple]:
+    def service_handlers(self) -> list[Route]:
         return [("", CoursesHandler)]
 
     # -- running ----------------------------------------------------------------------------
@@ -178,6 +180,9 @@ class FormGrader(HubServiceApp):
         for runtime in self.runtimes.values():
             runtime.close()
 
+    def web_settings(self) -> dict[str, Any]:
+        return {"jobs": self.jobs, "course_ids": frozenset(self.runtimes)}
+
     def make_web_app(self) -> TornadoApplication:
         """Our routes, and one application per course (opened by on_start) under
         ``<prefix><course>/``."""
@@ -204,7 +209,7 @@ class FormGrader(HubServiceApp):
             key: self.web_app.settings[key]
             for key in (
                 "service", "hub_auth", "cookie_secret", "templates", "static_path",
-                "static_url_prefix", "compress_response", "log_function",
+                "static_url_prefix", "compress_response", "log_function", "jobs",
             )
         }  # fmt: skip
         return TornadoApplication(

@@ -6,16 +6,19 @@ import asyncio
 import json
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from nbgrader.coursedir import CourseDirectory
 from nbgrader.plugins.export import CsvExportPlugin
 from tornado.web import HTTPError, authenticated
 
-from ..common.web import BaseHandler
+from ..common.web import BaseHandler, Setting
 from .adapter import CourseAccess, CourseAPIAccess
 from .courses import is_safe_id
-from .jobs import Submitted, job_to_dict
+from .jobs import Jobs, Submitted, job_to_dict
+
+if TYPE_CHECKING:
+    from .app import FormGrader
 
 #: Our routes' action names, and the NbGraderAPI method (``worker.ACTIONS``) each runs.
 ASSIGNMENT_ACTIONS = {
@@ -57,14 +60,15 @@ def unsafe_submissions(coursedir: CourseDirectory) -> list[tuple[str, str]]:
 class CoursesHandler(BaseHandler):
     """``/``: the courses this user grades, with links to each."""
 
+    course_ids: Setting[frozenset[str]] = Setting(frozenset)
+
     @authenticated
     def get(self) -> None:
-        service = self.service
-        graded = service.courses_of(self.current_user)
+        graded = cast("FormGrader", self.service).courses_of(self.current_user)
         self.render_page(
             "index.html",
-            courses=[c for c in graded if c in service.runtimes],
-            unconfigured=[c for c in graded if c not in service.runtimes],
+            courses=[c for c in graded if c in self.course_ids],
+            unconfigured=[c for c in graded if c not in self.course_ids],
         )
 
 
@@ -112,12 +116,14 @@ class ActionHandler(CourseAPIAccess):
     serving everyone else meanwhile, and a job already active for the same ids is joined.
     """
 
+    jobs = Setting(Jobs)
+
     def initialize(self, action: str) -> None:
         self.action = action
 
     @authenticated
     async def post(self, *ids: str) -> None:
-        result = await self.service.jobs.run(
+        result = await self.jobs.run(
             self.course, self.action, list(ids), self.current_user["name"]
         )
         # nbgrader's page JSON.parse()s the answer itself: as JSON, jQuery would hand it an
@@ -129,13 +135,15 @@ class ActionHandler(CourseAPIAccess):
 class JobsAPI(CourseAPIAccess):
     """Jobs asked for on our own routes: queued at once, answered 202 with their ids."""
 
+    jobs = Setting(Jobs)
+
     def accepted(self, submitted: Submitted, **more: Any) -> None:
         location = f"{self.service.service_prefix}{self.course.id}/api/batches/{submitted.batch}"
         self.set_header("Location", location)
         self.write_json({"batch": submitted.batch, "jobs": submitted.jobs, **more}, 202)
 
     async def queue(self, action: str, batch: list[list[str]]) -> Submitted:
-        return await self.service.jobs.submit(self.course, action, batch, self.current_user["name"])
+        return await self.jobs.submit(self.course, action, batch, self.current_user["name"])
 
 
 class AutogradeAllHandler(JobsAPI):
@@ -178,26 +186,26 @@ class SubmissionActionHandler(JobsAPI):
         self.accepted(await self.queue(SUBMISSION_ACTIONS[action], [[assignment_id, student_id]]))
 
 
-class JobsHandler(CourseAPIAccess):
+class JobsHandler(JobsAPI):
     """``GET <course>/api/jobs``: this course's latest jobs and batches, with progress."""
 
     @authenticated
     async def get(self) -> None:
-        self.write_json(await self.service.jobs.recent(self.course))
+        self.write_json(await self.jobs.recent(self.course))
 
 
-class JobHandler(CourseAPIAccess):
+class JobHandler(JobsAPI):
     """``GET <course>/api/jobs/<id>``: one job, nbgrader's log included."""
 
     @authenticated
     async def get(self, job_id: str) -> None:
-        job = await self.service.jobs.job(self.course, int(job_id))
+        job = await self.jobs.job(self.course, int(job_id))
         if job is None:
             raise HTTPError(404, f"No job {job_id} in {self.course.id}.")
         self.write_json(job_to_dict(job, with_log=True))
 
 
-class BatchHandler(CourseAPIAccess):
+class BatchHandler(JobsAPI):
     """``GET <course>/api/batches/<id>``: done of total, and each failure with its reason."""
 
     @authenticated
@@ -205,7 +213,7 @@ class BatchHandler(CourseAPIAccess):
         self.write_json(await self.found(batch_id))
 
     async def found(self, batch_id: str) -> dict[str, Any]:
-        batch = await self.service.jobs.batch(self.course, int(batch_id))
+        batch = await self.jobs.batch(self.course, int(batch_id))
         if batch is None:
             raise HTTPError(404, f"No batch {batch_id} in {self.course.id}.")
         return batch
@@ -216,8 +224,7 @@ class CancelBatchHandler(BatchHandler):
 
     @authenticated
     async def post(self, batch_id: str) -> None:
-        jobs = self.service.jobs
-        if not await jobs.cancel(self.course, int(batch_id), self.current_user["name"]):
+        if not await self.jobs.cancel(self.course, int(batch_id), self.current_user["name"]):
             raise HTTPError(404, f"No batch {batch_id} in {self.course.id}.")
         self.write_json(await self.found(batch_id))
 

@@ -21,11 +21,11 @@ import shutil
 import signal
 import sys
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import select
 
@@ -34,6 +34,7 @@ from .courses import Course, worker_env
 from .models import ACTIVE, CANCELLED, DONE, FAILED, QUEUED, RUNNING, Batch, BatchJob, Job
 from .worker import course_to_json
 
+T = TypeVar("T")
 log = logging.getLogger(__name__)
 
 #: Jobs and batches of a course the course page and ``api/jobs`` show.
@@ -325,7 +326,8 @@ class Worker:
             await self.kill()
             error = f"worker exited {self.proc.returncode}:\n{self._stderr}"
             return {"success": False, "error": error}
-        return json.loads(line)
+        result: dict[str, Any] = json.loads(line)
+        return result
 
     async def kill(self) -> None:
         """Kill the worker and everything it started (kernels)."""
@@ -374,7 +376,8 @@ class Jobs:
         self._waiters: dict[int, list[asyncio.Future[dict[str, Any]]]] = {}
         self._stopped = False
 
-    async def _call(self, method: Any, *args: Any) -> Any:
+    async def _call(self, method: Callable[..., T], *args: Any) -> T:
+        """The store's blocking database work, off the event loop."""
         return await asyncio.get_running_loop().run_in_executor(self._db, method, *args)
 
     async def resume(self) -> None:
@@ -401,7 +404,7 @@ class Jobs:
 
     async def wait(self, course: Course, job_id: int) -> dict[str, Any]:
         """nbgrader's result of a job, once it has finished."""
-        waiter = asyncio.get_running_loop().create_future()
+        waiter: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self._waiters.setdefault(job_id, []).append(waiter)
         try:
             job = await self._call(self.store.job, course.id, job_id)
@@ -464,9 +467,9 @@ class Jobs:
         """
         worker: Worker | None = None
         try:
-            while not self._stopped:
+            while True:
                 async with self._slots:
-                    if self._stopped:
+                    if self._stopped:  # also when stop() came while this lane waited for a slot
                         break
                     self._queued.discard(course.id)
                     job = await self._call(self.store.claim, course.id)

@@ -167,6 +167,12 @@ for _service in _services:
             self.stop()
             raise
 
+    @property
+    def pid(self) -> int:
+        """The hub's process id (its services are its children)."""
+        assert self.proc is not None, "start() launches the hub first"
+        return self.proc.pid
+
     def _wait_until_up(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
         pending = [f"{self.url}/hub/api/"] + [

@@ -24,7 +24,7 @@ import httpx
 import nbformat
 import psutil
 import pytest
-from playwright.sync_api import expect
+from playwright.sync_api import Dialog, expect
 
 from tests.harness.hub import ROOT, Hub
 
@@ -436,7 +436,7 @@ def no_workers_left(hub: Hub, timeout: float = 15) -> bool:
     """No worker process (nor kernel) of the formgrader is left."""
     deadline = time.monotonic() + timeout
     while True:
-        left = [p for p in psutil.Process(hub.proc.pid).children(recursive=True) if is_job(p)]
+        left = [p for p in psutil.Process(hub.pid).children(recursive=True) if is_job(p)]
         if not left:
             return True
         if time.monotonic() > deadline:
@@ -476,7 +476,12 @@ def test_crafted_student_ids_are_skipped_and_never_rendered(fg: Hub, hub_page) -
         browser = hub_page(fg, "teacher1")
         page = browser.page
         dialogs: list[str] = []
-        page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
+
+        def dismiss(dialog: Dialog) -> None:
+            dialogs.append(dialog.message)
+            dialog.dismiss()
+
+        page.on("dialog", dismiss)
         course = f"{fg.url}/services/formgrader/course1/"
         page.goto(course)
         browser.problems.clear()  # the hub's landing page (the user's JupyterLab) is not ours
@@ -531,7 +536,7 @@ def test_course_page_progress_and_cancel_in_chromium(fg: Hub, hub_page) -> None:
 
 def formgrader_process(hub: Hub) -> psutil.Process:
     """The formgrader service process the hub runs now."""
-    (service,) = [p for p in psutil.Process(hub.proc.pid).children() if is_formgrader(p)]
+    (service,) = [p for p in psutil.Process(hub.pid).children() if is_formgrader(p)]
     return service
 
 
