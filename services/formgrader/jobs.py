@@ -24,14 +24,16 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, TypeVar
 
 from sqlalchemy import select
 
 from ..common.db import Database
+from ..common.timeutil import as_utc, utcnow
 from .courses import Course, worker_env
 from .models import ACTIVE, CANCELLED, DONE, FAILED, QUEUED, RUNNING, Batch, BatchJob, Job
+from .sandbox import UNSANDBOXED
 from .worker import course_to_json
 
 T = TypeVar("T")
@@ -52,10 +54,8 @@ SETPRIV = shutil.which("setpriv")
 
 
 def _iso(moment: datetime | None) -> str | None:
-    """A database time as ISO 8601 in UTC (SQLite gives it back without its zone)."""
-    if moment is None:
-        return None
-    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).isoformat()
+    """A stored (naive UTC) time as ISO 8601 with its zone."""
+    return None if moment is None else as_utc(moment).isoformat()
 
 
 def _tail(text: str | None) -> str | None:
@@ -83,6 +83,7 @@ def job_to_dict(job: Job, *, with_log: bool = False) -> dict[str, Any]:
         "finished_at": _iso(job.finished_at),
         "attempts": job.attempts,
         "error": job.error,
+        "isolation": job.isolation,
     }
     if with_log:
         data["log"] = job.log
@@ -102,6 +103,8 @@ def batch_summary(batch: Batch, jobs: Iterable[Job]) -> dict[str, Any]:
         "total": len(jobs),
         **{state: counts[state] for state in (QUEUED, RUNNING, DONE, FAILED, CANCELLED)},
         "finished": not any(job.state in ACTIVE for job in jobs),
+        # student code that ran without the sandbox (allow_unsandboxed_autograde): flagged
+        "unsandboxed": sum(job.isolation == UNSANDBOXED for job in jobs),
         "jobs": [job.id for job in jobs],
         "failures": [
             {"job": job.id, "args": job.args, "state": job.state, "reason": reason(job.error)}
@@ -138,7 +141,7 @@ class JobStore:
         self, course: str, action: str, batch: Iterable[Iterable[str]], user: str
     ) -> Submitted:
         """A batch of jobs; ids that have an active job join it instead of queueing another."""
-        now = datetime.now(UTC)
+        now = utcnow()
         wanted = list(dict.fromkeys(tuple(args) for args in batch))
         with self.db.session() as session:
             row = Batch(course=course, action=action, user=user, created_at=now)
@@ -177,15 +180,17 @@ class JobStore:
                 .limit(1)
             )
             if job is not None:
-                job.state, job.started_at = RUNNING, datetime.now(UTC)
+                job.state, job.started_at = RUNNING, utcnow()
                 job.attempts += 1
             return job
 
-    def finish(self, job_id: int, state: str, log: str | None, error: str | None) -> None:
+    def finish(self, job_id: int, state: str, result: dict[str, Any]) -> None:
+        """Record how a job ended: nbgrader's log and error, and how its student code ran."""
         with self.db.session() as session:
             job = session.get_one(Job, job_id)
-            job.state, job.finished_at = state, datetime.now(UTC)
-            job.log, job.error = _tail(log), _tail(error)
+            job.state, job.finished_at = state, utcnow()
+            job.log, job.error = _tail(result.get("log")), _tail(result.get("error"))
+            job.isolation = result.get("sandbox")
 
     def requeue_interrupted(self) -> list[int]:
         """After a restart: jobs left running by the last run of the service run again."""
@@ -206,7 +211,7 @@ class JobStore:
                 select(Job).where(Job.course == course, Job.state == QUEUED)
             ).all()
             for job in jobs:
-                job.state, job.finished_at, job.error = FAILED, datetime.now(UTC), error
+                job.state, job.finished_at, job.error = FAILED, utcnow(), error
             return [job.id for job in jobs]
 
     def cancel(self, course: str, batch_id: int, user: str) -> tuple[list[int], list[int]] | None:
@@ -214,7 +219,7 @@ class JobStore:
 
         None when the course has no such batch. Returns (cancelled, running).
         """
-        now = datetime.now(UTC)
+        now = utcnow()
         with self.db.session() as session:
             batch = session.get(Batch, batch_id)
             if batch is None or batch.course != course:
@@ -509,7 +514,7 @@ class Jobs:
 
     async def _finish(self, job_id: int, state: str, result: dict[str, Any]) -> None:
         """Record how a job ended, then answer whoever waits for it."""
-        await self._call(self.store.finish, job_id, state, result.get("log"), result.get("error"))
+        await self._call(self.store.finish, job_id, state, result)
         log.info("job %d %s", job_id, state)
         self._resolve(job_id, {"success": state == DONE, **result})
 

@@ -31,7 +31,7 @@ class Batch(Base):
     course: Mapped[str] = mapped_column(String(128), index=True)
     action: Mapped[str] = mapped_column(String(32))
     user: Mapped[str] = mapped_column(String(255))
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(DateTime())
     cancelled_by: Mapped[str | None] = mapped_column(String(255))
 
 
@@ -70,15 +70,18 @@ class Job(Base):
     student: Mapped[str] = mapped_column(String(128), default="")  # "" when it takes none
     user: Mapped[str] = mapped_column(String(255))  # who asked first
     state: Mapped[str] = mapped_column(String(16), default=QUEUED)
-    queued_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    queued_at: Mapped[datetime] = mapped_column(DateTime())
+    started_at: Mapped[datetime | None] = mapped_column(DateTime())
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime())
     #: Starts, > 1 when a restart interrupted it and it ran again.
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     #: nbgrader's log of the call (its end, when long).
     log: Mapped[str | None] = mapped_column(Text)
     #: Why it failed or was cancelled.
     error: Mapped[str | None] = mapped_column(Text)
+    #: How an autograde ran the student's code: "bubblewrap", "none" (allowed unsandboxed),
+    #: "unavailable" (refused); None for actions that run no student code.
+    isolation: Mapped[str | None] = mapped_column(String(16))
 
     @property
     def args(self) -> list[str]:

@@ -35,6 +35,10 @@ from .courses import Course
 #: Where sandboxed executions may run (FormGrader.autograde_executor): "local" is bubblewrap here.
 EXECUTOR_NAMES = ("local",)
 
+#: How an autograde ran its student code, as each result's ``"sandbox"`` says: in bubblewrap,
+#: without a sandbox (``allow_unsandboxed_autograde``), or not at all (refused).
+SANDBOXED, UNSANDBOXED, REFUSED = "bubblewrap", "none", "unavailable"
+
 #: The uid and gid student code runs as when the service runs as root ("nobody").
 NOBODY = 65534
 

@@ -176,6 +176,19 @@ async def test_the_same_submission_joins_the_active_job(
     await runner.wait(course, later.jobs[0])
 
 
+def test_a_job_that_ran_without_the_sandbox_is_flagged(course: Course, db: Database) -> None:
+    store = jobs.JobStore(db)
+    submitted = store.submit(course.id, "autograde", [["ps1", "s1"], ["ps1", "s2"]], "teacher")
+    for isolation in ("none", "bubblewrap"):
+        job = store.claim(course.id)
+        assert job is not None
+        store.finish(job.id, "done", {"log": "graded", "sandbox": isolation})
+    summary = store.batch(course.id, submitted.batch)
+    assert summary is not None and summary["unsandboxed"] == 1
+    flagged = [jobs.job_to_dict(job)["isolation"] for job in rows(db)]
+    assert sorted(flagged) == ["bubblewrap", "none"]
+
+
 async def test_a_restart_resumes_the_unfinished_jobs_once(
     course: Course, starts: list[jobs.Worker], make_runner, db: Database
 ) -> None:
@@ -185,7 +198,7 @@ async def test_a_restart_resumes_the_unfinished_jobs_once(
     submitted = store.submit(course.id, "generate_assignment", batch, "teacher")
     done = store.claim(course.id)
     assert done is not None
-    store.finish(done.id, "done", "graded", None)
+    store.finish(done.id, "done", {"log": "graded"})
     interrupted = store.claim(course.id)
     assert interrupted is not None
 

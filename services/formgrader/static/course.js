@@ -57,6 +57,10 @@
         if (batch.running) { text += ", " + batch.running + " running"; }
         if (batch.queued) { text += ", " + batch.queued + " queued"; }
         box.appendChild(document.createTextNode(text));
+        if (batch.unsandboxed) {
+            box.appendChild(element("strong", " " + batch.unsandboxed + " ran WITHOUT the sandbox",
+                                    "unsandboxed"));
+        }
         return box;
     }
 
@@ -97,8 +101,10 @@
         }));
         var jobs = document.getElementById("job-rows");
         jobs.replaceChildren.apply(jobs, data.jobs.map(function (job) {
+            var state = element("span", job.state, "state-" + job.state);
+            if (job.isolation === "none") { state.textContent += " (no sandbox)"; }
             var tr = row([String(job.id), job.action, job.args.join(" / "), job.user,
-                          element("span", job.state, "state-" + job.state), String(job.attempts)]);
+                          state, String(job.attempts)]);
             tr.dataset.job = job.id;
             if (job.state === "failed") { tr.className = "failed"; }
             return tr;

@@ -20,7 +20,7 @@ def upgrade() -> None:
         sa.Column("course", sa.String(128), nullable=False, index=True),
         sa.Column("action", sa.String(32), nullable=False),
         sa.Column("user", sa.String(255), nullable=False),
-        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("created_at", sa.DateTime(), nullable=False),
         sa.Column("cancelled_by", sa.String(255)),
     )
     op.create_table(
@@ -32,12 +32,13 @@ def upgrade() -> None:
         sa.Column("student", sa.String(128), nullable=False),
         sa.Column("user", sa.String(255), nullable=False),
         sa.Column("state", sa.String(16), nullable=False),
-        sa.Column("queued_at", sa.DateTime(timezone=True), nullable=False),
-        sa.Column("started_at", sa.DateTime(timezone=True)),
-        sa.Column("finished_at", sa.DateTime(timezone=True)),
+        sa.Column("queued_at", sa.DateTime(), nullable=False),
+        sa.Column("started_at", sa.DateTime()),
+        sa.Column("finished_at", sa.DateTime()),
         sa.Column("attempts", sa.Integer(), nullable=False),
         sa.Column("log", sa.Text()),
         sa.Column("error", sa.Text()),
+        sa.Column("isolation", sa.String(16)),
     )
     op.create_index(
         "formgrader_jobs_one_active",
