@@ -50,25 +50,34 @@ class Report:
 
     isolation: str = "bubblewrap"  # or "none" (allow_unsandboxed_autograde)
     problems: list[str] = field(default_factory=list)
+    #: Dask workers the notebooks ran on (the Dask executor: .dask_executor)
+    executed_on: list[str] = field(default_factory=list)
 
 
-_report: Report | None = None
+#: The report of the job the current thread runs: a Dask worker runs several jobs at once,
+#: one a thread.
+_reports = threading.local()
 
 
 @contextlib.contextmanager
 def reporting() -> Iterator[Report]:
-    """Collect what the executions inside the ``with`` block report (one job at a time)."""
-    global _report
-    _report = Report()
+    """Collect what the executions inside the ``with`` block report (one job a thread)."""
+    _reports.current = report = Report()
     try:
-        yield _report
+        yield report
     finally:
-        _report = None
+        _reports.current = None
+
+
+def current_report() -> Report | None:
+    """The report of the ``reporting()`` block this thread is in, if any."""
+    return getattr(_reports, "current", None)
 
 
 def _record(problem: str) -> None:
-    if _report is not None:
-        _report.problems.append(problem)
+    report = current_report()
+    if report is not None:
+        report.problems.append(problem)
 
 
 class OutputLimitExceeded(RuntimeError):
@@ -248,8 +257,9 @@ class SandboxedExecute(Execute):  # type: ignore[misc]
     ) -> tuple[NotebookNode, Any]:
         """Execute in a scratch copy of the notebook's directory, then delete the copy."""
         sandbox = self.sandbox()
-        if _report is not None and not sandbox.isolate:
-            _report.isolation = "none"
+        report = current_report()
+        if report is not None and not sandbox.isolate:
+            report.isolation = "none"
         source = Path(resources.get("metadata", {}).get("path") or ".")
         scratch = tempfile.mkdtemp(prefix="hubservices-sandbox-", dir=self.scratch_root or None)
         workdir = os.path.join(scratch, "work")
