@@ -10,7 +10,7 @@ from typing import Any, ClassVar
 
 from nbgrader.server_extensions.formgrader import handlers as nbgrader_pages
 from tornado.web import Application as TornadoApplication
-from traitlets import Bool, Dict, Float, Integer, TraitError, Unicode, default, validate
+from traitlets import Bool, Dict, Enum, Float, Integer, TraitError, Unicode, default, validate
 
 from ..common.app import HubServiceApp
 from ..common.web import NotFoundHandler
@@ -21,6 +21,7 @@ from .adapter import (
     nbgrader_templates,
 )
 from .courses import may_grade, parse_courses
+from .dask_executor import check_dask_settings, with_executor
 from .handlers import ActionHandler, CoursesHandler, FormgraderRootHandler, course_handlers
 from .jobs import Jobs
 from .sandbox import SandboxUnavailable, check_default_sandbox, with_sandbox_settings
@@ -88,6 +89,21 @@ class FormGrader(HubServiceApp):
         sees everything the service can); each such job's result says "sandbox": "none".""",
     ).tag(config=True)
 
+    executor = Enum(
+        ["local", "dask"],
+        "local",
+        help="""Where autograde executes student code: "local" (a bubblewrap sandbox on this
+        machine) or "dask" (a bubblewrap sandbox on a worker of the Dask cluster in ``dask``).""",
+    ).tag(config=True)
+
+    dask = Dict(
+        help="""The Dask executor's settings (nbgrader's DaskExecute): {"scheduler_address":
+        "tls://scheduler:8786", "security": {"tls_ca_file": ..., "tls_client_cert": ...,
+        "tls_client_key": ..., "require_encryption": True}, "allow_unsandboxed": False,
+        "max_files_size": 2**26, "max_result_size": 2**27, "connect_timeout": 30}; a course's
+        own {"nbgrader": {"DaskExecute": {...}}} overrides them.""",
+    ).tag(config=True)
+
     db_threads = Integer(
         8,
         help="""Threads for gradebook reads and writes (one database connection each), shared
@@ -131,6 +147,15 @@ class FormGrader(HubServiceApp):
         super().__init__(**kwargs)
         self.runtimes: dict[str, CourseRuntime] = {}
 
+    def initialize(self, argv: list[str] | None = None) -> None:
+        super().initialize(argv)
+        if self.executor == "dask":
+            try:
+                check_dask_settings(self.dask)
+            except ValueError as e:
+                self.log.critical("FormGrader.dask: %s", e)
+                self.exit(1)
+
     async def on_start(self) -> None:
         """Open every course's gradebook, then route to each course's application."""
         # nbgrader runs `alembic` from PATH when it creates a gradebook
@@ -142,6 +167,7 @@ class FormGrader(HubServiceApp):
             course = with_sandbox_settings(
                 parsed, self.sandbox, allow_unsandboxed=self.allow_unsandboxed_autograde
             )
+            course = with_executor(course, self.executor, self.dask)
             self.runtimes[course.id] = CourseRuntime.open(course, self.executor)
         self.web_app.add_handlers(
             ".*$",
@@ -151,6 +177,9 @@ class FormGrader(HubServiceApp):
             ],
         )
         self.log.info("Courses: %s", ", ".join(self.runtimes) or "none")
+        if self.executor == "dask":
+            self.log.info("Autograde executes on Dask at %s", self.dask["scheduler_address"])
+            return  # each Dask worker checks its own sandbox
         try:
             check_default_sandbox()
         except SandboxUnavailable as e:
