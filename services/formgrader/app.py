@@ -161,14 +161,14 @@ class FormGrader(HubServiceApp):
         # nbgrader runs `alembic` from PATH when it creates a gradebook
         bindir = os.path.dirname(sys.executable)
         os.environ["PATH"] = os.pathsep.join(filter(None, [bindir, os.environ.get("PATH")]))
-        self.executor = ThreadPoolExecutor(self.db_threads, thread_name_prefix="gradebook")
+        self.gradebook_threads = ThreadPoolExecutor(self.db_threads, thread_name_prefix="gradebook")
         self.jobs = Jobs(max_parallel=self.max_workers, timeout=self.job_timeout)
         for parsed in parse_courses(self.courses, self.exchange).values():
             course = with_sandbox_settings(
                 parsed, self.sandbox, allow_unsandboxed=self.allow_unsandboxed_autograde
             )
             course = with_executor(course, self.executor, self.dask)
-            self.runtimes[course.id] = CourseRuntime.open(course, self.executor)
+            self.runtimes[course.id] = CourseRuntime.open(course, self.gradebook_threads)
         self.web_app.add_handlers(
             ".*$",
             [
@@ -188,7 +188,7 @@ class FormGrader(HubServiceApp):
 
     async def on_stop(self) -> None:
         await self.jobs.stop()
-        self.executor.shutdown(wait=False, cancel_futures=True)
+        self.gradebook_threads.shutdown(wait=False, cancel_futures=True)
         for runtime in self.runtimes.values():
             runtime.close()
 
