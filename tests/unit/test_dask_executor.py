@@ -1,0 +1,146 @@
+"""What the trusted side accepts back from a Dask worker, and what travels to one."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import nbformat
+import pytest
+from hubservices.formgrader.courses import Course
+from hubservices.formgrader.dask_executor import (
+    DaskExecute,
+    RemoteExecutionFailed,
+    UntrustedResult,
+    check_dask_settings,
+    merge_outputs,
+    on_dask,
+    pack_directory,
+    unpack_files,
+    with_executor,
+)
+from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output
+from nbgrader.preprocessors import Execute, SaveAutoGrades
+from traitlets.config import Config
+
+LIMIT = 2**20
+
+
+def graded_notebook() -> nbformat.NotebookNode:
+    solution = {"solution": True, "grade": False, "grade_id": "answer", "locked": False}
+    grade = {"grade": True, "grade_id": "test", "points": 2, "solution": False, "locked": True}
+    return new_notebook(
+        cells=[
+            new_markdown_cell("# Problem"),
+            new_code_cell("def squares(n):\n    return []", metadata={"nbgrader": solution}),
+            new_code_cell("assert squares(2) == [1, 4]", metadata={"nbgrader": grade}),
+        ]
+    )
+
+
+def executed(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
+    """``nb`` as nbclient would return it: outputs, counts, timings."""
+    done = copy.deepcopy(nb)
+    for count, cell in enumerate(done.cells):
+        if cell.cell_type == "code":
+            cell.execution_count = count
+            cell.metadata["execution"] = {"iopub.status.idle": "2026-01-01T00:00:00Z"}
+    done.cells[2].outputs = [
+        new_output("error", ename="AssertionError", evalue="", traceback=["AssertionError"])
+    ]
+    return done
+
+
+def test_only_outputs_and_counts_of_the_cells_sent_are_taken() -> None:
+    sent = graded_notebook()
+    merged = merge_outputs(sent, nbformat.writes(executed(sent)), LIMIT)
+    assert merged.cells[2].outputs[0].ename == "AssertionError"
+    assert merged.cells[2].execution_count == 2
+    assert merged.cells[2].metadata == sent.cells[2].metadata  # timings dropped
+    assert sent.cells[2].outputs == []  # the notebook sent is left as it was
+
+
+@pytest.mark.parametrize(
+    "tamper",
+    [
+        lambda nb: nb.cells[2].metadata.nbgrader.update(points=99),
+        lambda nb: nb.cells[2].metadata.nbgrader.update(grade=False),
+        lambda nb: setattr(nb.cells[2], "source", "pass"),
+        lambda nb: nb.cells.append(new_code_cell("pass")),
+        lambda nb: nb.cells.pop(0),
+        lambda nb: setattr(nb.cells[1], "id", "other"),
+        lambda nb: nb.cells[2].outputs.append({"output_type": "forged", "text": "ok"}),
+    ],
+    ids=["points", "grade-flag", "source", "added-cell", "removed-cell", "id", "bad-output"],
+)
+def test_a_notebook_that_came_back_changed_is_refused(tamper) -> None:
+    sent = graded_notebook()
+    returned = executed(sent)
+    tamper(returned)
+    with pytest.raises(UntrustedResult):
+        merge_outputs(sent, json.dumps(returned), LIMIT)
+
+
+@pytest.mark.parametrize("returned", [None, "not json", '{"cells": 3}', "x" * (LIMIT + 1)])
+def test_what_is_no_notebook_or_too_big_is_refused(returned: str | None) -> None:
+    with pytest.raises(UntrustedResult):
+        merge_outputs(graded_notebook(), returned, LIMIT)
+
+
+def test_only_the_submissions_regular_files_travel_within_the_cap(tmp_path: Path) -> None:
+    (tmp_path / "data").mkdir()
+    (tmp_path / "problem1.ipynb").write_text("{}")
+    (tmp_path / "data" / "points.csv").write_text("1,2")
+    secret = tmp_path.parent / "secret.txt"
+    secret.write_text("host file")
+    (tmp_path / "link").symlink_to(secret)
+    files = pack_directory(tmp_path, 100)
+    assert files == {"problem1.ipynb": b"{}", "data/points.csv": b"1,2"}
+    with pytest.raises(RemoteExecutionFailed, match="max_files_size"):
+        pack_directory(tmp_path, 4)
+
+    unpacked = tmp_path.parent / "unpacked"
+    unpack_files(files, unpacked)
+    assert (unpacked / "data" / "points.csv").read_text() == "1,2"
+
+
+@pytest.mark.parametrize("name", ["../escape", "/etc/cron.d/x", "a/../../b", ""])
+def test_a_file_name_leaving_the_directory_is_refused(tmp_path: Path, name: str) -> None:
+    with pytest.raises(ValueError, match="refused"):
+        unpack_files({name: b"x"}, tmp_path / "work")
+    assert not (tmp_path.parent / "escape").exists()
+
+
+def test_dask_takes_executes_place_and_nbgraders_grading_stays() -> None:
+    preprocessors = on_dask(Config()).Autograde.autograde_preprocessors
+    assert DaskExecute in preprocessors and Execute not in preprocessors
+    assert preprocessors.index(DaskExecute) < preprocessors.index(SaveAutoGrades)
+
+
+def test_the_workers_get_the_courses_limits_and_daskss_own_sandbox_setting() -> None:
+    config = Config(
+        {
+            "SandboxedExecute": {"memory_limit": 2**28, "allow_unsandboxed": True},
+            "ExecutePreprocessor": {"timeout": 5},
+            "CourseDirectory": {"db_url": "postgresql://user:password@db/gradebook"},
+        }
+    )
+    settings = DaskExecute(config=config).worker_settings()
+    assert settings == {
+        "SandboxedExecute": {"memory_limit": 2**28, "allow_unsandboxed": False},
+        "ExecutePreprocessor": {"timeout": 5},
+    }  # the local allow_unsandboxed_autograde does not apply; no gradebook URL travels
+
+
+def test_dask_settings_are_checked_and_a_course_overrides_them(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="unknown key"):
+        check_dask_settings({"scheduler_address": "tcp://s:8786", "adress": "x"})
+    with pytest.raises(ValueError, match="scheduler_address"):
+        check_dask_settings({})
+    check_dask_settings({"scheduler_address": "tls://s:8786", "security": {}})
+
+    course = Course("c", tmp_path, "sqlite://", tmp_path, nbgrader={"DaskExecute": {"a": 1}})
+    on = with_executor(course, "dask", {"scheduler_address": "tcp://s:8786", "a": 0})
+    assert on.nbgrader["DaskExecute"] == {"scheduler_address": "tcp://s:8786", "a": 1}
+    assert with_executor(course, "local", {"scheduler_address": "tcp://s:8786"}) == course
