@@ -93,7 +93,8 @@ class DaskExecute(NbGraderPreprocessor):
         if report is not None:
             report.executed_on.append(str(answer.get("worker")))
             report.isolation = answer["isolation"]
-            report.problems.extend(answer["problems"])
+            # a limit's reason, else the error itself: the job's error starts with why
+            report.problems.extend(answer["problems"] or [answer["error"]] * bool(answer["error"]))
         if answer["error"] is not None:
             raise RemoteExecutionFailed(answer["error"])
         return merge_outputs(nb, answer["notebook"], self.max_result_size), resources

@@ -9,9 +9,11 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,24 +24,31 @@ DASK = str(Path(sys.executable).parent / "dask")
 class DaskCluster:
     """A scheduler and ``workers`` single-threaded workers; ``address`` once started."""
 
-    def __init__(self, workdir: Path, workers: int = 2) -> None:
+    def __init__(self, workdir: Path, workers: int = 2, worker_path: str = "") -> None:
         self.workdir = workdir
         self.workers = workers
+        #: the workers' PATH (default: this venv's bin, then ours)
+        self.worker_path = worker_path or f"{Path(sys.executable).parent}:{os.environ['PATH']}"
         self.procs: list[subprocess.Popen[bytes]] = []
+        self.tmpdirs: dict[str, Path] = {}
         self.address = ""
 
     def _start(self, name: str, *args: str) -> None:
         cwd = self.workdir / name
         cwd.mkdir(parents=True)
-        env = {
-            **os.environ,
-            "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
-            "TMPDIR": str(cwd),  # the worker's copies of submissions, in its own directory
-        }
+        # the worker's copies of submissions and scratch directories, its own; short, for the
+        # kernel's IPC socket paths (at most 107 bytes)
+        tmpdir = tempfile.mkdtemp(prefix=f"dask-test-{name}-")
+        self.tmpdirs[name] = Path(tmpdir)
+        env = {**os.environ, "PATH": self.worker_path, "TMPDIR": tmpdir}
         with open(cwd / "log", "wb") as log:
             self.procs.append(
                 subprocess.Popen(
-                    [DASK, *args], cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT,
+                    [DASK, *args],
+                    cwd=cwd,
+                    env=env,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
                     start_new_session=True,
                 )  # fmt: skip
             )
@@ -98,12 +107,14 @@ class DaskCluster:
                 os.killpg(proc.pid, signal.SIGKILL)
         for proc in self.procs:
             proc.wait()
+        for tmpdir in self.tmpdirs.values():
+            shutil.rmtree(tmpdir, ignore_errors=True)
 
 
 @contextlib.contextmanager
-def dask_cluster(workdir: Path, workers: int = 2) -> Iterator[DaskCluster]:
+def dask_cluster(workdir: Path, workers: int = 2, worker_path: str = "") -> Iterator[DaskCluster]:
     """A started cluster, killed whole at the end, also on failure."""
-    cluster = DaskCluster(workdir, workers)
+    cluster = DaskCluster(workdir, workers, worker_path)
     try:
         cluster.start()
         yield cluster

@@ -8,9 +8,11 @@ batch spreads over both workers.
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hubservices.formgrader import dask_executor, worker
@@ -27,15 +29,22 @@ from tests.integration.test_sandbox import (  # noqa: F401 (venv_on_path: autous
 )
 
 
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DaskCluster]:
-    with dask_cluster(tmp_path_factory.mktemp("dask")) as started:
+@contextlib.contextmanager
+def connected_cluster(workdir: Path, **options: Any) -> Iterator[DaskCluster]:
+    """A cluster, and this process's clients to it closed before it stops."""
+    with dask_cluster(workdir, **options) as started:
         try:
             yield started
         finally:
             for client in dask_executor._clients.values():
                 client.close()
             dask_executor._clients.clear()
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DaskCluster]:
+    with connected_cluster(tmp_path_factory.mktemp("dask")) as started:
+        yield started
 
 
 def on_dask(course: Course, cluster: DaskCluster, **settings: object) -> Course:
@@ -72,3 +81,28 @@ def test_honest_scores_on_dask_are_nbgraders(
     assert grades(ours, course_id, assignment, students) == expected
     assert len({score for score, _ in expected.values()}) > 1  # right and wrong answers
     assert ran_on <= set(cluster.worker_addresses().values())
+
+
+def test_a_worker_without_bubblewrap_refuses_unless_dask_allows_unsandboxed(
+    tmp_path: Path,
+) -> None:
+    make_course101(tmp_path / "course")
+    bindir = tmp_path / "bin"  # what a worker needs, but no bwrap
+    bindir.mkdir()
+    prlimit = shutil.which("prlimit")
+    assert prlimit
+    (bindir / "prlimit").symlink_to(prlimit)
+    with connected_cluster(tmp_path / "dask", workers=1, worker_path=str(bindir)) as no_bwrap:
+        # the local executor's allow_unsandboxed_autograde does not reach the workers
+        local_allowed = course_at(tmp_path / "course", "course101", allow_unsandboxed=True)
+        refused = worker.run(on_dask(local_allowed, no_bwrap), "autograde", ["ps1", "right"])
+        assert not refused["success"] and refused["sandbox"] == "unavailable"
+        assert refused["error"].startswith("autograde refused on Dask worker tcp://127.0.0.1:")
+        assert "bubblewrap (bwrap) is not installed" in refused["error"]
+
+        allowed = on_dask(
+            course_at(tmp_path / "course", "course101"), no_bwrap, allow_unsandboxed=True
+        )
+        result = worker.run(allowed, "autograde", ["ps1", "right"])
+        assert result["success"] and result["sandbox"] == "none", result["error"]
+    assert grades(tmp_path / "course", "course101", "ps1", ["right"])["right"][0] == 2

@@ -76,7 +76,7 @@ def dask_hub(tmp_path_factory: pytest.TempPathFactory, cluster: DaskCluster) -> 
 
 def worker_leftovers(cluster: DaskCluster) -> list[Path]:
     """Copies of submissions or scratch directories still in the workers' directories."""
-    return [p for p in cluster.workdir.glob("worker*/hubservices-*")]
+    return [path for tmpdir in cluster.tmpdirs.values() for path in tmpdir.iterdir()]
 
 
 def test_hostile_submissions_on_dask_next_to_honest_ones(
