@@ -19,10 +19,11 @@ from __future__ import annotations
 
 import copy
 import os
+import subprocess
 import tempfile
 import threading
-from collections.abc import Mapping
-from dataclasses import replace
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -34,10 +35,12 @@ from traitlets.config import Config
 
 from . import execute
 from .courses import Course
-from .sandbox import SandboxUnavailable
+from .sandbox import Sandbox, SandboxUnavailable, drop_privileges
 
 #: nbgrader config sections the worker's SandboxedExecute reads (limits, timeouts, kernel).
 EXECUTION_SECTIONS = ("SandboxedExecute", "Execute", "ExecutePreprocessor", "NotebookClient")
+#: Where student code in a pod (no bubblewrap) can leave files for the next submission.
+WORLD_WRITABLE = ("/tmp", "/var/tmp", "/dev/shm")
 #: Environment variables of autograde the kernel sees, as it would with the local executor.
 KERNEL_ENV = ("NBGRADER_EXECUTION",)
 
@@ -201,12 +204,65 @@ def merge_outputs(sent: NotebookNode, returned: str | None, limit: int) -> Noteb
     return merged
 
 
-class _WorkerExecute(execute.SandboxedExecute):
-    """SandboxedExecute whose kernel also gets autograde's environment variables."""
+@dataclass(frozen=True)
+class PodSandbox(Sandbox):
+    """No bubblewrap: the worker's pod is the sandbox (``DaskExecute.allow_unsandboxed``).
 
-    def __init__(self, kernel_env: Mapping[str, str], **kwargs: Any) -> None:
+    Student code still runs as ``uid``, not as the worker: as the worker's own uid it could
+    take the worker process over, and a Dask worker can send the scheduler and the service's
+    client pickles. One submission at a time per worker (``--nthreads 1``), and whatever
+    runs as ``uid`` is killed after each one, so no submission meets another's processes.
+    """
+
+    isolate: bool = False
+
+    def command(self, argv: Sequence[str], scratch: str, workdir: str, **kwargs: Any) -> list[str]:
+        return [*drop_privileges(self.uid, self.gid), *super().command(argv, scratch, workdir)]
+
+    def remove_everything_left(self) -> None:
+        """Kill every process of ``uid`` (``setsid`` ones too: kill(-1) as that uid, which a
+        fork cannot outrun), then delete its files in the pod's world-writable directories."""
+        as_uid = drop_privileges(self.uid, self.gid)
+        for command in (
+            ["kill", "-KILL", "-1"],
+            ["find", *WORLD_WRITABLE, "-xdev", "-mindepth", "1", "-user", str(self.uid), "-delete"],
+        ):
+            subprocess.run(
+                [*as_uid, *command], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            )
+
+
+def pod_sandbox(sandbox: Sandbox, worker_threads: int) -> PodSandbox:
+    """``sandbox`` without bubblewrap, if student code can still be kept from the worker."""
+    if os.geteuid() != 0 or sandbox.uid == 0:
+        raise SandboxUnavailable(
+            "without bubblewrap, a Dask worker must run as root (in its own pod) so that "
+            "student code runs as sandbox_uid, not as the worker's uid"
+        )
+    if worker_threads != 1:
+        raise SandboxUnavailable(
+            "without bubblewrap, a Dask worker must run one submission at a time "
+            f"(dask worker --nthreads 1, not {worker_threads}): its pod is the sandbox"
+        )
+    return PodSandbox(**{**sandbox.__dict__, "isolate": False})
+
+
+class _WorkerExecute(execute.SandboxedExecute):
+    """SandboxedExecute on a Dask worker: autograde's environment variables for the kernel,
+    and the pod as the sandbox where bubblewrap cannot run and the admin allowed it."""
+
+    def __init__(self, kernel_env: Mapping[str, str], worker_threads: int, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._kernel_env = dict(kernel_env)
+        self._worker_threads = worker_threads
+        self.pod: PodSandbox | None = None
+
+    def sandbox(self) -> Sandbox:
+        sandbox = super().sandbox()
+        if sandbox.isolate:
+            return sandbox
+        self.pod = pod_sandbox(sandbox, self._worker_threads)
+        return self.pod
 
     async def async_start_new_kernel(self, **kwargs: Any) -> None:
         kwargs["env"] = {**os.environ, **kwargs.get("env", {}), **self._kernel_env}
@@ -226,15 +282,18 @@ def execute_on_worker(
     """
     from distributed import get_worker
 
-    where = get_worker().address
+    dask_worker = get_worker()
+    where = dask_worker.address
     answer: dict[str, Any] = {"worker": where, "notebook": None, "error": None}
     with (
         tempfile.TemporaryDirectory(prefix="hubservices-dask-") as submission,
         execute.reporting() as report,
     ):
+        preprocessor = _WorkerExecute(
+            kernel_env, dask_worker.state.nthreads, config=Config(copy.deepcopy(settings))
+        )
         try:
             unpack_files(files, Path(submission))
-            preprocessor = _WorkerExecute(kernel_env, config=Config(copy.deepcopy(settings)))
             nb = nbformat.reads(notebook, as_version=4)
             executed, _ = preprocessor.preprocess(nb, {"metadata": {"path": submission}})
             answer["notebook"] = nbformat.writes(executed)
@@ -243,6 +302,9 @@ def execute_on_worker(
             answer["error"] = f"autograde refused on Dask worker {where}: {e}"
         except Exception as e:
             answer["error"] = f"on Dask worker {where}: {type(e).__name__}: {e}"
+        finally:
+            if preprocessor.pod is not None:
+                preprocessor.pod.remove_everything_left()
     answer.update(isolation=report.isolation, problems=report.problems)
     return answer
 

@@ -157,13 +157,8 @@ class Sandbox:
         for path in read_only:
             bwrap += ["--ro-bind", path, path]
         bwrap += ["--bind", scratch, scratch, "--chdir", workdir]
-        if self._maps_own_namespace:
-            drop = [
-                "setpriv", f"--reuid={self.uid}", f"--regid={self.gid}", "--clear-groups",
-                "--inh-caps=-all", "--no-new-privs", "--",
-            ]  # fmt: skip
-        else:
-            drop = []  # bwrap already runs it as the service's uid, without capabilities
+        # bwrap alone already runs it as the service's uid, without capabilities
+        drop = drop_privileges(self.uid, self.gid) if self._maps_own_namespace else []
         return [*bwrap, "--", *drop, *inner]
 
     def spawn(
@@ -223,6 +218,14 @@ class Sandbox:
         """Raise :class:`SandboxUnavailable` unless a command runs in this sandbox here."""
         if self.isolate:
             _check_bwrap(self.uid, self.gid, tuple(self.read_only))
+
+
+def drop_privileges(uid: int, gid: int) -> list[str]:
+    """The command prefix that runs a command as ``uid``/``gid`` (as root), no way back."""
+    return [
+        "setpriv", f"--reuid={uid}", f"--regid={gid}", "--clear-groups",
+        "--inh-caps=-all", "--no-new-privs", "--",
+    ]  # fmt: skip
 
 
 def check_default_sandbox() -> None:

@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import copy
 import json
+import os
+import subprocess
+import tempfile
+import time
 from pathlib import Path
 
 import nbformat
+import psutil
 import pytest
 from hubservices.formgrader.courses import Course
 from hubservices.formgrader.dask_executor import (
@@ -17,9 +22,11 @@ from hubservices.formgrader.dask_executor import (
     merge_outputs,
     on_dask,
     pack_directory,
+    pod_sandbox,
     unpack_files,
     with_executor,
 )
+from hubservices.formgrader.sandbox import Sandbox, SandboxUnavailable, drop_privileges
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output
 from nbgrader.preprocessors import Execute, SaveAutoGrades
 from traitlets.config import Config
@@ -144,3 +151,38 @@ def test_dask_settings_are_checked_and_a_course_overrides_them(tmp_path: Path) -
     on = with_executor(course, "dask", {"scheduler_address": "tcp://s:8786", "a": 0})
     assert on.nbgrader["DaskExecute"] == {"scheduler_address": "tcp://s:8786", "a": 1}
     assert with_executor(course, "local", {"scheduler_address": "tcp://s:8786"}) == course
+
+
+def test_in_a_pod_student_code_still_runs_as_another_uid_than_the_worker() -> None:
+    pod = pod_sandbox(Sandbox(65534, 65534), worker_threads=1)
+    argv = pod.command(["python", "-m", "ipykernel_launcher"], "/tmp/s", "/tmp/s/work")
+    assert argv[:3] == ["setpriv", "--reuid=65534", "--regid=65534"]
+    assert "--no-new-privs" in argv and "bwrap" not in argv
+    assert argv[argv.index("--") + 1] == "prlimit"
+    with pytest.raises(SandboxUnavailable, match="--nthreads 1"):
+        pod_sandbox(Sandbox(65534, 65534), worker_threads=4)
+
+
+def processes_of(uid: int) -> list[psutil.Process]:
+    return [
+        p for p in psutil.process_iter(["uids"]) if p.info["uids"] and p.info["uids"].real == uid
+    ]
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="runs a process as another uid")
+def test_after_a_submission_in_a_pod_nothing_of_its_uid_is_left() -> None:
+    uid = 61000 + os.getpid() % 1000  # a uid of this test alone: everything of it dies
+    pod = pod_sandbox(Sandbox(uid, uid), worker_threads=1)
+    leftover = Path(tempfile.gettempdir()) / f"hubservices-pod-test-{uid}"
+    started = subprocess.run(
+        [*drop_privileges(uid, uid), "sh", "-c", f"touch {leftover}; setsid sleep 3599 &"],
+        check=True,
+    )
+    assert started.returncode == 0 and leftover.exists()
+    assert processes_of(uid)
+    pod.remove_everything_left()
+    deadline = time.monotonic() + 10
+    while processes_of(uid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert processes_of(uid) == []
+    assert not leftover.exists()
