@@ -125,6 +125,8 @@ def client_for(address: str, security: Mapping[str, Any], timeout: float) -> Any
 
     if not address:
         raise RemoteExecutionFailed("the Dask executor needs DaskExecute.scheduler_address")
+    if address.startswith("gateway://"):
+        import dask_gateway  # noqa: F401 (registers the gateway:// scheme with distributed)
     key = (address, repr(sorted(security.items())))
     with _clients_lock:
         if key not in _clients:
