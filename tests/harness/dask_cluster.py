@@ -17,16 +17,20 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 DASK = str(Path(sys.executable).parent / "dask")
 
 
 class DaskCluster:
-    """A scheduler and ``workers`` single-threaded workers; ``address`` once started."""
+    """A scheduler and ``workers`` workers of ``nthreads`` threads; ``address`` once started."""
 
-    def __init__(self, workdir: Path, workers: int = 2, worker_path: str = "") -> None:
+    def __init__(
+        self, workdir: Path, workers: int = 2, worker_path: str = "", nthreads: int = 1
+    ) -> None:
         self.workdir = workdir
         self.workers = workers
+        self.nthreads = nthreads
         #: the workers' PATH (default: this venv's bin, then ours)
         self.worker_path = worker_path or f"{Path(sys.executable).parent}:{os.environ['PATH']}"
         self.procs: list[subprocess.Popen[bytes]] = []
@@ -62,7 +66,7 @@ class DaskCluster:
         for i in range(self.workers):
             self._start(
                 f"worker{i}", "worker", "--scheduler-file", str(scheduler_file),
-                "--host", "127.0.0.1", "--nthreads", "1", "--no-dashboard",
+                "--host", "127.0.0.1", "--nthreads", str(self.nthreads), "--no-dashboard",
                 "--name", f"worker{i}", "--local-directory", str(self.workdir / f"worker{i}"),
             )  # fmt: skip
         self.address = self._wait_for_workers(scheduler_file)
@@ -112,9 +116,9 @@ class DaskCluster:
 
 
 @contextlib.contextmanager
-def dask_cluster(workdir: Path, workers: int = 2, worker_path: str = "") -> Iterator[DaskCluster]:
-    """A started cluster, killed whole at the end, also on failure."""
-    cluster = DaskCluster(workdir, workers, worker_path)
+def dask_cluster(workdir: Path, **options: Any) -> Iterator[DaskCluster]:
+    """A started cluster (options: DaskCluster's), killed whole at the end, also on failure."""
+    cluster = DaskCluster(workdir, **options)
     try:
         cluster.start()
         yield cluster

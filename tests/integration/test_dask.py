@@ -18,13 +18,12 @@ import pytest
 from hubservices.formgrader import dask_executor, worker
 from hubservices.formgrader.courses import Course
 
-from bench.formgrader_bench import make_course
 from tests.harness.dask_cluster import DaskCluster, dask_cluster
 from tests.integration.test_sandbox import (  # noqa: F401 (venv_on_path: autouse fixture)
+    autograde_next_to_nbgrader,
     course_at,
     grades,
     make_course101,
-    nbgrader_cli,
     venv_on_path,
 )
 
@@ -57,33 +56,13 @@ def on_dask(course: Course, cluster: DaskCluster, **settings: object) -> Course:
 def test_honest_scores_on_dask_are_nbgraders(
     tmp_path: Path, cluster: DaskCluster, which: str
 ) -> None:
-    theirs, ours = tmp_path / "theirs", tmp_path / "ours"
-    if which == "course101":
-        course_id, assignment = "course101", "ps1"
-        students = make_course101(theirs)
-    else:
-        from bench.formgrader_bench import ASSIGNMENT, COURSE
-
-        course_id, assignment = COURSE, ASSIGNMENT
-        students = [f"s{i}" for i in range(6)]  # the fifth answer is wrong
-        make_course(theirs, students)
-    shutil.copytree(theirs, ours)
-
-    nbgrader_cli(theirs, course_id, "autograde", assignment)
-    course = on_dask(course_at(ours, course_id), cluster)
-    ran_on = set()
-    for student in students:
-        result = worker.run(course, "autograde", [assignment, student])
-        assert result["success"] and result["sandbox"] == "bubblewrap", result.get("error")
-        ran_on.update(result["dask_workers"])
-
-    expected = grades(theirs, course_id, assignment, students)
-    assert grades(ours, course_id, assignment, students) == expected
-    assert len({score for score, _ in expected.values()}) > 1  # right and wrong answers
-    assert ran_on <= set(cluster.worker_addresses().values())
+    results = autograde_next_to_nbgrader(tmp_path, which, lambda course: on_dask(course, cluster))
+    workers = set(cluster.worker_addresses().values())
+    for result in results:  # one notebook each, run on a worker of the cluster
+        assert len(result["dask_workers"]) == 1 and result["dask_workers"][0] in workers
 
 
-def test_a_worker_without_bubblewrap_refuses_unless_dask_allows_unsandboxed(
+def test_a_worker_without_bubblewrap_refuses_unless_its_pod_can_be_the_sandbox(
     tmp_path: Path,
 ) -> None:
     make_course101(tmp_path / "course")
@@ -92,7 +71,8 @@ def test_a_worker_without_bubblewrap_refuses_unless_dask_allows_unsandboxed(
     prlimit = shutil.which("prlimit")
     assert prlimit
     (bindir / "prlimit").symlink_to(prlimit)
-    with connected_cluster(tmp_path / "dask", workers=1, worker_path=str(bindir)) as no_bwrap:
+    options: dict[str, Any] = {"workers": 1, "worker_path": str(bindir), "nthreads": 2}
+    with connected_cluster(tmp_path / "dask", **options) as no_bwrap:
         # the local executor's allow_unsandboxed_autograde does not reach the workers
         local_allowed = course_at(tmp_path / "course", "course101", allow_unsandboxed=True)
         refused = worker.run(on_dask(local_allowed, no_bwrap), "autograde", ["ps1", "right"])
@@ -100,9 +80,9 @@ def test_a_worker_without_bubblewrap_refuses_unless_dask_allows_unsandboxed(
         assert refused["error"].startswith("autograde refused on Dask worker tcp://127.0.0.1:")
         assert "bubblewrap (bwrap) is not installed" in refused["error"]
 
-        allowed = on_dask(
-            course_at(tmp_path / "course", "course101"), no_bwrap, allow_unsandboxed=True
-        )
-        result = worker.run(allowed, "autograde", ["ps1", "right"])
-        assert result["success"] and result["sandbox"] == "none", result["error"]
-    assert grades(tmp_path / "course", "course101", "ps1", ["right"])["right"][0] == 2
+        # allowed, the pod is the sandbox: only for a worker running one submission at a time
+        course = course_at(tmp_path / "course", "course101")
+        allowed = on_dask(course, no_bwrap, allow_unsandboxed=True)
+        shared = worker.run(allowed, "autograde", ["ps1", "right"])
+        assert not shared["success"] and shared["sandbox"] == "unavailable"
+        assert "must run one submission at a time (dask worker --nthreads 1" in shared["error"]

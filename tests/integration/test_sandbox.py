@@ -14,7 +14,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import nbformat
@@ -105,8 +105,11 @@ def grades(root: Path, course_id: str, assignment: str, students: list[str]) -> 
         return result
 
 
-@pytest.mark.parametrize("which", ["course101", "benchmark"])
-def test_honest_scores_are_nbgraders(tmp_path: Path, which: str) -> None:
+def autograde_next_to_nbgrader(
+    tmp_path: Path, which: str, executor: Callable[[Course], Course] = lambda course: course
+) -> list[dict]:
+    """Autograde the course ``which`` with ``nbgrader autograde`` and, in a copy, with our
+    worker on ``executor``'s course: the same scores in both. Our results, by student."""
     theirs, ours = tmp_path / "theirs", tmp_path / "ours"
     if which == "course101":
         course_id, assignment = "course101", "ps1"
@@ -120,14 +123,22 @@ def test_honest_scores_are_nbgraders(tmp_path: Path, which: str) -> None:
     shutil.copytree(theirs, ours)
 
     nbgrader_cli(theirs, course_id, "autograde", assignment)
-    course = course_at(ours, course_id)
+    course = executor(course_at(ours, course_id))
+    results = []
     for student in students:
         result = worker.run(course, "autograde", [assignment, student])
         assert result["success"] and result["sandbox"] == "bubblewrap", result.get("error")
+        results.append(result)
 
     expected = grades(theirs, course_id, assignment, students)
     assert grades(ours, course_id, assignment, students) == expected
     assert len({score for score, _ in expected.values()}) > 1  # right and wrong answers
+    return results
+
+
+@pytest.mark.parametrize("which", ["course101", "benchmark"])
+def test_honest_scores_are_nbgraders(tmp_path: Path, which: str) -> None:
+    autograde_next_to_nbgrader(tmp_path, which)
 
 
 def sandbox_uid_processes() -> list[psutil.Process]:
