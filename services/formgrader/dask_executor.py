@@ -83,7 +83,13 @@ class DaskExecute(NbGraderPreprocessor):
         """Execute ``nb`` on a worker; the outputs that come back, into ``nb``'s own cells."""
         source = Path(resources.get("metadata", {}).get("path") or ".")
         files = pack_directory(source, self.max_files_size)
-        future = client_for(self.scheduler_address, self.security, self.connect_timeout).submit(
+        try:
+            client = client_for(self.scheduler_address, self.security, self.connect_timeout)
+        except OSError as e:  # distributed's connection timeouts are OSErrors too
+            problem = f"cannot reach the Dask scheduler at {self.scheduler_address}: {e}"
+            execute._record(problem)
+            raise RemoteExecutionFailed(problem) from None
+        future = client.submit(
             execute_on_worker,
             nbformat.writes(nb),
             files,

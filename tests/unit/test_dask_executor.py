@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import socket
 import subprocess
 import tempfile
 import time
@@ -13,6 +14,7 @@ from pathlib import Path
 import nbformat
 import psutil
 import pytest
+from hubservices.formgrader import execute
 from hubservices.formgrader.courses import Course
 from hubservices.formgrader.dask_executor import (
     DaskExecute,
@@ -186,3 +188,14 @@ def test_after_a_submission_in_a_pod_nothing_of_its_uid_is_left() -> None:
         time.sleep(0.1)
     assert processes_of(uid) == []
     assert not leftover.exists()
+
+
+def test_an_unreachable_scheduler_is_the_jobs_reason(tmp_path: Path) -> None:
+    closed = socket.create_server(("127.0.0.1", 0))
+    address = f"tcp://127.0.0.1:{closed.getsockname()[1]}"
+    closed.close()
+    (tmp_path / "problem1.ipynb").write_text(nbformat.writes(graded_notebook()))
+    executor = DaskExecute(scheduler_address=address, connect_timeout=1)
+    with execute.reporting() as report, pytest.raises(RemoteExecutionFailed, match=address):
+        executor.preprocess(graded_notebook(), {"metadata": {"path": str(tmp_path)}})
+    assert report.problems[0].startswith(f"cannot reach the Dask scheduler at {address}")
