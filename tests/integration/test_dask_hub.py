@@ -17,17 +17,7 @@ import pytest
 
 from tests.harness.dask_cluster import DaskCluster, dask_cluster
 from tests.harness.hub import Hub
-from tests.integration.test_formgrader_hub import Grader
-from tests.integration.test_sandbox_hub import (
-    HONEST,
-    Listener,
-    assert_integrity,
-    autograde_all_while_answering,
-    hostile_answers,
-    prepare_ps1,
-    sandbox_hub,
-    sandbox_processes,
-)
+from tests.integration.test_sandbox_hub import hostile_batch, sandbox_hub, sandbox_processes
 
 pytestmark = pytest.mark.hub
 
@@ -59,22 +49,10 @@ def worker_leftovers(cluster: DaskCluster) -> list[Path]:
 def test_hostile_submissions_on_dask_next_to_honest_ones(
     dask_hub: Hub, cluster: DaskCluster
 ) -> None:
-    teacher = Grader(dask_hub, "admin")
-    root, paths = prepare_ps1(dask_hub, teacher)
-    listener = Listener()
-    try:
-        hostile = {k: v for k, v in hostile_answers(paths, listener.port).items() if k in INTEGRITY}
-        cookie_secret = Path(paths["hub_cookie"]).read_bytes()
-        by_student = autograde_all_while_answering(teacher, {**hostile, **HONEST}, root)
-    finally:
-        listener.close()
-
-    assert set(by_student) == set(hostile) | set(HONEST)
-    assert all(result["sandbox"] == "bubblewrap" for result in by_student.values())
+    _, by_student, _ = hostile_batch(dask_hub, INTEGRITY)
     # the batch ran on both workers, and only on them
     ran_on = {w for result in by_student.values() for w in result["dask_workers"]}
     assert ran_on == set(cluster.worker_addresses().values())
-    assert_integrity(teacher, root, by_student, listener, cookie_secret)
 
     # nothing left behind: no sandbox process (the sleeper included), no copy on a worker
     assert sandbox_processes() == []

@@ -16,7 +16,7 @@ import socket
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -218,13 +218,21 @@ def autograde_all_while_answering(teacher: Grader, answers: dict[str, str], root
     return results["students"]
 
 
-def test_hostile_submissions_next_to_honest_ones(sbx: Hub) -> None:
-    teacher = Grader(sbx, "admin")
-    root, paths = prepare_ps1(sbx, teacher)
+def hostile_batch(
+    hub: Hub, kinds: Collection[str] | None = None
+) -> tuple[Path, dict[str, Any], dict[str, float]]:
+    """The hostile answers (of ``kinds``, or all) next to the honest ones, autograded in one
+    request, checked by :func:`assert_integrity`: course1's root, the results and the scores,
+    by student."""
+    teacher = Grader(hub, "admin")
+    root, paths = prepare_ps1(hub, teacher)
     listener = Listener()
-    scratch_before = scratch_dirs()
     try:
-        hostile = hostile_answers(paths, listener.port)
+        hostile = {
+            kind: code
+            for kind, code in hostile_answers(paths, listener.port).items()
+            if kinds is None or kind in kinds
+        }
         gradebook_before = Path(paths["gradebook"]).stat().st_mtime_ns
         cookie_secret = Path(paths["hub_cookie"]).read_bytes()
         by_student = autograde_all_while_answering(teacher, {**hostile, **HONEST}, root)
@@ -234,7 +242,12 @@ def test_hostile_submissions_next_to_honest_ones(sbx: Hub) -> None:
     assert set(by_student) == set(hostile) | set(HONEST)
     assert all(result["sandbox"] == "bubblewrap" for result in by_student.values())
     assert Path(paths["gradebook"]).stat().st_mtime_ns > gradebook_before  # the service wrote
-    scores = assert_integrity(teacher, root, by_student, listener, cookie_secret)
+    return root, by_student, assert_integrity(teacher, root, by_student, listener, cookie_secret)
+
+
+def test_hostile_submissions_next_to_honest_ones(sbx: Hub) -> None:
+    scratch_before = scratch_dirs()
+    root, by_student, scores = hostile_batch(sbx)
 
     # limits: graded honestly (the cell fails, the rest is graded) or failed with the reason
     assert scores["memory"] == 0 and "MemoryError" in _notebook(root, "memory")
