@@ -89,7 +89,7 @@ class FormGrader(HubServiceApp):
         sees everything the service can); each such job's result says "sandbox": "none".""",
     ).tag(config=True)
 
-    executor = Enum(
+    autograde_executor = Enum(
         ["local", "dask"],
         "local",
         help="""Where autograde executes student code: "local" (a bubblewrap sandbox on this
@@ -149,7 +149,7 @@ class FormGrader(HubServiceApp):
 
     def initialize(self, argv: list[str] | None = None) -> None:
         super().initialize(argv)
-        if self.executor == "dask":
+        if self.autograde_executor == "dask":
             try:
                 check_dask_settings(self.dask)
             except ValueError as e:
@@ -161,14 +161,14 @@ class FormGrader(HubServiceApp):
         # nbgrader runs `alembic` from PATH when it creates a gradebook
         bindir = os.path.dirname(sys.executable)
         os.environ["PATH"] = os.pathsep.join(filter(None, [bindir, os.environ.get("PATH")]))
-        self.gradebook_threads = ThreadPoolExecutor(self.db_threads, thread_name_prefix="gradebook")
+        self.executor = ThreadPoolExecutor(self.db_threads, thread_name_prefix="gradebook")
         self.jobs = Jobs(max_parallel=self.max_workers, timeout=self.job_timeout)
         for parsed in parse_courses(self.courses, self.exchange).values():
             course = with_sandbox_settings(
                 parsed, self.sandbox, allow_unsandboxed=self.allow_unsandboxed_autograde
             )
-            course = with_executor(course, self.executor, self.dask)
-            self.runtimes[course.id] = CourseRuntime.open(course, self.gradebook_threads)
+            course = with_executor(course, self.autograde_executor, self.dask)
+            self.runtimes[course.id] = CourseRuntime.open(course, self.executor)
         self.web_app.add_handlers(
             ".*$",
             [
@@ -177,7 +177,7 @@ class FormGrader(HubServiceApp):
             ],
         )
         self.log.info("Courses: %s", ", ".join(self.runtimes) or "none")
-        if self.executor == "dask":
+        if self.autograde_executor == "dask":
             self.log.info("Autograde executes on Dask at %s", self.dask["scheduler_address"])
             return  # each Dask worker checks its own sandbox
         try:
@@ -188,7 +188,7 @@ class FormGrader(HubServiceApp):
 
     async def on_stop(self) -> None:
         await self.jobs.stop()
-        self.gradebook_threads.shutdown(wait=False, cancel_futures=True)
+        self.executor.shutdown(wait=False, cancel_futures=True)
         for runtime in self.runtimes.values():
             runtime.close()
 

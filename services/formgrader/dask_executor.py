@@ -1,4 +1,4 @@
-"""Autograde's executions on a Dask cluster (``FormGrader.executor = "dask"``).
+"""Autograde's executions on a Dask cluster (``FormGrader.autograde_executor = "dask"``).
 
 nbgrader's Autograde still runs here, on the trusted side (the service's worker process, which
 holds the gradebook): :class:`DaskExecute` takes the place of nbgrader's ``Execute`` and sends
@@ -20,6 +20,7 @@ from __future__ import annotations
 import copy
 import os
 import subprocess
+import sys
 import tempfile
 import threading
 from collections.abc import Mapping, Sequence
@@ -28,13 +29,14 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 import nbformat
+from nbclient.util import run_sync
 from nbformat import NotebookNode
 from nbgrader.preprocessors import NbGraderPreprocessor
 from traitlets import Bool, Dict, Float, Integer, Unicode
 from traitlets.config import Config
 
 from . import execute
-from .courses import Course
+from .courses import Course, worker_env
 from .sandbox import Sandbox, SandboxUnavailable, drop_privileges
 
 #: nbgrader config sections the worker's SandboxedExecute reads (limits, timeouts, kernel).
@@ -117,6 +119,7 @@ class DaskExecute(NbGraderPreprocessor):
         }
         sandbox = sections.setdefault("SandboxedExecute", {})
         sandbox["allow_unsandboxed"] = self.allow_unsandboxed  # Dask's setting, not the local
+        sandbox.pop("executor", None)  # on the worker, the sandbox runs where it is
         return sections
 
 
@@ -256,8 +259,9 @@ def pod_sandbox(sandbox: Sandbox, worker_threads: int) -> PodSandbox:
 
 
 class _WorkerExecute(execute.SandboxedExecute):
-    """SandboxedExecute on a Dask worker: autograde's environment variables for the kernel,
-    and the pod as the sandbox where bubblewrap cannot run and the admin allowed it."""
+    """SandboxedExecute on a Dask worker: the kernel's environment that of a service worker
+    plus autograde's variables, and the pod as the sandbox where bubblewrap cannot run and the
+    admin allowed it."""
 
     def __init__(self, kernel_env: Mapping[str, str], worker_threads: int, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -273,8 +277,14 @@ class _WorkerExecute(execute.SandboxedExecute):
         return self.pod
 
     async def async_start_new_kernel(self, **kwargs: Any) -> None:
-        kwargs["env"] = {**os.environ, **kwargs.get("env", {}), **self._kernel_env}
+        # the worker's own environment may hold its cluster's settings: the kernel gets only
+        # what a service worker keeps (no token, no secret), and autograde's variables
+        kept = worker_env(os.environ, os.path.dirname(sys.executable))
+        kwargs["env"] = {**kept, **kwargs.get("env", {}), **self._kernel_env}
         await super().async_start_new_kernel(**kwargs)
+
+    # nbconvert's preprocess calls the sync twin, which nbclient binds to its own coroutine
+    start_new_kernel = run_sync(async_start_new_kernel)
 
 
 def execute_on_worker(

@@ -20,6 +20,8 @@ from pathlib import Path
 from typing import Any
 
 DASK = str(Path(sys.executable).parent / "dask")
+#: A variable of every worker's environment that student code must not see.
+WORKER_SECRET = "HUBSERVICES_TEST_WORKER_SECRET"
 
 
 class DaskCluster:
@@ -44,7 +46,7 @@ class DaskCluster:
         # kernel's IPC socket paths (at most 107 bytes)
         tmpdir = tempfile.mkdtemp(prefix=f"dask-test-{name}-")
         self.tmpdirs[name] = Path(tmpdir)
-        env = {**os.environ, "PATH": self.worker_path, "TMPDIR": tmpdir}
+        env = {**os.environ, "PATH": self.worker_path, "TMPDIR": tmpdir, WORKER_SECRET: "s3cret"}
         with open(cwd / "log", "wb") as log:
             self.procs.append(
                 subprocess.Popen(

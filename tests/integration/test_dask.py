@@ -18,12 +18,14 @@ import pytest
 from hubservices.formgrader import dask_executor, worker
 from hubservices.formgrader.courses import Course
 
-from tests.harness.dask_cluster import DaskCluster, dask_cluster
+from tests.harness.dask_cluster import WORKER_SECRET, DaskCluster, dask_cluster
 from tests.integration.test_sandbox import (  # noqa: F401 (venv_on_path: autouse fixture)
+    RIGHT,
     autograde_next_to_nbgrader,
     course_at,
     grades,
     make_course101,
+    submit_answer,
     venv_on_path,
 )
 
@@ -60,6 +62,21 @@ def test_honest_scores_on_dask_are_nbgraders(
     workers = set(cluster.worker_addresses().values())
     for result in results:  # one notebook each, run on a worker of the cluster
         assert len(result["dask_workers"]) == 1 and result["dask_workers"][0] in workers
+
+
+def test_the_kernel_on_a_worker_sees_autogrades_variables_not_the_workers(
+    tmp_path: Path, cluster: DaskCluster
+) -> None:
+    make_course101(tmp_path)
+    show_env = "import os\nprint('ENV', os.environ.get('NBGRADER_EXECUTION'), sorted(os.environ))\n"
+    submit_answer(tmp_path, "env", show_env + RIGHT)
+    result = worker.run(
+        on_dask(course_at(tmp_path, "course101"), cluster), "autograde", ["ps1", "env"]
+    )
+    assert result["success"], result.get("error")
+    executed = (tmp_path / "autograded" / "env" / "ps1" / "problem1.ipynb").read_text()
+    assert "ENV autograde" in executed and "PATH" in executed
+    assert WORKER_SECRET not in executed
 
 
 def test_a_worker_without_bubblewrap_refuses_unless_its_pod_can_be_the_sandbox(

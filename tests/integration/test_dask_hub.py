@@ -35,7 +35,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DaskCluster]:
 @pytest.fixture(scope="module")
 def dask_hub(tmp_path_factory: pytest.TempPathFactory, cluster: DaskCluster) -> Iterator[Hub]:
     dask = {"scheduler_address": cluster.address}
-    more_config = f'c.FormGrader.executor = "dask"\nc.FormGrader.dask = {dask!r}\n'
+    more_config = f'c.FormGrader.autograde_executor = "dask"\nc.FormGrader.dask = {dask!r}\n'
     with sandbox_hub(tmp_path_factory.mktemp("daskhub"), more_config) as hub:
         yield hub
 

@@ -7,7 +7,6 @@ clock and a missing bubblewrap give the reasons a grader reads.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import socket
@@ -78,16 +77,20 @@ def make_course101(root: Path) -> list[str]:
     """course101's ps1, generated, with one submission per answer."""
     shutil.copytree(COURSE101, root / "source")
     nbgrader_cli(root, "course101", "generate_assignment", "ps1")
-    released = nbformat.read(root / "release" / "ps1" / "problem1.ipynb", as_version=4)
     for student, code in COURSE101_ANSWERS.items():
-        nb = nbformat.from_dict(json.loads(json.dumps(released)))
-        for cell in nb.cells:
-            if cell.metadata.get("nbgrader", {}).get("grade_id") == "squares":
-                cell.source = code
-        folder = root / "submitted" / student / "ps1"
-        folder.mkdir(parents=True)
-        nbformat.write(nb, folder / "problem1.ipynb")
+        submit_answer(root, student, code)
     return list(COURSE101_ANSWERS)
+
+
+def submit_answer(root: Path, student: str, code: str) -> None:
+    """``student``'s submission of course101's released ps1 with ``code`` as the answer."""
+    nb = nbformat.read(root / "release" / "ps1" / "problem1.ipynb", as_version=4)
+    for cell in nb.cells:
+        if cell.metadata.get("nbgrader", {}).get("grade_id") == "squares":
+            cell.source = code
+    folder = root / "submitted" / student / "ps1"
+    folder.mkdir(parents=True)
+    nbformat.write(nb, folder / "problem1.ipynb")
 
 
 def grades(root: Path, course_id: str, assignment: str, students: list[str]) -> dict:
