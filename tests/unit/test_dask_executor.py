@@ -33,6 +33,8 @@ from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_outp
 from nbgrader.preprocessors import Execute, SaveAutoGrades
 from traitlets.config import Config
 
+from tests.unit.test_app import run_service
+
 LIMIT = 2**20
 
 
@@ -199,3 +201,18 @@ def test_an_unreachable_scheduler_is_the_jobs_reason(tmp_path: Path) -> None:
     with execute.reporting() as report, pytest.raises(RemoteExecutionFailed, match=address):
         executor.preprocess(graded_notebook(), {"metadata": {"path": str(tmp_path)}})
     assert report.problems[0].startswith(f"cannot reach the Dask scheduler at {address}")
+
+
+@pytest.mark.parametrize(
+    "dask, says",
+    [({"scheduler_adress": "tcp://s:8786"}, "unknown key(s) scheduler_adress"), ({}, "needs")],
+)
+def test_bad_dask_settings_stop_the_service_with_one_line(
+    tmp_path: Path, dask: dict, says: str
+) -> None:
+    config = tmp_path / "formgrader_config.py"
+    config.write_text(f'c.FormGrader.autograde_executor = "dask"\nc.FormGrader.dask = {dask!r}\n')
+    result = run_service("hubservices.formgrader", f"--config={config}")
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and says in lines[0], result.stderr
