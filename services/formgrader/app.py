@@ -21,14 +21,10 @@ from .adapter import (
     nbgrader_templates,
 )
 from .courses import may_grade, parse_courses
+from .dask_executor import check_dask_settings, with_executor
 from .handlers import ActionHandler, CoursesHandler, FormgraderRootHandler, course_handlers
 from .jobs import Jobs, JobStore
-from .sandbox import (
-    EXECUTOR_NAMES,
-    SandboxUnavailable,
-    check_default_sandbox,
-    with_sandbox_settings,
-)
+from .sandbox import SandboxUnavailable, check_default_sandbox, with_sandbox_settings
 
 
 class FormGrader(HubServiceApp):
@@ -97,10 +93,18 @@ class FormGrader(HubServiceApp):
     ).tag(config=True)
 
     autograde_executor = Enum(
-        list(EXECUTOR_NAMES),
+        ["local", "dask"],
         "local",
-        help="""Where autograde runs student code: "local", a bubblewrap sandbox on this machine
-        (the only executor so far; see docs/formgrader.md).""",
+        help="""Where autograde executes student code: "local" (a bubblewrap sandbox on this
+        machine) or "dask" (a bubblewrap sandbox on a worker of the Dask cluster in ``dask``).""",
+    ).tag(config=True)
+
+    dask = Dict(
+        help="""The Dask executor's settings (nbgrader's DaskExecute): {"scheduler_address":
+        "tls://scheduler:8786", "security": {"tls_ca_file": ..., "tls_client_cert": ...,
+        "tls_client_key": ..., "require_encryption": True}, "allow_unsandboxed": False,
+        "max_files_size": 2**26, "max_result_size": 2**27, "connect_timeout": 30}; a course's
+        own {"nbgrader": {"DaskExecute": {...}}} overrides them.""",
     ).tag(config=True)
 
     db_threads = Integer(
@@ -146,6 +150,15 @@ class FormGrader(HubServiceApp):
         super().__init__(**kwargs)
         self.runtimes: dict[str, CourseRuntime] = {}
 
+    def initialize(self, argv: list[str] | None = None) -> None:
+        super().initialize(argv)
+        if self.autograde_executor == "dask":
+            try:
+                check_dask_settings(self.dask)
+            except ValueError as e:
+                self.log.critical("FormGrader.dask: %s", e)
+                self.exit(1)
+
     async def on_start(self) -> None:
         """Open every course's gradebook and the job queue; resume the jobs a stop left."""
         # nbgrader runs `alembic` from PATH when it creates a gradebook
@@ -157,8 +170,8 @@ class FormGrader(HubServiceApp):
                 parsed,
                 self.sandbox,
                 allow_unsandboxed=self.allow_unsandboxed_autograde,
-                executor=self.autograde_executor,
             )
+            course = with_executor(course, self.autograde_executor, self.dask)
             self.runtimes[course.id] = CourseRuntime.open(course, self.executor)
         self.jobs = Jobs(
             JobStore(self.db),
@@ -167,6 +180,9 @@ class FormGrader(HubServiceApp):
             timeout=self.job_timeout,
         )
         self.log.info("Courses: %s", ", ".join(self.runtimes) or "none")
+        if self.autograde_executor == "dask":
+            self.log.info("Autograde executes on Dask at %s", self.dask["scheduler_address"])
+            return  # each Dask worker checks its own sandbox
         try:
             check_default_sandbox()
         except SandboxUnavailable as e:

@@ -38,11 +38,12 @@ from nbclient.exceptions import DeadKernelError
 from nbformat import NotebookNode
 from nbgrader.preprocessors import Execute
 from traitlets import Any as AnyTrait
-from traitlets import Bool, Enum, Instance, Integer, List, Unicode, default
+from traitlets import Bool, Instance, Integer, List, Unicode, default
 from traitlets.config import Config
 
 from .sandbox import (
-    EXECUTOR_NAMES,
+    SANDBOXED,
+    UNSANDBOXED,
     Limits,
     Sandbox,
     SandboxUnavailable,
@@ -60,27 +61,36 @@ KERNEL_OUTPUT_TAIL = 2000
 class Report:
     """What the sandboxed executions of one job did: isolation used and limits hit."""
 
-    isolation: str = "bubblewrap"  # or "none" (allow_unsandboxed_autograde)
+    isolation: str = SANDBOXED  # or UNSANDBOXED (allow_unsandboxed_autograde)
     problems: list[str] = field(default_factory=list)
+    #: Dask workers the notebooks ran on (the Dask executor: .dask_executor)
+    executed_on: list[str] = field(default_factory=list)
 
 
-_report: Report | None = None
+#: The report of the job the current thread runs: a Dask worker runs several jobs at once,
+#: one a thread.
+_reports = threading.local()
 
 
 @contextlib.contextmanager
 def reporting() -> Iterator[Report]:
-    """Collect what the executions inside the ``with`` block report (one job at a time)."""
-    global _report
-    _report = Report()
+    """Collect what the executions inside the ``with`` block report (one job a thread)."""
+    _reports.current = report = Report()
     try:
-        yield _report
+        yield report
     finally:
-        _report = None
+        _reports.current = None
+
+
+def current_report() -> Report | None:
+    """The report of the ``reporting()`` block this thread is in, if any."""
+    return getattr(_reports, "current", None)
 
 
 def _record(problem: str) -> None:
-    if _report is not None:
-        _report.problems.append(problem)
+    report = current_report()
+    if report is not None:
+        report.problems.append(problem)
 
 
 class OutputLimitExceeded(RuntimeError):
@@ -238,13 +248,6 @@ class SandboxedExecute(Execute):  # type: ignore[misc]
         help="""Run student code without bubblewrap where it cannot run (limits still apply,
         but the code sees the host): FormGrader.allow_unsandboxed_autograde sets it.""",
     ).tag(config=True)
-    executor = Enum(
-        list(EXECUTOR_NAMES),
-        "local",
-        help="""Where the sandboxed kernel runs: "local" (bubblewrap on this machine) is the
-        only executor so far. An executor takes the notebook and the directory of its files and
-        returns the executed notebook; nbgrader's grading around it stays here.""",
-    ).tag(config=True)
     scratch_root = Unicode(
         help="Where the scratch directories are made (default: the system's temp directory)."
     ).tag(config=True)
@@ -292,9 +295,10 @@ class SandboxedExecute(Execute):  # type: ignore[misc]
     def preprocess(
         self, nb: NotebookNode, resources: Any = None, km: Any = None
     ) -> tuple[NotebookNode, Any]:
-        """Execute ``nb`` with the files of its directory through the configured executor."""
+        """Execute ``nb`` in a sandbox with the files of its directory (DaskExecute sends them
+        to a Dask worker's sandbox instead)."""
         source = Path(resources.get("metadata", {}).get("path") or ".")
-        return EXECUTORS[self.executor](self, nb, resources, source)
+        return self.execute_here(nb, resources, source)
 
     def execute_here(
         self, nb: NotebookNode, resources: Any, source: Path
@@ -302,8 +306,9 @@ class SandboxedExecute(Execute):  # type: ignore[misc]
         """The "local" executor: the kernel in a sandbox on this machine, in a scratch copy of
         ``source`` (deleted afterwards), driven by this process's nbclient."""
         sandbox = self.sandbox()
-        if _report is not None and not sandbox.isolate:
-            _report.isolation = "none"
+        report = current_report()
+        if report is not None and not sandbox.isolate:
+            report.isolation = UNSANDBOXED
         scratch = tempfile.mkdtemp(prefix="hubservices-sandbox-", dir=self.scratch_root or None)
         workdir = os.path.join(scratch, "work")
         shutil.copytree(source, workdir, symlinks=True)
@@ -418,10 +423,3 @@ def sandboxed(config: Config) -> Config:
         for pp in preprocessors
     ]
     return config
-
-
-#: Executors by name (EXECUTOR_NAMES), each ``(client, notebook, resources, source directory) ->
-#: (executed notebook, resources)``. One that runs elsewhere (issue 11's Dask executor) sends the
-#: notebook and the files of the directory with the task, runs the same sandbox there and brings
-#: the executed notebook back, size-capped and validated before nbgrader grades it.
-EXECUTORS = {"local": SandboxedExecute.execute_here}

@@ -32,9 +32,6 @@ from typing import IO, Any
 
 from .courses import Course
 
-#: Where sandboxed executions may run (FormGrader.autograde_executor): "local" is bubblewrap here.
-EXECUTOR_NAMES = ("local",)
-
 #: How an autograde ran its student code, as each result's ``"sandbox"`` says: in bubblewrap,
 #: without a sandbox (``allow_unsandboxed_autograde``), or not at all (refused).
 SANDBOXED, UNSANDBOXED, REFUSED = "bubblewrap", "none", "unavailable"
@@ -164,13 +161,8 @@ class Sandbox:
         for path in read_only:
             bwrap += ["--ro-bind", path, path]
         bwrap += ["--bind", scratch, scratch, "--chdir", workdir]
-        if self._maps_own_namespace:
-            drop = [
-                "setpriv", f"--reuid={self.uid}", f"--regid={self.gid}", "--clear-groups",
-                "--inh-caps=-all", "--no-new-privs", "--",
-            ]  # fmt: skip
-        else:
-            drop = []  # bwrap already runs it as the service's uid, without capabilities
+        # bwrap alone already runs it as the service's uid, without capabilities
+        drop = drop_privileges(self.uid, self.gid) if self._maps_own_namespace else []
         return [*bwrap, "--", *drop, *inner]
 
     def spawn(
@@ -232,6 +224,14 @@ class Sandbox:
             _check_bwrap(self.uid, self.gid, tuple(self.read_only))
 
 
+def drop_privileges(uid: int, gid: int) -> list[str]:
+    """The command prefix that runs a command as ``uid``/``gid`` (as root), no way back."""
+    return [
+        "setpriv", f"--reuid={uid}", f"--regid={gid}", "--clear-groups",
+        "--inh-caps=-all", "--no-new-privs", "--",
+    ]  # fmt: skip
+
+
 def check_default_sandbox() -> None:
     """Whether the sandbox with default settings runs here (SandboxUnavailable if not)."""
     Sandbox(*default_identity(), read_only=tuple(python_paths())).check()
@@ -262,12 +262,12 @@ def _check_bwrap(uid: int, gid: int, read_only: tuple[str, ...]) -> None:
 
 
 def with_sandbox_settings(
-    course: Course, defaults: Mapping[str, Any], *, allow_unsandboxed: bool, executor: str
+    course: Course, defaults: Mapping[str, Any], *, allow_unsandboxed: bool
 ) -> Course:
     """``course`` with the service-wide sandbox settings under its own (which win); whether
-    student code may run unsandboxed, and where, are the service's alone."""
+    student code may run unsandboxed is the service's alone."""
     own = course.nbgrader.get("SandboxedExecute", {})
-    settings = {**defaults, **own, "allow_unsandboxed": allow_unsandboxed, "executor": executor}
+    settings = {**defaults, **own, "allow_unsandboxed": allow_unsandboxed}
     return replace(course, nbgrader={**course.nbgrader, "SandboxedExecute": settings})
 
 

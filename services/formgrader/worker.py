@@ -25,6 +25,7 @@ from typing import Any
 from traitlets.config import Config
 
 from .courses import Course
+from .sandbox import REFUSED
 
 #: NbGraderAPI methods a job may call, with the number of ids each takes.
 ACTIONS = {
@@ -83,18 +84,23 @@ def autograde(config: Config, assignment_id: str, student_id: str) -> dict[str, 
     from nbgrader.apps.api import NbGraderAPI
     from nbgrader.coursedir import CourseDirectory
 
-    from . import execute
+    from . import dask_executor, execute
     from .sandbox import SandboxUnavailable
 
-    config = execute.sandboxed(config)
-    try:
-        execute.SandboxedExecute(config=config).sandbox()
-    except SandboxUnavailable as e:
-        return {"success": False, "error": f"autograde refused: {e}", "sandbox": "unavailable"}
+    if dask_executor.configured(config):  # the sandbox is the Dask worker's, checked there
+        config = dask_executor.on_dask(config)
+    else:
+        config = execute.sandboxed(config)
+        try:
+            execute.SandboxedExecute(config=config).sandbox()
+        except SandboxUnavailable as e:
+            return {"success": False, "error": f"autograde refused: {e}", "sandbox": REFUSED}
     api = NbGraderAPI(CourseDirectory(config=config), config=config)
     with execute.reporting() as report:
         result = api.autograde(assignment_id, student_id)
     result["sandbox"] = report.isolation
+    if report.executed_on:
+        result["dask_workers"] = report.executed_on
     if report.problems and not result.get("success"):
         result["error"] = "\n".join(report.problems) + "\n\n" + (result.get("error") or "")
     return result

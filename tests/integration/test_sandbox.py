@@ -7,14 +7,13 @@ clock and a missing bubblewrap give the reasons a grader reads.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import nbformat
@@ -78,16 +77,20 @@ def make_course101(root: Path) -> list[str]:
     """course101's ps1, generated, with one submission per answer."""
     shutil.copytree(COURSE101, root / "source")
     nbgrader_cli(root, "course101", "generate_assignment", "ps1")
-    released = nbformat.read(root / "release" / "ps1" / "problem1.ipynb", as_version=4)
     for student, code in COURSE101_ANSWERS.items():
-        nb = nbformat.from_dict(json.loads(json.dumps(released)))
-        for cell in nb.cells:
-            if cell.metadata.get("nbgrader", {}).get("grade_id") == "squares":
-                cell.source = code
-        folder = root / "submitted" / student / "ps1"
-        folder.mkdir(parents=True)
-        nbformat.write(nb, folder / "problem1.ipynb")
+        submit_answer(root, student, code)
     return list(COURSE101_ANSWERS)
+
+
+def submit_answer(root: Path, student: str, code: str) -> None:
+    """``student``'s submission of course101's released ps1 with ``code`` as the answer."""
+    nb = nbformat.read(root / "release" / "ps1" / "problem1.ipynb", as_version=4)
+    for cell in nb.cells:
+        if cell.metadata.get("nbgrader", {}).get("grade_id") == "squares":
+            cell.source = code
+    folder = root / "submitted" / student / "ps1"
+    folder.mkdir(parents=True)
+    nbformat.write(nb, folder / "problem1.ipynb")
 
 
 def grades(root: Path, course_id: str, assignment: str, students: list[str]) -> dict:
@@ -105,8 +108,11 @@ def grades(root: Path, course_id: str, assignment: str, students: list[str]) -> 
         return result
 
 
-@pytest.mark.parametrize("which", ["course101", "benchmark"])
-def test_honest_scores_are_nbgraders(tmp_path: Path, which: str) -> None:
+def autograde_next_to_nbgrader(
+    tmp_path: Path, which: str, executor: Callable[[Course], Course] = lambda course: course
+) -> list[dict]:
+    """Autograde the course ``which`` with ``nbgrader autograde`` and, in a copy, with our
+    worker on ``executor``'s course: the same scores in both. Our results, by student."""
     theirs, ours = tmp_path / "theirs", tmp_path / "ours"
     if which == "course101":
         course_id, assignment = "course101", "ps1"
@@ -120,14 +126,22 @@ def test_honest_scores_are_nbgraders(tmp_path: Path, which: str) -> None:
     shutil.copytree(theirs, ours)
 
     nbgrader_cli(theirs, course_id, "autograde", assignment)
-    course = course_at(ours, course_id)
+    course = executor(course_at(ours, course_id))
+    results = []
     for student in students:
         result = worker.run(course, "autograde", [assignment, student])
         assert result["success"] and result["sandbox"] == "bubblewrap", result.get("error")
+        results.append(result)
 
     expected = grades(theirs, course_id, assignment, students)
     assert grades(ours, course_id, assignment, students) == expected
     assert len({score for score, _ in expected.values()}) > 1  # right and wrong answers
+    return results
+
+
+@pytest.mark.parametrize("which", ["course101", "benchmark"])
+def test_honest_scores_are_nbgraders(tmp_path: Path, which: str) -> None:
+    autograde_next_to_nbgrader(tmp_path, which)
 
 
 #: The sandbox's uid in the tests that count its processes: not nobody's, whose processes may

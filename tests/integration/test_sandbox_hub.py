@@ -9,13 +9,14 @@ honest students get their right score, on the right student, and nothing is left
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import socket
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,8 @@ pytestmark = pytest.mark.hub
 
 RIGHT = "def squares(n):\n    return [i * i for i in range(1, n + 1)]"
 WRONG = "def squares(n):\n    return []"
+#: Honest answers, graded in the same batch as the hostile ones.
+HONEST = {"honest1": RIGHT, "honest2": WRONG, "honest3": RIGHT, "honest4": WRONG}
 #: A string in course2's source (its solutions) that no student may read.
 SOLUTION_MARK = "COURSE2-SOLUTION-7f3a"
 #: A string in student "honest1"'s submission that no other student may read.
@@ -100,9 +103,10 @@ def hostile_answers(paths: dict[str, str], port: int) -> dict[str, str]:
     }
 
 
-@pytest.fixture(scope="module")
-def sbx(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hub]:
-    work = tmp_path_factory.mktemp("sandboxhub")
+@contextlib.contextmanager
+def sandbox_hub(work: Path, more_config: str = "") -> Iterator[Hub]:
+    """A hub whose formgrader has course1 and course2, two workers, small sandbox limits and
+    ``more_config`` (lines of its config file); stopped at the end."""
     exchange = work / "exchange"
     exchange.mkdir(mode=0o777)
     courses: dict[str, dict[str, object]] = {
@@ -114,7 +118,7 @@ def sbx(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hub]:
     config.write_text(
         f"c.FormGrader.courses = {json.dumps(courses)}\n"
         "c.FormGrader.max_workers = 2\n"
-        f"c.FormGrader.sandbox = {LIMITS!r}\n"
+        f"c.FormGrader.sandbox = {LIMITS!r}\n" + more_config
     )
     hub = Hub(work, services=["formgrader"], service_args={"formgrader": [f"--config={config}"]})
     hub.start()
@@ -122,6 +126,12 @@ def sbx(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hub]:
         yield hub
     finally:
         hub.stop()
+
+
+@pytest.fixture(scope="module")
+def sbx(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hub]:
+    with sandbox_hub(tmp_path_factory.mktemp("sandboxhub")) as hub:
+        yield hub
 
 
 class Listener:
@@ -177,78 +187,75 @@ def scratch_dirs() -> set[str]:
     return {p.name for p in Path("/tmp").glob("hubservices-sandbox-*")}
 
 
-def test_hostile_submissions_next_to_honest_ones(sbx: Hub) -> None:
-    teacher = Grader(sbx, "admin")
-    root = sbx.workdir / "courses" / "course1"
+def prepare_ps1(hub: Hub, teacher: Grader) -> tuple[Path, dict[str, str]]:
+    """course1's ps1 assigned, course2 with a solution: course1's root, the host files a
+    hostile submission goes after."""
+    root = hub.workdir / "courses" / "course1"
     teacher.ok("PUT", "formgrader/api/assignment/ps1", {})
     shutil.copy(SAMPLE, root / "source" / "ps1" / "problem1.ipynb")
     teacher.ok("POST", "formgrader/api/assignment/ps1/assign")
-    other_course = sbx.workdir / "courses" / "course2" / "source" / "ps1"
+    other_course = hub.workdir / "courses" / "course2" / "source" / "ps1"
     other_course.mkdir(parents=True)
     (other_course / "solutions.txt").write_text(SOLUTION_MARK)
-
-    paths = {
+    return root, {
         "gradebook": str(root / "gradebook.db"),
-        "hub_cookie": str(sbx.workdir / "jupyterhub_cookie_secret"),
-        "service_cookie": str(sbx.workdir / "data" / "formgrader_cookie_secret"),
-        "hub_db": str(sbx.workdir / "jupyterhub.sqlite"),
+        "hub_cookie": str(hub.workdir / "jupyterhub_cookie_secret"),
+        "service_cookie": str(hub.workdir / "data" / "formgrader_cookie_secret"),
+        "hub_db": str(hub.workdir / "jupyterhub.sqlite"),
         "other_student": str(root / "submitted" / "honest1" / "ps1" / "problem1.ipynb"),
         "other_course": str(other_course / "solutions.txt"),
     }
+
+
+def autograde_all_while_answering(teacher: Grader, answers: dict[str, str], root: Path) -> dict:
+    """Submit ``answers`` (student -> code), then autograde them all in one request while
+    checking that the service keeps answering; the answer, per student."""
+    for student, code in answers.items():
+        submit(root, student, code, f"\n# {HONEST_MARK}" if student == "honest1" else "")
+    results: dict[str, Any] = {}
+    grading = threading.Thread(
+        target=lambda: results.update(
+            teacher.send("POST", "api/assignment/ps1/autograde", timeout=600).json()
+        )
+    )
+    grading.start()
+    while grading.is_alive():  # the service keeps answering meanwhile
+        assert teacher.get("api/jobs").status_code == 200
+        time.sleep(1)
+    grading.join()
+    return results["students"]
+
+
+def hostile_batch(
+    hub: Hub, kinds: Collection[str] | None = None
+) -> tuple[Path, dict[str, Any], dict[str, float]]:
+    """The hostile answers (of ``kinds``, or all) next to the honest ones, autograded in one
+    request, checked by :func:`assert_integrity`: course1's root, the results and the scores,
+    by student."""
+    teacher = Grader(hub, "admin")
+    root, paths = prepare_ps1(hub, teacher)
     listener = Listener()
-    scratch_before = scratch_dirs()
     try:
-        hostile = hostile_answers(paths, listener.port)
-        honest = {"honest1": RIGHT, "honest2": WRONG, "honest3": RIGHT, "honest4": WRONG}
-        for student, code in {**hostile, **honest}.items():
-            submit(root, student, code, f"\n# {HONEST_MARK}" if student == "honest1" else "")
+        hostile = {
+            kind: code
+            for kind, code in hostile_answers(paths, listener.port).items()
+            if kinds is None or kind in kinds
+        }
         gradebook_before = Path(paths["gradebook"]).stat().st_mtime_ns
         cookie_secret = Path(paths["hub_cookie"]).read_bytes()
-
-        results: dict[str, Any] = {}
-        grading = threading.Thread(
-            target=lambda: results.update(
-                teacher.send("POST", "api/assignment/ps1/autograde", timeout=600).json()
-            )
-        )
-        grading.start()
-        while grading.is_alive():  # the service keeps answering meanwhile
-            assert teacher.get("api/jobs").status_code == 200
-            time.sleep(1)
-        grading.join()
+        by_student = autograde_all_while_answering(teacher, {**hostile, **HONEST}, root)
     finally:
         listener.close()
 
-    by_student = results["students"]
-    assert set(by_student) == set(hostile) | set(honest)
+    assert set(by_student) == set(hostile) | set(HONEST)
     assert all(result["sandbox"] == "bubblewrap" for result in by_student.values())
-    scores = {s["student"]: s["score"] for s in teacher.ok("GET", "formgrader/api/submissions/ps1")}
-    # honest students: right scores, on the right students, despite the forged result lines
-    assert {student: scores[student] for student in honest} == {
-        "honest1": 2, "honest2": 0, "honest3": 2, "honest4": 0,
-    }  # fmt: skip
-    for student in honest:
-        assert by_student[student]["success"], by_student[student]
+    assert Path(paths["gradebook"]).stat().st_mtime_ns > gradebook_before  # the service wrote
+    return root, by_student, assert_integrity(teacher, root, by_student, listener, cookie_secret)
 
-    # the gradebook: only the service wrote it (no grade of 99 anywhere)
-    assert Path(paths["gradebook"]).stat().st_mtime_ns > gradebook_before
-    with sqlite3.connect(paths["gradebook"]) as db:
-        assert db.execute("SELECT count(*) FROM grade WHERE manual_score = 99").fetchone() == (0,)
-    assert by_student["gradebook"]["success"] and scores["gradebook"] == 0
 
-    # nothing secret reached a notebook: the files were not there, /proc was the sandbox's
-    leaked = (root / "autograded" / "secrets" / "ps1" / "problem1.ipynb").read_text()
-    for marker in (SOLUTION_MARK, HONEST_MARK, cookie_secret.hex()[:16], "JUPYTERHUB_API_TOKEN"):
-        assert marker not in leaked
-    assert "unreadable" in leaked
-
-    # no connection reached the test's port; the answer below it never ran
-    assert listener.connections == 0
-    assert scores["network"] == 0
-
-    # what a student writes to fd 1/2 stays in their notebook
-    fds = (root / "autograded" / "fds" / "ps1" / "problem1.ipynb").read_text()
-    assert "forged" in fds and scores["fds"] == 0
+def test_hostile_submissions_next_to_honest_ones(sbx: Hub) -> None:
+    scratch_before = scratch_dirs()
+    root, by_student, scores = hostile_batch(sbx)
 
     # limits: graded honestly (the cell fails, the rest is graded) or failed with the reason
     assert scores["memory"] == 0 and "MemoryError" in _notebook(root, "memory")
@@ -264,6 +271,43 @@ def test_hostile_submissions_next_to_honest_ones(sbx: Hub) -> None:
     # nothing left behind: no process of the sandboxes, no scratch directory
     assert sandbox_processes() == []
     assert scratch_dirs() <= scratch_before  # none of this batch left (others may run)
+
+
+def assert_integrity(
+    teacher: Grader,
+    root: Path,
+    by_student: dict[str, Any],
+    listener: Listener,
+    cookie_secret: bytes,
+) -> dict[str, float]:
+    """What the gradebook, secrets, network and fds submissions tried changed nothing, and
+    the honest students got their right scores; every student's score."""
+    scores = {s["student"]: s["score"] for s in teacher.ok("GET", "formgrader/api/submissions/ps1")}
+    # honest students: right scores, on the right students, despite the forged result lines
+    assert {student: scores[student] for student in HONEST} == {
+        "honest1": 2, "honest2": 0, "honest3": 2, "honest4": 0,
+    }  # fmt: skip
+    for student in HONEST:
+        assert by_student[student]["success"], by_student[student]
+
+    # the gradebook: only the service wrote it (no grade of 99 anywhere)
+    with sqlite3.connect(root / "gradebook.db") as db:
+        assert db.execute("SELECT count(*) FROM grade WHERE manual_score = 99").fetchone() == (0,)
+    assert by_student["gradebook"]["success"] and scores["gradebook"] == 0
+
+    # nothing secret reached a notebook: the files were not there, /proc was the sandbox's
+    leaked = _notebook(root, "secrets")
+    for marker in (SOLUTION_MARK, HONEST_MARK, cookie_secret.hex()[:16], "JUPYTERHUB_API_TOKEN"):
+        assert marker not in leaked
+    assert "unreadable" in leaked
+
+    # no connection reached the test's port; the answer below it never ran
+    assert listener.connections == 0
+    assert scores["network"] == 0
+
+    # what a student writes to fd 1/2 stays in their notebook
+    assert "forged" in _notebook(root, "fds") and scores["fds"] == 0
+    return scores
 
 
 def _notebook(root: Path, student: str) -> str:

@@ -72,7 +72,7 @@ def test_course_settings_win_over_the_services_but_not_allow_unsandboxed() -> No
         },
     )
     merged = with_sandbox_settings(
-        course, {"memory_limit": 1, "cpu_limit": 2}, allow_unsandboxed=False, executor="local"
+        course, {"memory_limit": 1, "cpu_limit": 2}, allow_unsandboxed=False
     )
     assert merged.nbgrader["SandboxedExecute"] == {
         "memory_limit": 5,
