@@ -5,8 +5,8 @@ word-count notebook, ``--submissions`` students). Each is autograded by two warm
 workers (two processes, nbgrader imported once each, as the service's ``max_workers=2`` runs
 them), taking submission after submission: once with the local executor (the kernel in
 bubblewrap on this machine), once with ``autograde_executor = "dask"`` against a real
-``dask scheduler`` and two ``dask worker`` processes (one thread each) on this machine, which run the same
-sandbox after receiving the notebook and its files. Both copies must end with the same scores.
+``dask scheduler`` and two ``dask worker`` processes (one thread each) on this machine, which
+run the same sandbox after receiving the notebook and its files. Both copies must end with the same scores.
 
 Run from the project root: ``.venv/bin/python -m bench.dask_bench [--submissions 30]``.
 """
@@ -124,7 +124,8 @@ def main() -> int:
         f"The benchmark course's {n} submissions (the formgrader section's notebook), each "
         "autograded by two warm service workers taking submission after submission: with the "
         "local executor (bubblewrap on this machine), and with "
-        '`autograde_executor = "dask"` against a `dask scheduler` and two `dask worker` processes (one thread each) on the same machine, "
+        '`autograde_executor = "dask"` against a `dask scheduler` and two `dask worker` '
+        "processes (one thread each) on the same machine, "
         "which receive each notebook with its files and run it in the same sandbox. Same scores "
         "in both; both Dask workers ran submissions.",
         "",
