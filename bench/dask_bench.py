@@ -6,7 +6,8 @@ workers (two processes, nbgrader imported once each, as the service's ``max_work
 them), taking submission after submission: once with the local executor (the kernel in
 bubblewrap on this machine), once with ``autograde_executor = "dask"`` against a real
 ``dask scheduler`` and two ``dask worker`` processes (one thread each) on this machine, which
-run the same sandbox after receiving the notebook and its files. Both copies must end with the same scores.
+run the same sandbox after receiving the notebook and its files. Both copies must end with the
+same scores.
 
 Run from the project root: ``.venv/bin/python -m bench.dask_bench [--submissions 30]``.
 """
