@@ -13,8 +13,8 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.harness.formgrader import Grader
 from tests.harness.hub import ROOT, Hub
-from tests.integration.test_formgrader_hub import Grader
 
 pytestmark = pytest.mark.hub
 

@@ -18,7 +18,6 @@ import time
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
-from typing import Any
 
 import httpx
 import nbformat
@@ -26,11 +25,11 @@ import psutil
 import pytest
 from playwright.sync_api import Dialog, expect
 
-from tests.harness.hub import ROOT, Hub
+from tests.harness.formgrader import SAMPLE, Grader, wait_batch
+from tests.harness.hub import Hub
 
 pytestmark = pytest.mark.hub
 
-SAMPLE = ROOT / "deploy" / "local" / "course101" / "source" / "ps1" / "problem1.ipynb"
 NBGRADER = str(Path(sys.executable).parent / "nbgrader")
 STUDENTS = {
     # a right answer that also prints what environment student code sees
@@ -73,46 +72,6 @@ def fg(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hub]:
         yield hub
     finally:
         hub.stop()
-
-
-class Grader:
-    """A logged-in browser that sends the XSRF token the way nbgrader's JavaScript does."""
-
-    def __init__(self, hub: Hub, user: str, course: str = "course1") -> None:
-        self.client = hub.browser(user)
-        self.base = f"/services/formgrader/{course}/"
-        self.client.get(self.base)  # OAuth into the service; sets its _xsrf cookie
-
-    def get(self, path: str, **kwargs: Any) -> httpx.Response:
-        return self.client.get(self.base + path, **kwargs)
-
-    def send(
-        self, method: str, path: str, body: Any = None, timeout: float = 120
-    ) -> httpx.Response:
-        xsrf = self.client.cookies.get("_xsrf", "", path="/services/formgrader/") or ""
-        headers = {"X-CSRFToken": xsrf}
-        return self.client.request(
-            method, self.base + path, json=body, headers=headers, timeout=timeout
-        )
-
-    def ok(self, method: str, path: str, body: Any = None) -> Any:
-        r = self.send(method, path, body)
-        assert r.status_code == 200, r.text
-        result = r.json()
-        if isinstance(result, dict) and "success" in result:
-            assert result["success"], result
-        return result
-
-
-def wait_batch(grader: Grader, batch_id: int, timeout: float = 180) -> dict[str, Any]:
-    """The batch's progress once every job of it has finished."""
-    deadline = time.monotonic() + timeout
-    while True:
-        batch = grader.ok("GET", f"api/batches/{batch_id}")
-        if batch["finished"]:
-            return batch
-        assert time.monotonic() < deadline, batch
-        time.sleep(0.5)
 
 
 def student_run(hub: Hub, student: str, *args: str) -> None:

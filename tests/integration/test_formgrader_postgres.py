@@ -15,8 +15,8 @@ from nbgrader.api import Gradebook
 from sqlalchemy import create_engine, select
 
 from hubservices.formgrader.models import Job
+from tests.harness.formgrader import Grader, wait_batch
 from tests.harness.hub import Hub
-from tests.integration.test_formgrader_hub import Grader, wait_batch
 
 pytestmark = pytest.mark.hub
 

@@ -24,8 +24,8 @@ import nbformat
 import psutil
 import pytest
 
+from tests.harness.formgrader import SAMPLE, Grader
 from tests.harness.hub import Hub
-from tests.integration.test_formgrader_hub import SAMPLE, Grader
 
 pytestmark = pytest.mark.hub
 

@@ -1,0 +1,53 @@
+"""The formgrader as tests drive it: a grader's logged-in client, and waiting for a batch."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import httpx
+
+from tests.harness.hub import ROOT, Hub
+
+#: The demo course's first notebook, the source most formgrader tests start from.
+SAMPLE = ROOT / "deploy" / "local" / "course101" / "source" / "ps1" / "problem1.ipynb"
+
+
+class Grader:
+    """A logged-in browser that sends the XSRF token the way nbgrader's JavaScript does."""
+
+    def __init__(self, hub: Hub, user: str, course: str = "course1") -> None:
+        self.client = hub.browser(user)
+        self.base = f"/services/formgrader/{course}/"
+        self.client.get(self.base)  # OAuth into the service; sets its _xsrf cookie
+
+    def get(self, path: str, **kwargs: Any) -> httpx.Response:
+        return self.client.get(self.base + path, **kwargs)
+
+    def send(
+        self, method: str, path: str, body: Any = None, timeout: float = 120
+    ) -> httpx.Response:
+        xsrf = self.client.cookies.get("_xsrf", "", path="/services/formgrader/") or ""
+        headers = {"X-CSRFToken": xsrf}
+        return self.client.request(
+            method, self.base + path, json=body, headers=headers, timeout=timeout
+        )
+
+    def ok(self, method: str, path: str, body: Any = None) -> Any:
+        r = self.send(method, path, body)
+        assert r.status_code == 200, r.text
+        result = r.json()
+        if isinstance(result, dict) and "success" in result:
+            assert result["success"], result
+        return result
+
+
+def wait_batch(grader: Grader, batch_id: int, timeout: float = 180) -> dict[str, Any]:
+    """The batch's progress once every job of it has finished."""
+    deadline = time.monotonic() + timeout
+    while True:
+        batch = grader.ok("GET", f"api/batches/{batch_id}")
+        if batch["finished"]:
+            return batch
+        assert time.monotonic() < deadline, batch
+        time.sleep(0.5)
