@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import sys
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 
@@ -48,3 +50,10 @@ def browser(hub: Hub) -> Iterator[Callable[[str], httpx.Client]]:
     yield login
     for client in clients:
         client.close()
+
+
+@pytest.fixture
+def venv_on_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    """nbgrader runs ``alembic`` from PATH, as the service's worker finds it."""
+    bindir = os.path.dirname(sys.executable)
+    monkeypatch.setenv("PATH", f"{bindir}:{os.environ['PATH']}")

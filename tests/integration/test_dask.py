@@ -18,16 +18,16 @@ import pytest
 
 from hubservices.formgrader import dask_executor, worker
 from hubservices.formgrader.courses import Course
-from tests.harness.dask_cluster import WORKER_SECRET, DaskCluster, dask_cluster
-from tests.integration.test_sandbox import (  # noqa: F401 (venv_on_path: autouse fixture)
+from tests.harness.autograde import (
     RIGHT,
     autograde_next_to_nbgrader,
     course_at,
-    grades,
     make_course101,
     submit_answer,
-    venv_on_path,
 )
+from tests.harness.dask_cluster import WORKER_SECRET, DaskCluster, dask_cluster
+
+pytestmark = pytest.mark.usefixtures("venv_on_path")
 
 
 @contextlib.contextmanager

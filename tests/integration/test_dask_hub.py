@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 from tests.harness.dask_cluster import DaskCluster, dask_cluster
+from tests.harness.hostile import hostile_batch, sandbox_hub, sandbox_processes
 from tests.harness.hub import Hub
-from tests.integration.test_sandbox_hub import hostile_batch, sandbox_hub, sandbox_processes
 
 pytestmark = pytest.mark.hub
 
