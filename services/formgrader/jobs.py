@@ -84,6 +84,7 @@ def job_to_dict(job: Job, *, with_log: bool = False) -> dict[str, Any]:
         "attempts": job.attempts,
         "error": job.error,
         "isolation": job.isolation,
+        "ran_on": job.ran_on.split() if job.ran_on else [],
     }
     if with_log:
         data["log"] = job.log
@@ -191,6 +192,7 @@ class JobStore:
             job.state, job.finished_at = state, utcnow()
             job.log, job.error = _tail(result.get("log")), _tail(result.get("error"))
             job.isolation = result.get("sandbox")
+            job.ran_on = " ".join(result.get("dask_workers", ())) or None
 
     def requeue_interrupted(self) -> list[int]:
         """After a restart: jobs left running by the last run of the service run again."""

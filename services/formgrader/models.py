@@ -82,6 +82,8 @@ class Job(Base):
     #: How an autograde ran the student's code: "bubblewrap", "none" (allowed unsandboxed),
     #: "unavailable" (refused); None for actions that run no student code.
     isolation: Mapped[str | None] = mapped_column(String(16))
+    #: The Dask workers that executed its notebooks (space-separated; None when run here).
+    ran_on: Mapped[str | None] = mapped_column(Text)
 
     @property
     def args(self) -> list[str]:

@@ -9,7 +9,6 @@ import shutil
 import socket
 import sqlite3
 import threading
-import time
 from collections.abc import Collection, Iterator
 from pathlib import Path
 from typing import Any
@@ -18,7 +17,7 @@ import nbformat
 import psutil
 
 from tests.harness.autograde import RIGHT
-from tests.harness.formgrader import SAMPLE, Grader
+from tests.harness.formgrader import SAMPLE, Grader, wait_batch
 from tests.harness.hub import Hub
 
 WRONG = "def squares(n):\n    return []"
@@ -195,22 +194,25 @@ def prepare_ps1(hub: Hub, teacher: Grader) -> tuple[Path, dict[str, str]]:
 
 
 def autograde_all_while_answering(teacher: Grader, answers: dict[str, str], root: Path) -> dict:
-    """Submit ``answers`` (student -> code), then autograde them all in one request while
-    checking that the service keeps answering; the answer, per student."""
+    """Submit ``answers`` (student -> code), then autograde them all as one batch, checking
+    that the service keeps answering until it has finished; each student's job, as its
+    result: success, error, isolation (``sandbox``) and the Dask workers it ran on."""
     for student, code in answers.items():
         submit(root, student, code, f"\n# {HONEST_MARK}" if student == "honest1" else "")
-    results: dict[str, Any] = {}
-    grading = threading.Thread(
-        target=lambda: results.update(
-            teacher.send("POST", "api/assignment/ps1/autograde", timeout=600).json()
-        )
-    )
-    grading.start()
-    while grading.is_alive():  # the service keeps answering meanwhile
-        assert teacher.get("api/jobs").status_code == 200
-        time.sleep(1)
-    grading.join()
-    return results["students"]
+    r = teacher.send("POST", "api/assignment/ps1/autograde")
+    assert r.status_code == 202, r.text
+    queued = r.json()
+    wait_batch(teacher, queued["batch"], timeout=600)  # polls: the service keeps answering
+    results = {}
+    for student, job_id in queued["students"].items():
+        job = teacher.ok("GET", f"api/jobs/{job_id}")
+        results[student] = {
+            "success": job["state"] == "done",
+            "error": job["error"] or "",
+            "sandbox": job["isolation"],
+            "dask_workers": job["ran_on"],
+        }
+    return results
 
 
 def hostile_batch(

@@ -39,6 +39,7 @@ def upgrade() -> None:
         sa.Column("log", sa.Text()),
         sa.Column("error", sa.Text()),
         sa.Column("isolation", sa.String(16)),
+        sa.Column("ran_on", sa.Text()),
     )
     op.create_index(
         "formgrader_jobs_one_active",
