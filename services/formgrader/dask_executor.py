@@ -26,7 +26,7 @@ import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import nbformat
 from nbclient.util import run_sync
@@ -38,6 +38,9 @@ from traitlets.config import Config
 from . import execute
 from .courses import Course, worker_env
 from .sandbox import REFUSED, Sandbox, SandboxUnavailable, drop_privileges
+
+if TYPE_CHECKING:  # distributed is imported only when the Dask executor runs
+    from distributed import Client
 
 #: nbgrader config sections the worker's SandboxedExecute reads (limits, timeouts, kernel).
 EXECUTION_SECTIONS = ("SandboxedExecute", "Execute", "ExecutePreprocessor", "NotebookClient")
@@ -55,7 +58,7 @@ class RemoteExecutionFailed(RuntimeError):
     """The notebook's execution on a Dask worker failed; the message says why."""
 
 
-class DaskExecute(NbGraderPreprocessor):
+class DaskExecute(NbGraderPreprocessor):  # type: ignore[misc]  # nbgrader ships no type information
     """nbgrader's Execute step, run in the sandbox of a Dask worker (see the module's doc)."""
 
     scheduler_address = Unicode(
@@ -123,11 +126,11 @@ class DaskExecute(NbGraderPreprocessor):
         return sections
 
 
-_clients: dict[tuple[str, str], Any] = {}
+_clients: dict[tuple[str, str], Client] = {}
 _clients_lock = threading.Lock()
 
 
-def client_for(address: str, security: Mapping[str, Any], timeout: float) -> Any:
+def client_for(address: str, security: Mapping[str, Any], timeout: float) -> Client:
     """One Client per scheduler for this process: a batch's jobs reuse its connection."""
     from distributed import Client
     from distributed.security import Security

@@ -21,19 +21,20 @@ import os
 import shutil
 import signal
 import stat
+import subprocess
 import tempfile
 import threading
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import nbformat
 import zmq
 import zmq.asyncio
 from jupyter_client.manager import AsyncKernelManager
-from jupyter_client.provisioning import LocalProvisioner
+from jupyter_client.provisioning.local_provisioner import LocalProvisioner
 from nbclient.exceptions import DeadKernelError
 from nbformat import NotebookNode
 from nbgrader.preprocessors import Execute
@@ -51,8 +52,9 @@ from .sandbox import (
     python_paths,
 )
 
-#: The kernel's sockets, as the connection file names their ports.
-CHANNELS = ("shell", "iopub", "stdin", "hb", "control")
+#: The kernel's sockets' ports, as the connection file names them.
+PortName = Literal["shell_port", "iopub_port", "stdin_port", "hb_port", "control_port"]
+PORTS: tuple[PortName, ...] = ("shell_port", "iopub_port", "stdin_port", "hb_port", "control_port")
 #: Bytes of the kernel's own stdout/stderr kept (for the log when it dies).
 KERNEL_OUTPUT_TAIL = 2000
 
@@ -108,12 +110,19 @@ def _content_size(value: Any) -> int:
     return 8
 
 
-class SandboxProvisioner(LocalProvisioner):  # type: ignore[misc]
+class SandboxProvisioner(LocalProvisioner):
     """Starts the kernel command inside the manager's sandbox instead of as a child of ours."""
+
+    def _manager(self) -> SandboxedKernelManager:
+        """The kernel manager this provisioner starts a kernel for: its sandbox and paths."""
+        km = self.parent
+        if not isinstance(km, SandboxedKernelManager):
+            raise TypeError(f"SandboxProvisioner needs a SandboxedKernelManager parent, not {km!r}")
+        return km
 
     async def pre_launch(self, **kwargs: Any) -> dict[str, Any]:
         kwargs = await super().pre_launch(**kwargs)  # writes the connection file (0600)
-        km: SandboxedKernelManager = self.parent
+        km = self._manager()
         os.chown(km.connection_file, km.sandbox.uid, km.sandbox.gid)
         # a SIGINT to bwrap's process group would kill the sandbox, not interrupt the kernel:
         # ask the kernel to interrupt itself (ipykernel signals its own process group)
@@ -121,7 +130,7 @@ class SandboxProvisioner(LocalProvisioner):  # type: ignore[misc]
         return kwargs
 
     async def launch_kernel(self, cmd: list[str], **kwargs: Any) -> Any:
-        km: SandboxedKernelManager = self.parent
+        km = self._manager()
         env = {
             **kwargs.get("env", {}),
             "HOME": "/tmp",
@@ -130,15 +139,17 @@ class SandboxProvisioner(LocalProvisioner):  # type: ignore[misc]
             # about memory the student's code uses, not ipykernel's threads
             "MALLOC_ARENA_MAX": "2",
         }
-        self.process = km.sandbox.spawn(
+        self.process = process = km.sandbox.spawn(
             cmd, km.scratch, km.workdir, env=env, output=km.kernel_output
         )
-        self.pid = self.pgid = self.process.pid
+        self.pid = self.pgid = process.pid
         self.cwd = km.workdir
-        await self._lock_sockets(km)
+        await self._lock_sockets(km, process)
         return self.connection_info
 
-    async def _lock_sockets(self, km: SandboxedKernelManager) -> None:
+    async def _lock_sockets(
+        self, km: SandboxedKernelManager, process: subprocess.Popen[bytes]
+    ) -> None:
         """Once the kernel has bound its sockets, take their directory back from it.
 
         We connect to the socket paths from outside, where a path the kernel replaced with a
@@ -146,9 +157,9 @@ class SandboxProvisioner(LocalProvisioner):  # type: ignore[misc]
         change the scratch directory's entries (its working directory stays its own), and
         each of them is checked to be a socket. If the kernel exits first, nbclient says so.
         """
-        paths = [f"{km.ip}-{self.connection_info[f'{channel}_port']}" for channel in CHANNELS]
+        paths = [f"{km.ip}-{self.connection_info[port]}" for port in PORTS]
         while not all(os.path.lexists(path) for path in paths):
-            if self.process.poll() is not None:
+            if process.poll() is not None:
                 return
             await asyncio.sleep(0.005)
         os.chown(km.scratch, os.geteuid(), os.getegid())
@@ -189,7 +200,7 @@ class SandboxedKernelManager(AsyncKernelManager):
         self.context = self._capped_context(zmq.asyncio.Context())
         self._client_context = self._capped_context(zmq.asyncio.Context())
 
-    def _capped_context(self, context: zmq.Context) -> zmq.Context:
+    def _capped_context(self, context: zmq.Context[Any]) -> zmq.Context[Any]:
         """New sockets drop messages over ``max_message_size`` and queue only a few."""
         context.setsockopt(zmq.MAXMSGSIZE, self.max_message_size)
         context.setsockopt(zmq.RCVHWM, 16)
@@ -211,8 +222,12 @@ class SandboxedKernelManager(AsyncKernelManager):
         self.context.destroy(linger=0)
 
 
-class SandboxedExecute(Execute):  # type: ignore[misc]
+class SandboxedExecute(Execute):  # type: ignore[misc]  # nbgrader ships no type information
     """nbgrader's Execute, the kernel in a sandbox with limits a course can set."""
+
+    #: nbclient's trait (nbgrader's Execute is untyped): the kernel to start, "" for the
+    #: notebook's own
+    kernel_name: str
 
     memory_limit = Integer(
         2 * 2**30, help="Bytes of address space each process of student code may use."
@@ -341,7 +356,7 @@ class SandboxedExecute(Execute):  # type: ignore[misc]
         run = self._run
         if not self.kernel_name:
             self.kernel_name = self.nb.metadata.get("kernelspec", {}).get("name") or ""
-        self.km = self.kernel_manager_class(
+        km: SandboxedKernelManager = self.kernel_manager_class(
             config=self.config,
             sandbox=run["sandbox"],
             scratch=run["scratch"],
@@ -350,8 +365,8 @@ class SandboxedExecute(Execute):  # type: ignore[misc]
             max_message_size=self.output_limit + 2**16,
             **({"kernel_name": self.kernel_name} if self.kernel_name else {}),
         )
-        run["km"] = self.km
-        return self.km
+        self.km = run["km"] = km
+        return km
 
     def process_message(self, msg: dict[str, Any], cell: NotebookNode, cell_index: int) -> Any:
         """Count the output as it arrives; past ``output_limit``, stop the kernel."""

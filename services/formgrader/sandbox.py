@@ -179,18 +179,23 @@ class Sandbox:
         The process is the leader of a new process group (killing the group kills bwrap, and
         with it the sandbox's whole PID namespace).
         """
-        popen = dict(
-            stdin=subprocess.DEVNULL, stdout=output, stderr=output, env=dict(env),
-            start_new_session=True,
-        )  # fmt: skip
+
+        def start(
+            command: list[str], cwd: str, pass_fds: tuple[int, ...] = ()
+        ) -> subprocess.Popen[bytes]:
+            return subprocess.Popen(
+                command, cwd=cwd, pass_fds=pass_fds, stdin=subprocess.DEVNULL, stdout=output,
+                stderr=output, env=dict(env), start_new_session=True,
+            )  # fmt: skip
+
         if not (self.isolate and self._maps_own_namespace):
             cwd = workdir if not self.isolate else "/"
-            return subprocess.Popen(self.command(argv, scratch, workdir), cwd=cwd, **popen)
+            return start(self.command(argv, scratch, workdir), cwd)
         info_r, info_w = os.pipe()
         block_r, block_w = os.pipe()
         try:
             command = self.command(argv, scratch, workdir, info_fd=info_w, block_fd=block_r)
-            proc = subprocess.Popen(command, cwd="/", pass_fds=(info_w, block_r), **popen)
+            proc = start(command, "/", pass_fds=(info_w, block_r))
             os.close(info_w)
             os.close(block_r)
             info_w = block_r = -1
@@ -294,11 +299,12 @@ def _parents_to_create(paths: Iterable[str], existing: set[str]) -> list[str]:
     return sorted(parents, key=lambda p: (p.count("/"), p))
 
 
-def _read_json(fd: int) -> dict:
+def _read_json(fd: int) -> dict[str, Any]:
     """bwrap's ``--info-fd`` document (it writes it, then waits on the block fd)."""
     data = b""
     while chunk := os.read(fd, 4096):
         data += chunk
         if data.rstrip().endswith(b"}"):
             break
-    return json.loads(data)
+    info: dict[str, Any] = json.loads(data)
+    return info

@@ -70,7 +70,8 @@ def run(course: Course, action: str, args: list[str]) -> dict[str, Any]:
     config = nbgrader_config(course)
     if action != "autograde":
         api = NbGraderAPI(CourseDirectory(config=config), config=config)
-        return getattr(api, action)(*args)
+        result: dict[str, Any] = getattr(api, action)(*args)
+        return result
     return autograde(config, *args)
 
 
@@ -97,7 +98,7 @@ def autograde(config: Config, assignment_id: str, student_id: str) -> dict[str, 
             return {"success": False, "error": f"autograde refused: {e}", "sandbox": REFUSED}
     api = NbGraderAPI(CourseDirectory(config=config), config=config)
     with execute.reporting() as report:
-        result = api.autograde(assignment_id, student_id)
+        result: dict[str, Any] = api.autograde(assignment_id, student_id)
     result["sandbox"] = report.isolation
     if report.executed_on:
         result["dask_workers"] = report.executed_on
@@ -114,7 +115,8 @@ def main() -> None:
     """
     # jsonschema (which nbformat imports) imports rfc3987_syntax if installed, and that builds
     # an IRI grammar: 1.4 s of every worker's start, for format checks nbgrader never makes
-    sys.modules.setdefault("rfc3987_syntax", None)  # type: ignore[assignment]
+    # (None in sys.modules makes its import raise ImportError, as if it were not installed)
+    sys.modules.setdefault("rfc3987_syntax", None)  # type: ignore[arg-type]  # typeshed omits None
     out, sys.stdout = sys.stdout, sys.stderr
     for line in sys.stdin:
         job = json.loads(line)
