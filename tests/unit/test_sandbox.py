@@ -78,7 +78,6 @@ def test_course_settings_win_over_the_services_but_not_allow_unsandboxed() -> No
         "memory_limit": 5,
         "cpu_limit": 2,
         "allow_unsandboxed": False,
-        "executor": "local",
     }
     assert merged.nbgrader["ExecutePreprocessor"] == {"timeout": 9}
 
