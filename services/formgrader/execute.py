@@ -162,6 +162,10 @@ class SandboxProvisioner(LocalProvisioner):
             if process.poll() is not None:
                 return
             await asyncio.sleep(0.005)
+        # 0755 before and after the chown: an honest kernel, still starting (it reads its
+        # connection file after binding), never meets a directory it cannot enter; whatever
+        # mode a hostile one sets in between is ours to reset once the directory is ours
+        os.chmod(km.scratch, 0o755)
         os.chown(km.scratch, os.geteuid(), os.getegid())
         os.chmod(km.scratch, 0o755)
         for path in paths:
