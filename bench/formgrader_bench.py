@@ -728,15 +728,15 @@ def formgrader_section(r: Result) -> str:
         "scores from before an autograde run by another process until its own next write.",
         "- Unrelated call: nbgrader's formgrader autogrades in its event loop, so the call "
         "waits for the submission being graded. Ours autogrades in worker processes.",
-        f"- Autograde: ours runs `max_workers` (default: the number of cores) worker "
-        f"processes, each importing nbgrader once and then taking submission after "
-        f"submission; each submission is the same work as in `nbgrader autograde` (a kernel "
-        f"started, the notebook run, the gradebook written), which leaves a core idle while "
-        f"a kernel starts and stops. `nbgrader autograde` took between 33 and 41 s for these "
-        f"{a.submissions} submissions over our runs.",
+        "- Autograde: ours runs `max_workers` (default: the number of cores) worker "
+        "processes, each importing nbgrader once and then taking submission after "
+        "submission; each submission is the same work as in `nbgrader autograde` (a kernel "
+        "started, the notebook run, the gradebook written), which leaves a core idle while "
+        "a kernel starts and stops. Ours runs each student's kernel in the bubblewrap "
+        "sandbox (the default; see docs/formgrader.md), nbgrader's runs it as the grader.",
         "",
-        "Command (from the project root; a few minutes; we ran it under `flock "
-        "/tmp/bench.lock` so that no other benchmark shared the machine):",
+        "Command (from the project root; several minutes; run with nothing else on the "
+        "machine):",
     ]
     return docs_section("Formgrader", body, command_line(r.args))
 
