@@ -133,7 +133,7 @@ def main() -> int:
         *rows,
         "",
         f"Rounds alternate which executor goes first; the machine's load average was "
-        f"{load:.1f} when the run started (other work shares its cores). Both executors use "
+        f"{load:.1f} when the run started. Both executors use "
         "the same 2 cores here: Dask is for courses that need more machines than one.",
     ]
     report = "\n".join(rows)
