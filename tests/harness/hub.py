@@ -115,17 +115,21 @@ c.JupyterHub.load_roles.append(
     {{"name": "harness", "scopes": {HARNESS_SCOPES!r}, "services": ["harness"]}}
 )
 """
+        # the services as a plain list (a config that only extended it holds a LazyConfigValue)
+        services_as_list = """\
+_services = c.JupyterHub.services
+if not isinstance(_services, list):  # only extended so far: a traitlets LazyConfigValue
+    c.JupyterHub.services = _services = _services.get_value([])
+"""
         if self.recipe is None:
-            parts = [essentials, snippet]
+            parts = [essentials, snippet, services_as_list]
         else:
             # a deploy recipe as written, then this machine's ports and paths swapped in
             parts = [
                 self.recipe,
                 essentials,
+                services_as_list,
                 f"""\
-_services = c.JupyterHub.services
-if not isinstance(_services, list):  # only extended so far: a traitlets LazyConfigValue
-    c.JupyterHub.services = _services = _services.get_value([])
 for _service in _services:
     if _service["name"] in {self.service_ports!r}:
         _port = {self.service_ports!r}[_service["name"]]
@@ -135,7 +139,14 @@ for _service in _services:
         ] + ["--data-dir={work / "data"}"]
 """,
             ]
-        return "\n".join(["c = get_config()  # noqa", *parts, harness, self.extra_config, ""])
+        # a loaded 2-core CI machine can take longer than the hub's default 30 s to start a service
+        slow_start = """\
+for _service in _services:
+    _service.setdefault("timeout", 120)
+"""
+        return "\n".join(
+            ["c = get_config()  # noqa", *parts, slow_start, harness, self.extra_config, ""]
+        )
 
     def __enter__(self) -> Hub:
         self.start()
@@ -144,7 +155,7 @@ for _service in _services:
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
 
-    def start(self, timeout: float = 60) -> None:
+    def start(self, timeout: float = 150) -> None:
         """Start the hub and wait until it and every service answer through the proxy."""
         self.config_path.write_text(self.config_text())
         env = dict(os.environ)
@@ -221,7 +232,7 @@ for _service in _services:
                 psutil.Process(pid).kill()
         self.proc = None
 
-    def restart(self, timeout: float = 60) -> None:
+    def restart(self, timeout: float = 150) -> None:
         """Stop and start the same hub: same database, ports and tokens."""
         self.stop()
         self.start(timeout)
