@@ -73,7 +73,12 @@ class MissingScopeError(HubAPIError):
         self.scopes = [s.strip() for s in match.group(1).split(",") if s.strip()] if match else []
 
     def __str__(self) -> str:
-        if not self.scopes:  # e.g. "Missing or invalid credentials."
+        if not self.scopes:
+            if "invalid credentials" in self.message.lower():  # the hub does not know the token
+                return (
+                    f"{super().__str__()} The service's token was refused: revoked, expired "
+                    "or never issued by this hub."
+                )
             return super().__str__()
         scopes = " or ".join(self.scopes)
         return f"hub API {self.method} {self.path}: 403, the service's token lacks scope {scopes}"

@@ -351,7 +351,10 @@ async def test_403_for_a_bad_token_says_so(hub: FakeHub, client: HubAPI) -> None
         await client.list_users()
 
     assert raised.value.scopes == []
-    assert str(raised.value) == "hub API GET /users: 403, Missing or invalid credentials."
+    assert str(raised.value) == (
+        "hub API GET /users: 403, Missing or invalid credentials. The service's token was "
+        "refused: revoked, expired or never issued by this hub."
+    )
 
 
 async def test_404_is_an_error_with_status(client: HubAPI) -> None:

@@ -1,0 +1,155 @@
+"""Faults a real deployment meets, against a real hub: what each service does and what is lost.
+
+The services run here as a systemd unit runs them (external to the hub, started by hand), so
+that they can be started before the hub and outlive its token. docs/reliability.md lists these
+with the figures and the command that reproduces each.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from hubservices.common.hubapi import HubAPI
+from hubservices.common.hubconfig import required_scopes
+from tests.harness import free_port
+from tests.harness.hub import Hub
+
+pytestmark = pytest.mark.hub
+
+LIGHT = 'c.JupyterHub.spawner_class = "tests.harness.lightspawner.LightSpawner"\n'
+
+
+def external_service(name: str, token: str, api_url: str, data: Path, *args: str) -> subprocess.Popen:
+    """``python -m hubservices.<name>`` as a systemd unit starts it: hub URL and token from
+    its environment, its own data directory."""
+    return subprocess.Popen(
+        [sys.executable, "-m", f"hubservices.{name}", f"--data-dir={data}", *args],
+        env={
+            **os.environ,
+            "JUPYTERHUB_API_TOKEN": token,
+            "JUPYTERHUB_API_URL": api_url,
+            "JUPYTERHUB_SERVICE_URL": f"http://127.0.0.1:{free_port()}",
+        },
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def stop_and_read(proc: subprocess.Popen) -> str:
+    proc.terminate()
+    try:
+        out, _ = proc.communicate(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, _ = proc.communicate()
+    return out
+
+
+def registered(name: str, token: str) -> str:
+    """Hub config for an external service with its least-privilege role."""
+    return f"""
+c.JupyterHub.services.append({{"name": {name!r}, "api_token": {token!r}}})
+c.JupyterHub.load_roles.append({{"name": "hubservices-{name}", "services": [{name!r}],
+    "scopes": {required_scopes(name)!r}}})
+"""
+
+
+def sessions_of(data: Path, user: str) -> list[tuple]:
+    with sqlite3.connect(data / "hubservices.sqlite") as db:
+        return db.execute(
+            "SELECT server, started, ended FROM stats_sessions WHERE user = ?", (user,)
+        ).fetchall()
+
+
+async def test_services_started_before_the_hub_catch_up(tmp_path: Path) -> None:
+    """A systemd boot order with the services first: they wait for the hub, then work."""
+    tokens = {name: f"{name}-token-" + os.urandom(8).hex() for name in ("cull", "stats")}
+    hub = Hub(
+        tmp_path / "hub",
+        services=[],
+        extra_config=LIGHT + "".join(registered(n, t) for n, t in tokens.items()),
+    )
+    cull = external_service(
+        "cull", tokens["cull"], hub.api_url, tmp_path / "cull", "--timeout=600", "--cull-every=3"
+    )
+    stats = external_service(
+        "stats", tokens["stats"], hub.api_url, tmp_path / "stats", "--poll-interval=2"
+    )
+    outputs = {}
+    try:
+        await asyncio.sleep(8)  # the first cycle and polls find no hub
+        assert cull.poll() is None and stats.poll() is None, "a service gave up without a hub"
+        hub.start()
+        async with HubAPI(hub.api_url, hub.admin_token) as api:
+            await api.create_users(["early", "idle"])
+            await api.post("users", "early", "server", json={})
+            await api.post("users", "idle", "server", json={"idle_seconds": 4000})
+            deadline = time.monotonic() + 60
+            while (await api.get_user("idle")).get("servers"):
+                assert time.monotonic() < deadline, "the culler never culled once the hub came"
+                await asyncio.sleep(0.5)
+            while not sessions_of(tmp_path / "stats", "early"):
+                assert time.monotonic() < deadline, "stats never recorded once the hub came"
+                await asyncio.sleep(0.5)
+            assert (await api.get_user("early")).get("servers"), "an active server was culled"
+    finally:
+        outputs = {"cull": stop_and_read(cull), "stats": stop_and_read(stats)}
+        hub.stop()
+    for name, out in outputs.items():
+        assert "ConnectError" in out, f"{name} did not say why it waited:\n{out}"
+        assert tokens[name] not in out, f"{name} logged its token"
+
+
+async def test_a_revoked_token_is_named_and_not_fatal(tmp_path: Path) -> None:
+    """An admin revokes the token the culler uses: it says so each cycle and stays up, and a
+    new token (a restart of the unit with it) resumes culling, nothing lost in between."""
+    hub = Hub(
+        tmp_path / "hub",
+        services=[],
+        extra_config=LIGHT
+        + 'c.JupyterHub.load_roles.append({"name": "culler-account", "users": ["culler"],'
+        f' "scopes": {required_scopes("cull")!r}}})\n',
+    )
+    with hub:
+        async with HubAPI(hub.api_url, hub.admin_token) as api:
+            await api.create_users(["dozer"])  # "culler" comes from its role in load_roles
+            token = await api.create_token("culler", scopes=required_scopes("cull"))
+            culler = external_service(
+                "cull", token, hub.api_url, tmp_path / "cull", "--timeout=600", "--cull-every=2"
+            )
+            try:
+                await asyncio.sleep(3)  # a cycle with the good token: nothing to do
+                tokens = (await api.get("users", "culler", "tokens"))["api_tokens"]
+                for t in tokens:
+                    await api.delete("users", "culler", "tokens", t["id"])
+                await api.post("users", "dozer", "server", json={"idle_seconds": 4000})
+                await asyncio.sleep(6)  # cycles with the revoked token
+                assert culler.poll() is None, "the culler died of a revoked token"
+                assert (await api.get_user("dozer")).get("servers"), "culled without a token?"
+            finally:
+                out = stop_and_read(culler)
+            assert "Traceback" not in out, out
+            assert token not in out
+            revoked_lines = [line for line in out.splitlines() if "Cull cycle failed" in line]
+            assert revoked_lines and all("token" in line for line in revoked_lines), out
+
+            fresh = await api.create_token("culler", scopes=required_scopes("cull"))
+            culler = external_service(
+                "cull", fresh, hub.api_url, tmp_path / "cull", "--timeout=600", "--cull-every=2"
+            )
+            try:
+                deadline = time.monotonic() + 60
+                while (await api.get_user("dozer")).get("servers"):
+                    assert time.monotonic() < deadline, "not culled with the new token"
+                    await asyncio.sleep(0.5)
+            finally:
+                stop_and_read(culler)
