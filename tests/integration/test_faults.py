@@ -27,7 +27,9 @@ pytestmark = pytest.mark.hub
 LIGHT = 'c.JupyterHub.spawner_class = "tests.harness.lightspawner.LightSpawner"\n'
 
 
-def external_service(name: str, token: str, api_url: str, data: Path, *args: str) -> subprocess.Popen:
+def external_service(
+    name: str, token: str, api_url: str, data: Path, *args: str
+) -> subprocess.Popen:
     """``python -m hubservices.<name>`` as a systemd unit starts it: hub URL and token from
     its environment, its own data directory."""
     return subprocess.Popen(
