@@ -6,7 +6,6 @@ import asyncio
 import json
 import os
 import re
-import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator
@@ -18,7 +17,7 @@ from tornado.httpclient import HTTPRequest
 from tornado.websocket import websocket_connect
 
 from hubservices.common.hubapi import HubAPI
-from tests.harness import free_port
+from tests.harness.external import ExternalService
 from tests.harness.hub import Hub
 
 pytestmark = pytest.mark.hub
@@ -325,32 +324,6 @@ async def test_stops_run_concurrently_and_a_changed_server_is_spared(tmp_path: P
     assert "Not culling w7: restarted since the listing" in log
 
 
-def external_culler(hub: Hub, token: str, data: Path, *args: str) -> subprocess.Popen:
-    """The culler run by hand (like a systemd unit), so it outlives hub restarts."""
-    return subprocess.Popen(
-        [sys.executable, "-m", "hubservices.cull", f"--data-dir={data}", *args],
-        env={
-            **os.environ,
-            "JUPYTERHUB_API_TOKEN": token,
-            "JUPYTERHUB_API_URL": hub.api_url,
-            "JUPYTERHUB_SERVICE_URL": f"http://127.0.0.1:{free_port()}",
-        },
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-
-
-def stop_and_read(proc: subprocess.Popen) -> str:
-    proc.terminate()
-    try:
-        out, _ = proc.communicate(timeout=10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        out, _ = proc.communicate()
-    return out
-
-
 async def test_hub_restarting_mid_cycle_is_survived(tmp_path: Path) -> None:
     token = "external-culler-token-" + os.urandom(8).hex()
     hub = Hub(
@@ -366,16 +339,22 @@ c.JupyterHub.load_roles.append({{"name": "cull", "services": ["cull"],
 """,
     )
     hub.start()
-    proc = None
+    culler = None
     try:
         async with HubAPI(hub.api_url, hub.admin_token) as api:
             names = [f"slow{i}" for i in range(8)]
             await api.create_users(names)
             await asyncio.gather(*(start(api, n, idle_seconds=4000) for n in names))
-        proc = external_culler(
-            hub, token, tmp_path / "data", "--timeout=600", "--cull-every=4", "--concurrency=2"
+        culler = ExternalService(
+            "cull",
+            token,
+            hub.api_url,
+            tmp_path / "data",
+            "--timeout=600",
+            "--cull-every=4",
+            "--concurrency=2",
         )
-        await asyncio.sleep(2.5)  # the first cycle is stopping servers, two at a time
+        culler.wait_for("Culling slow")  # the first cycle is stopping servers, two at a time
         hub.restart()
         async with HubAPI(hub.api_url, hub.admin_token) as api:
             for _ in range(150):
@@ -384,9 +363,9 @@ c.JupyterHub.load_roles.append({{"name": "cull", "services": ["cull"],
                 await asyncio.sleep(0.2)
             else:
                 pytest.fail("idle servers still running after the hub came back")
-        assert proc.poll() is None, "the culler died with the hub"
+        assert culler.running, "the culler died with the hub"
     finally:
-        out = stop_and_read(proc) if proc else ""
+        out = culler.stop() if culler else ""
         hub.stop()
     assert "retry" in out, out
     assert "Traceback" not in out, out
@@ -399,12 +378,13 @@ async def test_a_token_lacking_a_scope_is_named(
     user = unique("weak")
     await hub_api.create_users([user])
     token = await hub_api.create_token(user)
-    proc = external_culler(hub, token, tmp_path, "--cull-every=3600")
+    culler = ExternalService("cull", token, hub.api_url, tmp_path, "--cull-every=3600")
     try:
-        await asyncio.sleep(4)
-        assert proc.poll() is None, "a failed cycle must not stop the service"
+        culler.wait_for("Cull cycle failed")
+        await asyncio.sleep(1)
+        assert culler.running, "a failed cycle must not stop the service"
     finally:
-        out = stop_and_read(proc)
+        out = culler.stop()
     assert (
         "Cull cycle failed: hub API GET /users: 403, the service's token lacks scope list:users"
         in out

@@ -10,8 +10,6 @@ from __future__ import annotations
 import asyncio
 import os
 import sqlite3
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -19,41 +17,12 @@ import pytest
 
 from hubservices.common.hubapi import HubAPI
 from hubservices.common.hubconfig import required_scopes
-from tests.harness import free_port
+from tests.harness.external import ExternalService
 from tests.harness.hub import Hub
 
 pytestmark = pytest.mark.hub
 
 LIGHT = 'c.JupyterHub.spawner_class = "tests.harness.lightspawner.LightSpawner"\n'
-
-
-def external_service(
-    name: str, token: str, api_url: str, data: Path, *args: str
-) -> subprocess.Popen:
-    """``python -m hubservices.<name>`` as a systemd unit starts it: hub URL and token from
-    its environment, its own data directory."""
-    return subprocess.Popen(
-        [sys.executable, "-m", f"hubservices.{name}", f"--data-dir={data}", *args],
-        env={
-            **os.environ,
-            "JUPYTERHUB_API_TOKEN": token,
-            "JUPYTERHUB_API_URL": api_url,
-            "JUPYTERHUB_SERVICE_URL": f"http://127.0.0.1:{free_port()}",
-        },
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-
-
-def stop_and_read(proc: subprocess.Popen) -> str:
-    proc.terminate()
-    try:
-        out, _ = proc.communicate(timeout=20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        out, _ = proc.communicate()
-    return out
 
 
 def registered(name: str, token: str) -> str:
@@ -80,16 +49,24 @@ async def test_services_started_before_the_hub_catch_up(tmp_path: Path) -> None:
         services=[],
         extra_config=LIGHT + "".join(registered(n, t) for n, t in tokens.items()),
     )
-    cull = external_service(
-        "cull", tokens["cull"], hub.api_url, tmp_path / "cull", "--timeout=600", "--cull-every=3"
-    )
-    stats = external_service(
-        "stats", tokens["stats"], hub.api_url, tmp_path / "stats", "--poll-interval=2"
-    )
+    services = {
+        "cull": ExternalService(
+            "cull",
+            tokens["cull"],
+            hub.api_url,
+            tmp_path / "cull",
+            "--timeout=600",
+            "--cull-every=3",
+        ),
+        "stats": ExternalService(
+            "stats", tokens["stats"], hub.api_url, tmp_path / "stats", "--poll-interval=2"
+        ),
+    }
     outputs = {}
     try:
-        await asyncio.sleep(8)  # the first cycle and polls find no hub
-        assert cull.poll() is None and stats.poll() is None, "a service gave up without a hub"
+        for service in services.values():
+            service.wait_for("ConnectError")  # the first cycle and polls find no hub...
+            service.wait_for("retry 3/")  # ...and keep trying
         hub.start()
         async with HubAPI(hub.api_url, hub.admin_token) as api:
             await api.create_users(["early", "idle"])
@@ -104,7 +81,7 @@ async def test_services_started_before_the_hub_catch_up(tmp_path: Path) -> None:
                 await asyncio.sleep(0.5)
             assert (await api.get_user("early")).get("servers"), "an active server was culled"
     finally:
-        outputs = {"cull": stop_and_read(cull), "stats": stop_and_read(stats)}
+        outputs = {name: service.stop() for name, service in services.items()}
         hub.stop()
     for name, out in outputs.items():
         assert "ConnectError" in out, f"{name} did not say why it waited:\n{out}"
@@ -125,27 +102,28 @@ async def test_a_revoked_token_is_named_and_not_fatal(tmp_path: Path) -> None:
         async with HubAPI(hub.api_url, hub.admin_token) as api:
             await api.create_users(["dozer"])  # "culler" comes from its role in load_roles
             token = await api.create_token("culler", scopes=required_scopes("cull"))
-            culler = external_service(
+            culler = ExternalService(
                 "cull", token, hub.api_url, tmp_path / "cull", "--timeout=600", "--cull-every=2"
             )
             try:
-                await asyncio.sleep(3)  # a cycle with the good token: nothing to do
+                culler.wait_for("Cycle 1:")  # a cycle with the good token: nothing to do
                 tokens = (await api.get("users", "culler", "tokens"))["api_tokens"]
                 for t in tokens:
                     await api.delete("users", "culler", "tokens", t["id"])
                 await api.post("users", "dozer", "server", json={"idle_seconds": 4000})
-                await asyncio.sleep(6)  # cycles with the revoked token
-                assert culler.poll() is None, "the culler died of a revoked token"
+                culler.wait_for("Cull cycle failed")
+                await asyncio.sleep(3)  # more cycles with the revoked token
+                assert culler.running, "the culler died of a revoked token"
                 assert (await api.get_user("dozer")).get("servers"), "culled without a token?"
             finally:
-                out = stop_and_read(culler)
+                out = culler.stop()
             assert "Traceback" not in out, out
             assert token not in out
             revoked_lines = [line for line in out.splitlines() if "Cull cycle failed" in line]
             assert revoked_lines and all("token" in line for line in revoked_lines), out
 
             fresh = await api.create_token("culler", scopes=required_scopes("cull"))
-            culler = external_service(
+            culler = ExternalService(
                 "cull", fresh, hub.api_url, tmp_path / "cull", "--timeout=600", "--cull-every=2"
             )
             try:
@@ -154,4 +132,4 @@ async def test_a_revoked_token_is_named_and_not_fatal(tmp_path: Path) -> None:
                     assert time.monotonic() < deadline, "not culled with the new token"
                     await asyncio.sleep(0.5)
             finally:
-                stop_and_read(culler)
+                culler.stop()
