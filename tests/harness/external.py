@@ -3,6 +3,7 @@ can start them before the hub, restart the hub under them or revoke their token.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
@@ -39,13 +40,14 @@ class ExternalService:
     def output(self) -> str:
         return self.log_path.read_text()
 
-    def wait_for(self, text: str, timeout: float = 60) -> None:
-        """Until the service prints ``text``; a slow machine takes seconds to import it."""
+    async def wait_for(self, text: str, timeout: float = 60) -> None:
+        """Until the service prints ``text``; a slow machine takes seconds to import it.
+        Asynchronous, so that a fake hub on the test's event loop answers meanwhile."""
         deadline = time.monotonic() + timeout
         while text not in self.output():
             assert self.running, f"the service exited:\n{self.output()}"
             assert time.monotonic() < deadline, f"{text!r} not printed:\n{self.output()}"
-            time.sleep(0.2)
+            await asyncio.sleep(0.2)
 
     def stop(self) -> str:
         """SIGTERM (SIGKILL if it takes over 20 s), then everything the service printed."""

@@ -354,7 +354,7 @@ c.JupyterHub.load_roles.append({{"name": "cull", "services": ["cull"],
             "--cull-every=4",
             "--concurrency=2",
         )
-        culler.wait_for("Culling slow")  # the first cycle is stopping servers, two at a time
+        await culler.wait_for("Culling slow")  # the first cycle is stopping servers, two at a time
         hub.restart()
         async with HubAPI(hub.api_url, hub.admin_token) as api:
             for _ in range(150):
@@ -380,7 +380,7 @@ async def test_a_token_lacking_a_scope_is_named(
     token = await hub_api.create_token(user)
     culler = ExternalService("cull", token, hub.api_url, tmp_path, "--cull-every=3600")
     try:
-        culler.wait_for("Cull cycle failed")
+        await culler.wait_for("Cull cycle failed")
         await asyncio.sleep(1)
         assert culler.running, "a failed cycle must not stop the service"
     finally:

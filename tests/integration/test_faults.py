@@ -11,6 +11,7 @@ import asyncio
 import os
 import sqlite3
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -19,6 +20,7 @@ from hubservices.common.hubapi import HubAPI
 from hubservices.common.hubconfig import required_scopes
 from tests.harness.external import ExternalService
 from tests.harness.hub import Hub
+from tests.unit.fakehub import FakeHub, Reply, error
 
 pytestmark = pytest.mark.hub
 
@@ -65,8 +67,8 @@ async def test_services_started_before_the_hub_catch_up(tmp_path: Path) -> None:
     outputs = {}
     try:
         for service in services.values():
-            service.wait_for("ConnectError")  # the first cycle and polls find no hub...
-            service.wait_for("retry 3/")  # ...and keep trying
+            await service.wait_for("ConnectError")  # the first cycle and polls find no hub...
+            await service.wait_for("retry 3/")  # ...and keep trying
         hub.start()
         async with HubAPI(hub.api_url, hub.admin_token) as api:
             await api.create_users(["early", "idle"])
@@ -106,12 +108,12 @@ async def test_a_revoked_token_is_named_and_not_fatal(tmp_path: Path) -> None:
                 "cull", token, hub.api_url, tmp_path / "cull", "--timeout=600", "--cull-every=2"
             )
             try:
-                culler.wait_for("Cycle 1:")  # a cycle with the good token: nothing to do
+                await culler.wait_for("Cycle 1:")  # a cycle with the good token: nothing to do
                 tokens = (await api.get("users", "culler", "tokens"))["api_tokens"]
                 for t in tokens:
                     await api.delete("users", "culler", "tokens", t["id"])
                 await api.post("users", "dozer", "server", json={"idle_seconds": 4000})
-                culler.wait_for("Cull cycle failed")
+                await culler.wait_for("Cull cycle failed")
                 await asyncio.sleep(3)  # more cycles with the revoked token
                 assert culler.running, "the culler died of a revoked token"
                 assert (await api.get_user("dozer")).get("servers"), "culled without a token?"
@@ -133,3 +135,55 @@ async def test_a_revoked_token_is_named_and_not_fatal(tmp_path: Path) -> None:
                     await asyncio.sleep(0.5)
             finally:
                 culler.stop()
+
+
+def idle_user(name: str, idle: timedelta) -> dict:
+    """A user as the hub lists it, with a default server idle for ``idle``."""
+    last = (datetime.now(UTC) - idle).isoformat().replace("+00:00", "Z")
+    server = {"name": "", "ready": True, "pending": None, "started": last, "last_activity": last}
+    return {"kind": "user", "name": name, "servers": {"": server}, "last_activity": last}
+
+
+async def test_429_and_5xx_storms_are_waited_out(tmp_path: Path) -> None:
+    """A hub that is overloaded (429 with Retry-After, then 503s) while listing and while
+    stopping: the culler backs off, each idle server is stopped once and recorded once.
+    A fake hub, because a real one does not answer 429 or 503 on demand."""
+    names = ["ivy", "jon", "kim"]
+    hub = FakeHub()
+    hub.users = [idle_user(n, timedelta(hours=2)) for n in names]
+    hub.script(
+        "GET",
+        "/users",
+        *[error(429, "Too many requests", **{"Retry-After": "1"})] * 2,
+        *[error(503, "Service Unavailable")] * 3,
+    )
+    for name in names:
+        hub.script("DELETE", f"/users/{name}/server", *[error(502, "Bad Gateway")] * 2, Reply(204))
+    await hub.start()
+    culler = ExternalService(
+        "cull", "storm-token", hub.url, tmp_path / "cull", "--timeout=600", "--cull-every=3600"
+    )
+    try:
+        await culler.wait_for("Cycle 1:")
+        for name in names:
+            await culler.wait_for(f"Culling {name}")
+        deadline = time.monotonic() + 30
+        while len(audited := culls_in(tmp_path / "cull")) < len(names):
+            assert time.monotonic() < deadline, f"culls not recorded: {audited}"
+            await asyncio.sleep(0.2)
+    finally:
+        out = culler.stop()
+        await hub.stop()
+    assert sorted(audited) == [(n, "", "stopped") for n in names]
+    for name in names:
+        deletes = hub.requests_to(f"/users/{name}/server")
+        assert [r.method for r in deletes] == ["DELETE"] * 3  # two refused, one done, no more
+    assert "GET /users: 429, retry 1/6 in 1.0s" in out, out  # the hub's Retry-After, honoured
+    assert "GET /users: 503, retry 5/6" in out, out
+    assert "DELETE /users/ivy/server: 502, retry 2/6" in out, out
+    assert "Traceback" not in out, out
+
+
+def culls_in(data: Path) -> list[tuple]:
+    with sqlite3.connect(data / "hubservices.sqlite") as db:
+        return db.execute("SELECT user, server, outcome FROM culls").fetchall()
