@@ -54,6 +54,7 @@ from bench.common import (
 )
 from tests.harness import free_port
 from tests.harness.hub import Hub
+from tests.harness.nbgrader_reference import reference_hub_config, write_reference_config
 
 COURSE = "course101"
 ASSIGNMENT = "ps1"
@@ -196,50 +197,11 @@ def grader_names(count: int) -> list[str]:
     return [f"grader{i}" for i in range(count)]
 
 
-def hub_config(course_root: Path, graders: list[str], port: int) -> str:
-    """Graders, and nbgrader's formgrader as nbgrader documents it for several graders.
-
-    nbgrader's example: a service named after the course running ``jupyterhub-singleuser`` in
-    the grader account's home, the course directory inside it, ``nbgrader_config.py`` in
-    ``~/.jupyter``, graders in ``formgrade-<course>`` with a role that may access the service.
-    """
-    home = course_root.parent
-    command = [str(Path(sys.executable).parent / "jupyterhub-singleuser")]
-    if os.geteuid() == 0:
-        command.append("--allow-root")
-    service = {
-        "name": COURSE,
-        "url": f"http://127.0.0.1:{port}",
-        "command": command,
-        "cwd": str(home),
-        "environment": {"HOME": str(home)},
-    }
-    role = {
-        "name": f"formgrade-{COURSE}",
-        "groups": [f"formgrade-{COURSE}"],
-        "scopes": [
-            f"access:services!service={COURSE}",
-            "list:services",
-            f"read:services!service={COURSE}",
-        ],
-    }
-    return f"""
-c.JupyterHub.load_groups = {{"formgrade-{COURSE}": {{"users": {graders!r}}}}}
-c.JupyterHub.load_roles.append({role!r})
-c.JupyterHub.services.append({service!r})
-"""
-
-
 def write_configs(work: Path, course_root: Path) -> Path:
     """nbgrader's config for the grader account, and ours; returns our config file."""
     exchange = work / "exchange"
     exchange.mkdir()
-    jupyter = course_root.parent / ".jupyter"
-    jupyter.mkdir(parents=True)
-    (jupyter / "nbgrader_config.py").write_text(
-        f"c = get_config()  # noqa\nc.CourseDirectory.root = {str(course_root)!r}\n"
-        f"c.CourseDirectory.course_id = {COURSE!r}\nc.Exchange.root = {str(exchange)!r}\n"
-    )
+    write_reference_config(course_root.parent, COURSE, course_root, exchange)
     courses = {COURSE: {"root": str(course_root), "exchange": str(exchange)}}
     ours = work / "formgrader_config.py"
     ours.write_text(f"c.FormGrader.courses = {json.dumps(courses)}\n")
@@ -735,8 +697,7 @@ def formgrader_section(r: Result) -> str:
         "a kernel starts and stops. Ours runs each student's kernel in the bubblewrap "
         "sandbox (the default; see docs/formgrader.md), nbgrader's runs it as the grader.",
         "",
-        "Command (from the project root; several minutes; run with nothing else on the "
-        "machine):",
+        "Command (from the project root; several minutes; run with nothing else on the machine):",
     ]
     return docs_section("Formgrader", body, command_line(r.args))
 
@@ -786,7 +747,9 @@ def main(argv: list[str] | None = None) -> int:
         work / "hub",
         services=["formgrader"],
         service_args={"formgrader": our_args},
-        extra_config=hub_config(course_root, grader_names(args.graders), free_port()),
+        extra_config=reference_hub_config(
+            COURSE, course_root.parent, grader_names(args.graders), free_port()
+        ),
     )
 
     def setup() -> None:
