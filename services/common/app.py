@@ -46,6 +46,9 @@ COMMON_DIR = Path(__file__).parent
 SHUTDOWN_GRACE_SECONDS = 4.0
 HUB_STATUS_SECONDS = 5.0
 HUB_CHECK_TIMEOUT = 3.0
+#: The hub scope that reads every service's /metrics: a JupyterHub custom scope (5.0+) that
+#: no default role holds, so students, who may reach every service, cannot read its metrics.
+METRICS_SCOPE = "custom:hubservices:metrics"
 
 def _slashed(prefix: str) -> str:
     """A URL prefix with exactly one slash at each end, as tornado routes need."""
@@ -181,12 +184,11 @@ class HubServiceApp(Application):
     ).tag(config=True)
 
     metrics_scope = Unicode(
-        help="Hub scope a token needs to scrape /metrics (default: access to this service)."
+        METRICS_SCOPE,
+        help="""Hub scope a token needs to scrape /metrics; hub admins need only access to
+        this service. The default is defined by hubservices-config's snippet
+        (c.JupyterHub.custom_scopes) and granted to no one but the roles you give it.""",
     ).tag(config=True)
-
-    @default("metrics_scope")
-    def _default_metrics_scope(self) -> str:
-        return f"access:services!service={self.service_name}"
 
     metrics_allow_anonymous = Bool(
         False, help="Serve /metrics without authentication (only behind a trusted network)."

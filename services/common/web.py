@@ -254,7 +254,9 @@ class HealthHandler(SecureHandler):
 class MetricsHandler(APIHandler):
     """``GET metrics``: this service's registry, OpenMetrics when the scraper asks for it.
 
-    Scrapers authenticate with a hub token holding ``metrics_scope``.
+    Scrapers authenticate with a hub token holding ``metrics_scope``, which no default role
+    grants; hub admins with access to this service may read them too. Access to the service
+    alone is not enough: every user holds it, so that the service can tell them no itself.
     """
 
     @property
@@ -262,7 +264,9 @@ class MetricsHandler(APIHandler):
         return {self.service.metrics_scope}
 
     def check_hub_user(self, model: dict[str, Any]) -> dict[str, Any]:
-        # The scope alone decides: a Prometheus token need not belong to an admin.
+        if model.get("admin") and self.hub_auth.check_scopes(self.hub_auth.access_scopes, model):
+            return model
+        # Else the scope alone decides: a Prometheus token need not belong to an admin.
         allowed: dict[str, Any] = HubOAuthenticated.check_hub_user(self, model)
         return allowed
 

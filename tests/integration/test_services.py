@@ -116,10 +116,32 @@ def test_cookie_post_needs_xsrf(hub: Hub, browser) -> None:
     assert client.get(hub.service_url("cull"), follow_redirects=False).status_code == 302
 
 
-async def test_metrics_need_the_scope_and_negotiate_openmetrics(hub: Hub, hub_api: HubAPI) -> None:
-    assert httpx.get(hub.service_url("cull", "metrics")).status_code == 403
-    token = await hub_api.create_token("admin", scopes=["access:services!service=cull"])
-    auth = {"Authorization": f"Bearer {token}"}
+@pytest.mark.parametrize("name", SERVICES)
+async def test_metrics_are_for_prometheus_and_admins_not_students(
+    hub: Hub, hub_api: HubAPI, browser, unique, name: str
+) -> None:
+    """Every user may reach every service (to be told no by it): that is not enough."""
+    student = unique("student")
+    await hub_api.create_users([student])
+    url = hub.service_url(name, "metrics")
+    access = [f"access:services!service={name}"]
+    student_token = await hub_api.create_token(student, scopes=access)
+    admin_token = await hub_api.create_token("admin", scopes=access)
+
+    def scrape(token: str) -> int:
+        return httpx.get(url, headers={"Authorization": f"Bearer {token}"}).status_code
+
+    assert httpx.get(url).status_code == 403
+    assert scrape(student_token) == 403
+    assert browser(student).get(url).status_code == 403  # the student's own login cookie
+    assert scrape(admin_token) == 200
+    assert hub.prometheus_token
+    assert scrape(hub.prometheus_token) == 200  # the generated prometheus service's token
+
+
+async def test_metrics_negotiate_openmetrics(hub: Hub) -> None:
+    assert hub.prometheus_token
+    auth = {"Authorization": f"Bearer {hub.prometheus_token}"}
     text = httpx.get(hub.service_url("cull", "metrics"), headers=auth)
     assert text.status_code == 200
     assert text.headers["Content-Type"].startswith("text/plain")

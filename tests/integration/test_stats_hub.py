@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import io
+import secrets
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -40,6 +41,7 @@ def stats_hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hub]:
         services=["stats"],
         service_args={"stats": ["--poll-interval=1", f"--metrics-groups={GROUP}"]},
         extra_config=CONFIG,
+        prometheus_token=secrets.token_hex(32),
     )
     with hub:
         yield hub
@@ -194,15 +196,15 @@ async def test_metrics_pass_promtool_and_prometheus_scrapes_them(
     # no series may clash with the hub's own metrics
     assert all(n.startswith("hubservices_stats_") for (n, _) in metrics(text))
 
-    # the scraper is a plain user whose token can do nothing but reach the stats service
-    await api.create_users(["prometheus"])
-    token = await api.create_token("prometheus", scopes=["access:services!service=stats"])
-    prom = prometheus(stats_hub.service_url("stats", "metrics"), token)
+    # the scraper is the generated prometheus service, whose token can only read metrics
+    assert stats_hub.prometheus_token
+    prom = prometheus(stats_hub.service_url("stats", "metrics"), stats_hub.prometheus_token)
     up = prom.wait_for('up{job="hubservices-stats"} == 1')
     assert up[0]["value"][1] == "1"
     running = prom.wait_for('hubservices_stats_servers{state="running",kind="named"}')
     assert running[0]["value"][1] == "1"
-    assert prom.wait_for("hubservices_stats_users")[0]["value"][1] == "6"
+    # admin, a b, dana#1, carol, student-x
+    assert prom.wait_for("hubservices_stats_users")[0]["value"][1] == "5"
     assert prom.wait_for('hubservices_stats_active_users{window="24h"}')
 
 
