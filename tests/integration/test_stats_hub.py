@@ -248,3 +248,24 @@ async def test_restart_mid_session_loses_and_duplicates_nothing(
     m = metrics(admin_get("metrics").text)
     assert m.get(("hubservices_stats_server_starts_total", ()), 0) == 0  # nothing new started
     assert m[("hubservices_stats_servers", (("kind", "named"), ("state", "running")))] == 1
+
+
+async def test_usage_csv_opens_hostile_usernames_as_text(
+    stats_hub: Hub, api: HubAPI, admin_get: Callable[..., httpx.Response]
+) -> None:
+    """Usernames a spreadsheet would run as formulas (OWASP's CSV injection)."""
+    hostile = ['=hyperlink("http:evil","x")', "+cmd|' -c calc'!a0", "-2+3", "@sum(1+1)"]
+    await api.create_users(hostile)
+    for name in hostile:
+        await api.start_server(name)
+
+    def usage() -> dict[str, dict] | None:
+        users = {u["user"]: u for u in admin_get("api/usage").json()["users"]}
+        return users if all(users.get(n, {}).get("sessions") for n in hostile) else None
+
+    wait_until(usage, what="sessions of the hostile users")
+    r = admin_get("api/usage", params={"format": "csv"})
+    rows = {row["user"]: row for row in csv.DictReader(io.StringIO(r.text, newline=""))}
+    for name in hostile:
+        assert int(rows["'" + name]["sessions"]) == 1, rows.keys()
+    assert not any(user.startswith(("=", "+", "-", "@")) for user in rows)
