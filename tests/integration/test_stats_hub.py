@@ -164,10 +164,18 @@ async def test_usage_exports_and_bad_parameters(
         ({"from": "last week"}, "from must be a date"),
         ({"from": "2026-02-01", "to": "2026-01-01"}, "is after to"),
         ({"format": "xlsx"}, "format must be json or csv"),
+        ({"from": "0001-01-01"}, "from must be between 1970-01-01 and 9998-12-31"),
+        ({"to": "0001-01-01"}, "to must be between 1970-01-01 and 9998-12-31"),
+        ({"to": "9999-12-31"}, "to must be between 1970-01-01 and 9998-12-31"),
+        ({"from": "9999-12-31", "format": "csv"}, "from must be between"),
+        ({"to": "\u2603\x00"}, "to must be a date like 2026-01-31"),
     ]:
         bad = admin_get("api/usage", params=params)
         assert bad.status_code == 400
         assert message in bad.json()["message"]
+    for params in [{"from": "9998-12-01", "to": "9998-12-31"}, {"to": "1970-01-02"}]:
+        edge = admin_get("api/usage", params=params)
+        assert edge.status_code == 200 and edge.json()["users"] == [], params
     assert admin_get("api/dashboard", params={"range": "year"}).status_code == 400
 
     await api.create_users(["student-x"])
