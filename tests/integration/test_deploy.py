@@ -49,10 +49,10 @@ async def test_recipe_config_brings_the_services_up(
                 access = ["access:services!service=stats", "access:services!service=cull"]
                 token = await api.create_token("student", scopes=access)
             prometheus = {"Authorization": "Bearer prometheus-" + "0" * 32}
-            student = {"Authorization": f"Bearer {token}"}
+            student_auth = {"Authorization": f"Bearer {token}"}
             for name in ["stats", "cull"]:
                 url = hub.service_url(name, "metrics")
                 assert httpx.get(url, headers=prometheus).status_code == 200
-                assert httpx.get(url, headers=student).status_code == 403
+                assert httpx.get(url, headers=student_auth).status_code == 403
     finally:
         hub.stop()
