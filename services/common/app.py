@@ -36,8 +36,9 @@ from traitlets.config import Application, Configurable
 from traitlets.config.loader import KVArgParseConfigLoader
 
 from .. import __version__
-from .cli import CONFIG_ERROR, StrictArgLoader, short_options
+from .cli import CONFIG_ERROR, StrictArgLoader, secret_on_command_line, short_options
 from .db import Database
+from .files import private_dir
 from .hubapi import HubAPI
 from .scheduler import Scheduler
 from .web import NotFoundHandler, Route, common_handlers, log_request
@@ -151,7 +152,7 @@ class HubServiceApp(Application):
         return value
 
     data_dir = Unicode(
-        help="Directory for this service's files (cookie secret, SQLite database)."
+        help="Directory for this service's files (cookie secret, SQLite database); created 0700."
     ).tag(config=True)
 
     @default("data_dir")
@@ -240,8 +241,13 @@ class HubServiceApp(Application):
         )
 
     def parse_command_line(self, argv: list[str] | None = None) -> None:
-        """Refuse what is not an option, too: a stray word is a mistake, not a wish."""
+        """Refuse what is not an option, too: a stray word is a mistake, not a wish; and
+        secrets, which every local user could read in ``ps``."""
         super().parse_command_line(argv)
+        secret = secret_on_command_line(self.cli_config)
+        if secret:
+            self.log.critical("%s", secret)  # the line names the option, never its value
+            self.exit(CONFIG_ERROR)
         if self.extra_args:
             self.log.critical("Unexpected argument: %s", " ".join(self.extra_args))
             self.exit(CONFIG_ERROR)
@@ -331,7 +337,7 @@ class HubServiceApp(Application):
                 self.log.warning("Cookie secret %s was mode %o; setting 0600", path, mode)
                 path.chmod(0o600)
             return bytes.fromhex(path.read_text().strip())
-        path.parent.mkdir(parents=True, exist_ok=True)
+        private_dir(path.parent)
         secret = secrets.token_bytes(32)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as f:
@@ -359,17 +365,20 @@ class HubServiceApp(Application):
         return self.registry
 
     async def hub_status(self) -> dict[str, Any]:
-        """Whether the hub answers, asked at most every ``HUB_STATUS_SECONDS``.
+        """Whether the hub answers, asked at most every ``HUB_STATUS_SECONDS``; why not (it
+        names the hub's internal URL) goes to the log.
 
         The health route needs no login, so it must not let anyone make us call the hub at will.
         """
-        checked, status = getattr(self, "_hub_status", (-HUB_STATUS_SECONDS, {}))
+        checked, previous = getattr(self, "_hub_status", (-HUB_STATUS_SECONDS, {}))
         if time.monotonic() - checked < HUB_STATUS_SECONDS:
-            return status
+            return previous
         try:
             info = await asyncio.wait_for(self.hub.hub_info(), HUB_CHECK_TIMEOUT)
-        except Exception as e:  # any failure means "not reachable"; say which
+        except Exception as e:  # any failure means "not reachable"; say which, in the log
             status = {"reachable": False, "version": None, "error": str(e) or type(e).__name__}
+            if status != previous:  # once per change, not on every health check
+                self.log.warning("Hub not reachable: %s", status["error"])
         else:
             status = {"reachable": True, "version": info.get("version")}
         self.hub_up.set(1 if status["reachable"] else 0)
@@ -434,6 +443,7 @@ class HubServiceApp(Application):
 
         Benchmarks drive a service opened this way, so they run the service's own code.
         """
+        private_dir(Path(self.data_dir))
         self.hub = self.make_hub_api()
         self.make_metrics()
         self.scheduler = Scheduler()
