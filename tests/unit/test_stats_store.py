@@ -6,6 +6,8 @@ clock by a variable: these tests are about what is stored, the real hub is in in
 
 from __future__ import annotations
 
+import asyncio
+import sqlite3
 from collections.abc import AsyncIterator, Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -294,3 +296,40 @@ async def test_a_2000_member_group_in_every_dashboard_range(db: Database, clock:
         expected = sum(r.server_hours for r in rows if r.user != "outsider")
         assert big["server_hours"] == pytest.approx(expected, abs=0.01)
         assert big["server_hours"] > size // 4 * 24 * (1 if range_name == "day" else 1.5)
+
+
+async def test_database_locked_35_seconds_fails_one_poll_and_loses_nothing(
+    tmp_path: Path, clock: Clock
+) -> None:
+    """Another process holds SQLite's write lock longer than the busy timeout (30 s)."""
+    path = tmp_path / "stats.sqlite"
+    db = Database(
+        f"sqlite:///{path}",
+        migrations="hubservices.stats.migrations",
+        version_table="alembic_version_stats",
+    )
+    db.upgrade()
+    hub = StubHub()
+    hub.users = [user("ann", {"": clock.now}, last=clock.now)]
+    poller = make_poller(db, hub)
+    await poller.poll()
+    locker = sqlite3.connect(path, isolation_level=None)
+    try:
+        locker.execute("BEGIN IMMEDIATE")  # the write lock, as a long writer holds it
+        clock.advance(minutes=1)
+        hub.users.append(user("bob", {"": clock.now}, last=clock.now, groups=["c1"]))
+        hub.users[0]["servers"] = {}  # ann stopped
+        release = asyncio.get_running_loop().call_later(35, locker.rollback)
+        await poller.poll()  # waits the busy timeout, fails, is counted
+        assert poller.metrics.poll_errors._value.get() == 1
+        assert [(s[0], s[3]) for s in sessions(db)] == [("ann", None)]
+        await asyncio.sleep(max(0.0, release.when() - asyncio.get_running_loop().time()) + 0.1)
+        clock.advance(minutes=1)
+        await poller.poll()  # the next poll, after the lock: every change stored once
+    finally:
+        locker.close()
+        db.dispose()
+    assert poller.metrics.poll_errors._value.get() == 1
+    stored = {s[0]: s for s in sessions(db)}
+    assert len(sessions(db)) == 2
+    assert stored["ann"][4] == "stopped" and stored["bob"][3] is None
