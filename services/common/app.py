@@ -47,8 +47,9 @@ COMMON_DIR = Path(__file__).parent
 SHUTDOWN_GRACE_SECONDS = 4.0
 HUB_STATUS_SECONDS = 5.0
 HUB_CHECK_TIMEOUT = 3.0
-#: The hub scope that reads every service's /metrics: a JupyterHub custom scope (5.0+) that
-#: no default role holds, so students, who may reach every service, cannot read its metrics.
+#: The hub scope that reads every service's /metrics: a JupyterHub custom scope (defined in
+#: c.JupyterHub.custom_scopes) that no default role holds, so students, who may reach every
+#: service, cannot read its metrics.
 METRICS_SCOPE = "custom:hubservices:metrics"
 
 def _slashed(prefix: str) -> str:

@@ -29,7 +29,7 @@ SERVICE_APPS = {
 }
 
 
-#: ``c.JupyterHub.custom_scopes`` for the scopes our services check (JupyterHub 5.0+).
+#: ``c.JupyterHub.custom_scopes`` for the scopes our services check, which JupyterHub must define.
 CUSTOM_SCOPES = {
     METRICS_SCOPE: {"description": "Read hubservices' /metrics"}
 }
