@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import secrets
 import sys
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -19,7 +20,7 @@ pytest_plugins = ["tests.harness.postgres", "tests.harness.prometheus", "tests.h
 @pytest.fixture(scope="session")
 def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hub]:
     """One real hub with all three services, shared by the tests that only read and log in."""
-    with Hub(tmp_path_factory.mktemp("hub")) as hub:
+    with Hub(tmp_path_factory.mktemp("hub"), prometheus_token=secrets.token_hex(32)) as hub:
         yield hub
 
 

@@ -36,8 +36,9 @@ from traitlets.config import Application, Configurable
 from traitlets.config.loader import KVArgParseConfigLoader
 
 from .. import __version__
-from .cli import CONFIG_ERROR, StrictArgLoader, short_options
+from .cli import CONFIG_ERROR, StrictArgLoader, secret_on_command_line, short_options
 from .db import Database
+from .files import private_dir
 from .hubapi import HubAPI
 from .scheduler import Scheduler
 from .web import NotFoundHandler, Route, common_handlers, log_request
@@ -46,6 +47,10 @@ COMMON_DIR = Path(__file__).parent
 SHUTDOWN_GRACE_SECONDS = 4.0
 HUB_STATUS_SECONDS = 5.0
 HUB_CHECK_TIMEOUT = 3.0
+#: The hub scope that reads every service's /metrics: a JupyterHub custom scope (defined in
+#: c.JupyterHub.custom_scopes) that no default role holds, so students, who may reach every
+#: service, cannot read its metrics.
+METRICS_SCOPE = "custom:hubservices:metrics"
 
 def _slashed(prefix: str) -> str:
     """A URL prefix with exactly one slash at each end, as tornado routes need."""
@@ -148,7 +153,7 @@ class HubServiceApp(Application):
         return value
 
     data_dir = Unicode(
-        help="Directory for this service's files (cookie secret, SQLite database)."
+        help="Directory for this service's files (cookie secret, SQLite database); created 0700."
     ).tag(config=True)
 
     @default("data_dir")
@@ -181,12 +186,11 @@ class HubServiceApp(Application):
     ).tag(config=True)
 
     metrics_scope = Unicode(
-        help="Hub scope a token needs to scrape /metrics (default: access to this service)."
+        METRICS_SCOPE,
+        help="""Hub scope a token needs to scrape /metrics; hub admins need only access to
+        this service. The default is defined by hubservices-config's snippet
+        (c.JupyterHub.custom_scopes) and granted to no one but the roles you give it.""",
     ).tag(config=True)
-
-    @default("metrics_scope")
-    def _default_metrics_scope(self) -> str:
-        return f"access:services!service={self.service_name}"
 
     metrics_allow_anonymous = Bool(
         False, help="Serve /metrics without authentication (only behind a trusted network)."
@@ -238,8 +242,13 @@ class HubServiceApp(Application):
         )
 
     def parse_command_line(self, argv: list[str] | None = None) -> None:
-        """Refuse what is not an option, too: a stray word is a mistake, not a wish."""
+        """Refuse what is not an option, too: a stray word is a mistake, not a wish; and
+        secrets, which every local user could read in ``ps``."""
         super().parse_command_line(argv)
+        secret = secret_on_command_line(self.cli_config)
+        if secret:
+            self.log.critical("%s", secret)  # the line names the option, never its value
+            self.exit(CONFIG_ERROR)
         if self.extra_args:
             self.log.critical("Unexpected argument: %s", " ".join(self.extra_args))
             self.exit(CONFIG_ERROR)
@@ -329,7 +338,7 @@ class HubServiceApp(Application):
                 self.log.warning("Cookie secret %s was mode %o; setting 0600", path, mode)
                 path.chmod(0o600)
             return bytes.fromhex(path.read_text().strip())
-        path.parent.mkdir(parents=True, exist_ok=True)
+        private_dir(path.parent)
         secret = secrets.token_bytes(32)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as f:
@@ -357,17 +366,20 @@ class HubServiceApp(Application):
         return self.registry
 
     async def hub_status(self) -> dict[str, Any]:
-        """Whether the hub answers, asked at most every ``HUB_STATUS_SECONDS``.
+        """Whether the hub answers, asked at most every ``HUB_STATUS_SECONDS``; why not (it
+        names the hub's internal URL) goes to the log.
 
         The health route needs no login, so it must not let anyone make us call the hub at will.
         """
-        checked, status = getattr(self, "_hub_status", (-HUB_STATUS_SECONDS, {}))
+        checked, previous = getattr(self, "_hub_status", (-HUB_STATUS_SECONDS, {}))
         if time.monotonic() - checked < HUB_STATUS_SECONDS:
-            return status
+            return previous
         try:
             info = await asyncio.wait_for(self.hub.hub_info(), HUB_CHECK_TIMEOUT)
-        except Exception as e:  # any failure means "not reachable"; say which
+        except Exception as e:  # any failure means "not reachable"; say which, in the log
             status = {"reachable": False, "version": None, "error": str(e) or type(e).__name__}
+            if status != previous:  # once per change, not on every health check
+                self.log.warning("Hub not reachable: %s", status["error"])
         else:
             status = {"reachable": True, "version": info.get("version")}
         self.hub_up.set(1 if status["reachable"] else 0)
@@ -432,6 +444,7 @@ class HubServiceApp(Application):
 
         Benchmarks drive a service opened this way, so they run the service's own code.
         """
+        private_dir(Path(self.data_dir))
         self.hub = self.make_hub_api()
         self.make_metrics()
         self.scheduler = Scheduler()

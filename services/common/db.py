@@ -17,6 +17,8 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 from sqlalchemy.orm import Session, sessionmaker
 
+from .files import private_file
+
 #: How long a SQLite writer waits for another process's lock before failing.
 SQLITE_BUSY_TIMEOUT_SECONDS = 30
 
@@ -94,9 +96,10 @@ def run_migrations(target_metadata: MetaData) -> None:
 
 
 def _prepare_sqlite(engine: Engine) -> None:
-    """Create the file's directory; turn on WAL and foreign keys on every new connection."""
+    """Create the file (0600) and its directory (0700) for our user only; turn on WAL and
+    foreign keys on every new connection."""
     if engine.url.database and engine.url.database != ":memory:":
-        Path(engine.url.database).parent.mkdir(parents=True, exist_ok=True)
+        private_file(Path(engine.url.database))
 
     @event.listens_for(engine, "connect")
     def _set_pragmas(dbapi_connection: Any, _record: Any) -> None:

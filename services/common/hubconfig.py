@@ -19,7 +19,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from .app import HubServiceApp
+from .app import METRICS_SCOPE, HubServiceApp
 
 #: Where each service's application class lives.
 SERVICE_APPS = {
@@ -27,6 +27,14 @@ SERVICE_APPS = {
     "stats": "hubservices.stats.app:Stats",
     "formgrader": "hubservices.formgrader.app:FormGrader",
 }
+
+
+#: ``c.JupyterHub.custom_scopes`` for the scopes our services check, which JupyterHub must define.
+CUSTOM_SCOPES = {
+    METRICS_SCOPE: {"description": "Read hubservices' /metrics"}
+}
+#: The environment variable the printed Prometheus service reads its token from.
+PROMETHEUS_TOKEN_ENV = "PROMETHEUS_API_TOKEN"
 
 
 def service_app_class(name: str) -> type[HubServiceApp]:
@@ -111,6 +119,21 @@ def services_and_roles(
     return entries, roles
 
 
+def prometheus_service_and_role(
+    token: str, name: str = "prometheus"
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A token-only service for Prometheus and the role that lets it read every service's
+    ``/metrics`` and nothing else (needs :data:`CUSTOM_SCOPES` defined in the hub)."""
+    entry = {"name": name, "api_token": token}
+    role = {
+        "name": "hubservices-metrics",
+        "description": "Scrape the hubservices' metrics, and nothing more",
+        "scopes": [METRICS_SCOPE],
+        "services": [name],
+    }
+    return entry, role
+
+
 def service_environment(
     name: str,
     *,
@@ -164,24 +187,43 @@ def external_services_and_roles(
     return entries, roles
 
 
-def hub_config_snippet(services: Sequence[str] = tuple(SERVICE_APPS), **options: Any) -> str:
-    """The Python lines to paste into ``jupyterhub_config.py``."""
-    return format_snippet(services, *services_and_roles(services, **options))
+def hub_config_snippet(
+    services: Sequence[str] = tuple(SERVICE_APPS), *, prometheus: bool = False, **options: Any
+) -> str:
+    """The Python lines to paste into ``jupyterhub_config.py``; with ``prometheus``, also a
+    ``prometheus`` service whose token (from ``$PROMETHEUS_API_TOKEN``) reads the metrics."""
+    return format_snippet(
+        services, *services_and_roles(services, **options), prometheus=prometheus
+    )
 
 
 def format_snippet(
-    services: Sequence[str], entries: list[dict[str, Any]], roles: list[dict[str, Any]]
+    services: Sequence[str],
+    entries: list[dict[str, Any]],
+    roles: list[dict[str, Any]],
+    *,
+    prometheus: bool = False,
 ) -> str:
     """Entries and roles as ``jupyterhub_config.py`` lines that extend what is there."""
-    return "\n".join(
-        [
-            f"# hubservices: {', '.join(services)} (printed by hubservices-config)",
-            "# If you already define the 'user' role in load_roles, merge its scopes into yours.",
-            f"c.JupyterHub.services.extend({pprint.pformat(entries, sort_dicts=False)})",
-            f"c.JupyterHub.load_roles.extend({pprint.pformat(roles, sort_dicts=False)})",
-            "",
+    lines = [
+        f"# hubservices: {', '.join(services)} (printed by hubservices-config)",
+        "# If you already define the 'user' role in load_roles, merge its scopes into yours.",
+        f"c.JupyterHub.custom_scopes.update({pprint.pformat(CUSTOM_SCOPES)})",
+        f"c.JupyterHub.services.extend({pprint.pformat(entries, sort_dicts=False)})",
+        f"c.JupyterHub.load_roles.extend({pprint.pformat(roles, sort_dicts=False)})",
+    ]
+    if prometheus:
+        entry, role = prometheus_service_and_role(f"os.environ[{PROMETHEUS_TOKEN_ENV!r}]")
+        entry_text = pprint.pformat(entry, sort_dicts=False).replace(
+            repr(entry["api_token"]), entry["api_token"]
+        )
+        lines += [
+            f"# Prometheus scrapes /services/<name>/metrics with ${PROMETHEUS_TOKEN_ENV}",
+            "import os",
+            f"c.JupyterHub.services.append({entry_text})",
+            f"c.JupyterHub.load_roles.append({pprint.pformat(role, sort_dicts=False)})",
         ]
-    )
+    return "\n".join([*lines, ""])
 
 
 def _key_value(text: str) -> tuple[str, str]:
@@ -226,6 +268,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         "--env-for prints a service's environment file with a new token; --env-dir prints "
         "the hub's lines for the services whose environment files are in that directory",
     )
+    parser.add_argument(
+        "--prometheus",
+        action="store_true",
+        help=f"add a 'prometheus' service that reads the metrics with ${PROMETHEUS_TOKEN_ENV}",
+    )
     external.add_argument("--env-for", choices=list(SERVICE_APPS), metavar="SERVICE")
     external.add_argument("--hub-api-url", default="http://127.0.0.1:8081/hub/api")
     external.add_argument("--env-dir", type=Path, metavar="DIR")
@@ -256,7 +303,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         if missing:
             parser.error(f"no {missing[0]}.env in {ns.env_dir}: write it with --env-for")
         envs = {name: read_env_file(ns.env_dir / f"{name}.env") for name in services}
-        print(format_snippet(services, *external_services_and_roles(envs)), end="")
+        snippet = format_snippet(
+            services, *external_services_and_roles(envs), prometheus=ns.prometheus
+        )
+        print(snippet, end="")
     else:
         snippet = hub_config_snippet(
             services,
@@ -266,6 +316,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             ports=ports,
             args=args,
             data_dir=ns.data_dir,
+            prometheus=ns.prometheus,
         )
         print(snippet, end="")
 

@@ -37,6 +37,12 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+#: Request methods that get their own metrics label (RFC 9110's and PATCH); any other name a
+#: client sends is labelled "other", so nobody who reaches the port can add series at will.
+HTTP_METHODS = frozenset(
+    {"GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"}
+)
+
 #: A route relative to the service prefix: pattern, handler class, optional handler kwargs.
 Route = tuple[str, type[RequestHandler]] | tuple[str, type[RequestHandler], dict[str, Any]]
 
@@ -236,7 +242,11 @@ class UserAPIHandler(APIHandler):
 
 
 class HealthHandler(SecureHandler):
-    """``GET health``, unauthenticated: the service is up, and whether the hub answers."""
+    """``GET health``, unauthenticated: the service is up, and whether the hub answers.
+
+    Only that: why the hub does not answer names its internal URL, which is the log's
+    business (:meth:`HubServiceApp.hub_status` logs it), not anonymous callers'.
+    """
 
     async def get(self) -> None:
         hub = await self.service.hub_status()
@@ -246,7 +256,7 @@ class HealthHandler(SecureHandler):
                 "status": "ok",
                 "service": self.service.service_name,
                 "version": self.service.version,
-                "hub": hub,
+                "hub": {"reachable": hub["reachable"]},
             }
         )
 
@@ -254,7 +264,9 @@ class HealthHandler(SecureHandler):
 class MetricsHandler(APIHandler):
     """``GET metrics``: this service's registry, OpenMetrics when the scraper asks for it.
 
-    Scrapers authenticate with a hub token holding ``metrics_scope``.
+    Scrapers authenticate with a hub token holding ``metrics_scope``, which no default role
+    grants; hub admins with access to this service may read them too. Access to the service
+    alone is not enough: every user holds it, so that the service can tell them no itself.
     """
 
     @property
@@ -262,7 +274,9 @@ class MetricsHandler(APIHandler):
         return {self.service.metrics_scope}
 
     def check_hub_user(self, model: dict[str, Any]) -> dict[str, Any]:
-        # The scope alone decides: a Prometheus token need not belong to an admin.
+        if model.get("admin") and self.hub_auth.check_scopes(self.hub_auth.access_scopes, model):
+            return model
+        # Else the scope alone decides: a Prometheus token need not belong to an admin.
         allowed: dict[str, Any] = HubOAuthenticated.check_hub_user(self, model)
         return allowed
 
@@ -310,4 +324,5 @@ def log_request(handler: RequestHandler) -> None:
         seconds * 1000,
     )
     service: HubServiceApp = handler.settings["service"]
-    service.request_duration.labels(request.method, type(handler).__name__, status).observe(seconds)
+    method = request.method if request.method in HTTP_METHODS else "other"
+    service.request_duration.labels(method, type(handler).__name__, status).observe(seconds)

@@ -9,12 +9,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 from nbgrader.coursedir import CourseDirectory
-from nbgrader.plugins.export import CsvExportPlugin
 from tornado.web import HTTPError, authenticated
 
 from ..common.web import BaseHandler, Setting
 from .adapter import CourseAccess, CourseAPIAccess
 from .courses import is_safe_id
+from .export import SafeCsvExportPlugin
 from .jobs import Jobs, Submitted, job_to_dict
 
 if TYPE_CHECKING:
@@ -232,7 +232,7 @@ class CancelBatchHandler(BatchHandler):
 class GradesExportHandler(CourseAccess):
     """``<course>/export/grades.csv`` and ``<course>/export/<assignment>/grades.csv``.
 
-    nbgrader's own CSV export (``nbgrader export``), as a download.
+    nbgrader's CSV export (``nbgrader export``), as a download, its cells neutralized.
     """
 
     @authenticated
@@ -254,7 +254,7 @@ class GradesExportHandler(CourseAccess):
             raise HTTPError(404, f"No assignment {assignment_id} in {self.course.id}.")
         with tempfile.TemporaryDirectory() as tmp:
             dest = Path(tmp) / "grades.csv"
-            exporter = CsvExportPlugin(
+            exporter = SafeCsvExportPlugin(
                 to=str(dest), assignment=[assignment_id] if assignment_id else []
             )
             try:

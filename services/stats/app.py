@@ -114,5 +114,10 @@ class Stats(HubServiceApp):
         )
         self.scheduler.add_periodic(self.poller.poll, self.poll_interval, name=POLL_JOB)
 
+    async def on_stop(self) -> None:
+        """A poll cancelled by SIGTERM may be committing: let it (within the grace period)."""
+        if self.poller is not None:
+            await self.poller.finish()
+
     def web_settings(self) -> dict[str, Any]:
         return {"store": self.store}

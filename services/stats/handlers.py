@@ -7,11 +7,10 @@ write; the answers come from :mod:`.store` and :mod:`.logic`.
 from __future__ import annotations
 
 import asyncio
-import csv
-import io
 
 from tornado.web import HTTPError, authenticated
 
+from ..common.csvsafe import csv_text
 from ..common.timeutil import utcnow
 from ..common.web import APIHandler, BaseHandler, Setting
 from . import logic
@@ -68,13 +67,9 @@ class UsageHandler(StatsViews, APIHandler):
                 }
             )
             return
-        out = io.StringIO()
-        writer = csv.DictWriter(out, fieldnames=logic.USAGE_FIELDS)
-        writer.writeheader()
-        writer.writerows(r.as_dict() for r in rows)
         self.set_header("Content-Type", "text/csv; charset=UTF-8")
         self.set_header("Content-Disposition", f'attachment; filename="usage-{first}-{last}.csv"')
-        self.finish(out.getvalue())
+        self.finish(csv_text(logic.USAGE_FIELDS, (r.as_dict() for r in rows)))
 
 
 class UserSessionsHandler(StatsViews, APIHandler):

@@ -32,6 +32,10 @@ USER_DELETED = "user_deleted"
 DAY = timedelta(days=1)
 #: Longest usage report, so one request cannot ask for centuries of rows.
 MAX_REPORT_DAYS = 3660
+#: Days a report may name: the epoch our buckets align to, up to where a day's end (and the
+#: 30-day default before it) is still a datetime; beyond, Python's dates overflow.
+FIRST_REPORT_DAY = date(1970, 1, 1)
+LAST_REPORT_DAY = date(9998, 12, 31)
 USAGE_FIELDS = ("user", "sessions", "server_hours", "active_hours", "days_active")
 
 
@@ -402,9 +406,14 @@ class UsageQuery:
 
 def _parse_day(name: str, value: str) -> date:
     try:
-        return date.fromisoformat(value)
+        day = date.fromisoformat(value)
     except ValueError:
         raise ValueError(f"{name} must be a date like 2026-01-31, not {value!r}") from None
+    if not FIRST_REPORT_DAY <= day <= LAST_REPORT_DAY:
+        raise ValueError(
+            f"{name} must be between {FIRST_REPORT_DAY} and {LAST_REPORT_DAY}, not {value!r}"
+        )
+    return day
 
 
 def parse_usage_query(args: Mapping[str, str], today: date) -> UsageQuery:
@@ -416,7 +425,11 @@ def parse_usage_query(args: Mapping[str, str], today: date) -> UsageQuery:
     if unknown:
         raise ValueError(f"unknown parameter {sorted(unknown)[0]!r}")
     last = _parse_day("to", args["to"]) if args.get("to") else today
-    first = _parse_day("from", args["from"]) if args.get("from") else last - timedelta(days=29)
+    first = (
+        _parse_day("from", args["from"])
+        if args.get("from")
+        else max(FIRST_REPORT_DAY, last - timedelta(days=29))
+    )
     if first > last:
         raise ValueError(f"from ({first}) is after to ({last})")
     if (last - first).days >= MAX_REPORT_DAYS:

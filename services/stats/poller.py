@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import contextlib
 import logging
+import threading
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from datetime import datetime, timedelta
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from ..common.hubapi import HubAPIError
 from ..common.timeutil import utcnow
@@ -19,6 +22,8 @@ log = logging.getLogger(__name__)
 
 #: Slack on top of two poll intervals before a vanished server counts as gone unobserved.
 GAP_SLACK = timedelta(seconds=10)
+
+T = TypeVar("T")
 
 
 class UserLister(Protocol):
@@ -53,6 +58,7 @@ class Poller:
         self.last: LastPoll | None = None
         self.rolled_day: datetime | None = None
         self.previous_poll: datetime | None = None
+        self._writing: concurrent.futures.Future[Any] | None = None
 
     async def poll(self) -> None:
         """One poll; a failure is counted and logged, and the next poll starts over."""
@@ -67,9 +73,38 @@ class Poller:
         finally:
             self.metrics.poll_duration.observe(time.monotonic() - started)
 
+    async def _store(self, call: Callable[..., T], *args: Any) -> T:
+        """Run a store method (one transaction) in a daemon thread of its own.
+
+        A poll's writes are one transaction (``StatsStore.apply``; the roll-up is another,
+        which resumes where it stopped): on SIGTERM :meth:`finish` lets it commit within the
+        service's grace period; past that the process exits without waiting for the thread
+        (a default-executor thread would keep it alive, e.g. behind a database lock), and the
+        database rolls the whole transaction back. Either way no poll is half-written.
+        """
+        future: concurrent.futures.Future[T] = concurrent.futures.Future()
+
+        def run() -> None:
+            if not future.set_running_or_notify_cancel():
+                return
+            try:
+                future.set_result(call(*args))
+            except BaseException as e:  # handed to the awaiting poll, which logs it
+                future.set_exception(e)
+
+        self._writing = future
+        threading.Thread(target=run, name="stats-store", daemon=True).start()
+        return await asyncio.wrap_future(future)
+
+    async def finish(self) -> None:
+        """Wait for the store call in flight, if any, to commit or roll back."""
+        if self._writing is not None:
+            with contextlib.suppress(Exception):  # the poll that made the call logs failures
+                await asyncio.shield(asyncio.wrap_future(self._writing))
+
     async def _poll(self) -> None:
         if self.state is None:
-            self.state = await asyncio.to_thread(self.store.load_state)
+            self.state = await self._store(self.store.load_state)
         users = [u async for u in self.hub.paginate("users")]  # pages of the client's page_size
         snapshot = logic.snapshot_from_users(users, utcnow(), self.hub.hub_version)
         state = self.state
@@ -78,7 +113,7 @@ class Poller:
             state.recorded_buckets, snapshot, self.store.bucket_seconds
         )
         joined, left = logic.membership_changes(state.open_memberships, snapshot.memberships)
-        opened = await asyncio.to_thread(self.store.apply, snapshot, changes, buckets, joined, left)
+        opened = await self._store(self.store.apply, snapshot, changes, buckets, joined, left)
 
         for closed in changes.closed:
             state.open_sessions.pop((closed.session.user, closed.session.server), None)
@@ -103,7 +138,7 @@ class Poller:
 
         today = logic.day_start(snapshot.taken)
         if self.rolled_day != today:
-            days = await asyncio.to_thread(self.store.roll_up, snapshot.taken)
+            days = await self._store(self.store.roll_up, snapshot.taken)
             self.rolled_day = today
             if days:
                 log.info("Rolled up %d day(s) of usage", days)

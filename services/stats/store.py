@@ -15,9 +15,8 @@ from sqlalchemy import (
     ColumnElement,
     MetaData,
     Table,
-    and_,
     delete,
-    false,
+    exists,
     func,
     insert,
     inspect,
@@ -284,7 +283,7 @@ class StatsStore:
                 members = self._memberships(session, query.group)
             rows: list[UserUsage] = []
             if query.start < split:
-                rows += self._rolled_usage(session, query, split, members)
+                rows += self._rolled_usage(session, query, split)
             live_end = min(query.end, logic.day_start(now) + DAY)
             if split < live_end:
                 for day, per_user in self._day_usage(session, split, live_end, now).items():
@@ -297,27 +296,24 @@ class StatsStore:
             return logic.merge_usage(rows)
 
     def _rolled_usage(
-        self,
-        session: Session,
-        query: UsageQuery,
-        end: datetime,
-        members: dict[str, list[tuple[datetime, datetime | None]]] | None,
+        self, session: Session, query: UsageQuery, end: datetime
     ) -> list[UserUsage]:
         filters: list[ColumnElement[bool]] = [DailyUsage.day >= query.start, DailyUsage.day < end]
         if query.user is not None:
             filters.append(DailyUsage.user == query.user)
-        if members is not None:
-            # membership is kept per day: the days a member was in the group at some time
-            spans = [
-                and_(
-                    DailyUsage.user == user,
-                    DailyUsage.day >= logic.day_start(joined),
-                    *([DailyUsage.day < left] if left is not None else []),
+        if query.group is not None:
+            # A semi-join on the memberships, so the statement's size does not grow with the
+            # group's (one OR term per membership failed at about 1,000 on SQLite), and a day
+            # counts once however many of the user's memberships it overlaps. Membership is
+            # kept per day: the days a member was in the group at some time, as _member_on.
+            filters.append(
+                exists().where(
+                    GroupMembership.group == query.group,
+                    GroupMembership.user == DailyUsage.user,
+                    DailyUsage.day >= func.date(GroupMembership.joined),
+                    or_(GroupMembership.left.is_(None), DailyUsage.day < GroupMembership.left),
                 )
-                for user, intervals in members.items()
-                for joined, left in intervals
-            ]
-            filters.append(or_(*spans) if spans else false())
+            )
         result = session.execute(
             select(
                 DailyUsage.user,

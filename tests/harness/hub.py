@@ -50,7 +50,8 @@ class Hub:
     """One JupyterHub subprocess in ``workdir`` with our chosen services.
 
     ``service_args`` passes command-line options to a service (``{"cull": ["--timeout=60"]}``),
-    ``extra_config`` is appended to ``jupyterhub_config.py`` (spawner choice, more users...).
+    ``extra_config`` is appended to ``jupyterhub_config.py`` (spawner choice, more users...),
+    ``prometheus_token`` adds the snippet's ``prometheus`` service with that token.
     """
 
     def __init__(
@@ -61,6 +62,7 @@ class Hub:
         service_args: Mapping[str, Sequence[str]] | None = None,
         extra_config: str = "",
         recipe: str | None = None,
+        prometheus_token: str | None = None,
     ) -> None:
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -68,6 +70,7 @@ class Hub:
         self.service_args = dict(service_args or {})
         self.extra_config = extra_config
         self.recipe = recipe
+        self.prometheus_token = prometheus_token
         self.port = free_port()
         self.hub_port = free_port()
         self.proxy_api_port = free_port()
@@ -91,6 +94,7 @@ class Hub:
             ports=self.service_ports,
             args=self.service_args,
             data_dir=str(work / "data"),
+            prometheus=self.prometheus_token is not None,
         )
         essentials = f"""\
 c.JupyterHub.bind_url = {self.url!r}
@@ -162,6 +166,8 @@ for _service in _services:
         env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
         # the hub imports test-only code (tests.harness.lightspawner) from the project
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+        if self.prometheus_token is not None:  # the snippet's prometheus service reads it
+            env["PROMETHEUS_API_TOKEN"] = self.prometheus_token
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "jupyterhub", "-f", str(self.config_path)],

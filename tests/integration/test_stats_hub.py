@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import io
+import secrets
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -40,6 +41,7 @@ def stats_hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hub]:
         services=["stats"],
         service_args={"stats": ["--poll-interval=1", f"--metrics-groups={GROUP}"]},
         extra_config=CONFIG,
+        prometheus_token=secrets.token_hex(32),
     )
     with hub:
         yield hub
@@ -162,10 +164,18 @@ async def test_usage_exports_and_bad_parameters(
         ({"from": "last week"}, "from must be a date"),
         ({"from": "2026-02-01", "to": "2026-01-01"}, "is after to"),
         ({"format": "xlsx"}, "format must be json or csv"),
+        ({"from": "0001-01-01"}, "from must be between 1970-01-01 and 9998-12-31"),
+        ({"to": "0001-01-01"}, "to must be between 1970-01-01 and 9998-12-31"),
+        ({"to": "9999-12-31"}, "to must be between 1970-01-01 and 9998-12-31"),
+        ({"from": "9999-12-31", "format": "csv"}, "from must be between"),
+        ({"to": "\u2603\x00"}, "to must be a date like 2026-01-31"),
     ]:
         bad = admin_get("api/usage", params=params)
         assert bad.status_code == 400
         assert message in bad.json()["message"]
+    for params in [{"from": "9998-12-01", "to": "9998-12-31"}, {"to": "1970-01-02"}]:
+        edge = admin_get("api/usage", params=params)
+        assert edge.status_code == 200 and edge.json()["users"] == [], params
     assert admin_get("api/dashboard", params={"range": "year"}).status_code == 400
 
     await api.create_users(["student-x"])
@@ -194,15 +204,15 @@ async def test_metrics_pass_promtool_and_prometheus_scrapes_them(
     # no series may clash with the hub's own metrics
     assert all(n.startswith("hubservices_stats_") for (n, _) in metrics(text))
 
-    # the scraper is a plain user whose token can do nothing but reach the stats service
-    await api.create_users(["prometheus"])
-    token = await api.create_token("prometheus", scopes=["access:services!service=stats"])
-    prom = prometheus(stats_hub.service_url("stats", "metrics"), token)
+    # the scraper is the generated prometheus service, whose token can only read metrics
+    assert stats_hub.prometheus_token
+    prom = prometheus(stats_hub.service_url("stats", "metrics"), stats_hub.prometheus_token)
     up = prom.wait_for('up{job="hubservices-stats"} == 1')
     assert up[0]["value"][1] == "1"
     running = prom.wait_for('hubservices_stats_servers{state="running",kind="named"}')
     assert running[0]["value"][1] == "1"
-    assert prom.wait_for("hubservices_stats_users")[0]["value"][1] == "6"
+    # admin, a b, dana#1, carol, student-x
+    assert prom.wait_for("hubservices_stats_users")[0]["value"][1] == "5"
     assert prom.wait_for('hubservices_stats_active_users{window="24h"}')
 
 
@@ -246,3 +256,24 @@ async def test_restart_mid_session_loses_and_duplicates_nothing(
     m = metrics(admin_get("metrics").text)
     assert m.get(("hubservices_stats_server_starts_total", ()), 0) == 0  # nothing new started
     assert m[("hubservices_stats_servers", (("kind", "named"), ("state", "running")))] == 1
+
+
+async def test_usage_csv_opens_hostile_usernames_as_text(
+    stats_hub: Hub, api: HubAPI, admin_get: Callable[..., httpx.Response]
+) -> None:
+    """Usernames a spreadsheet would run as formulas (OWASP's CSV injection)."""
+    hostile = ['=hyperlink("http:evil","x")', "+cmd|' -c calc'!a0", "-2+3", "@sum(1+1)"]
+    await api.create_users(hostile)
+    for name in hostile:
+        await api.start_server(name)
+
+    def usage() -> dict[str, dict] | None:
+        users = {u["user"]: u for u in admin_get("api/usage").json()["users"]}
+        return users if all(users.get(n, {}).get("sessions") for n in hostile) else None
+
+    wait_until(usage, what="sessions of the hostile users")
+    r = admin_get("api/usage", params={"format": "csv"})
+    rows = {row["user"]: row for row in csv.DictReader(io.StringIO(r.text, newline=""))}
+    for name in hostile:
+        assert int(rows["'" + name]["sessions"]) == 1, rows.keys()
+    assert not any(user.startswith(("=", "+", "-", "@")) for user in rows)

@@ -128,6 +128,42 @@ def test_bad_config_is_one_line_and_exit_2(argv: list[str], says: str) -> None:
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.parametrize(
+    "module, argv, says",
+    [
+        ("hubservices.cull", ["--HubServiceApp.api_token=s3cret"], "$JUPYTERHUB_API_TOKEN"),
+        ("hubservices.stats", ["--Stats.api_token", "s3cret"], "$JUPYTERHUB_API_TOKEN"),
+        (
+            "hubservices.stats",
+            ["--db-url=postgresql://stats:s3cret@db/hub"],
+            "db_url holds a secret",
+        ),
+        ("hubservices.cull", ["--hub-api-url=http://u:s3cret@hub/api"], "--config"),
+        (
+            "hubservices.formgrader",
+            [
+                "--FormGrader.courses="
+                '{"c1": {"root": "/tmp/c1", "db_url": "postgresql://u:s3cret@db/c1"}}'
+            ],
+            "--FormGrader.courses holds a secret",
+        ),
+    ],
+)
+def test_secret_on_the_command_line_is_refused(module: str, argv: list[str], says: str) -> None:
+    """argv is visible to every local user in ps: one line naming the safe ways, exit 2."""
+    result = run_service(module, *argv)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert says in lines[0] and "config file (--config)" in lines[0]
+    assert "s3cret" not in result.stderr
+
+
+def test_database_url_without_a_password_is_fine_on_the_command_line(tmp_path: Path) -> None:
+    app = configured(f"--db-url=sqlite:///{tmp_path}/x.sqlite")
+    assert app.db_url.endswith("x.sqlite")
+
+
 def test_missing_token_is_one_line_and_exit_2() -> None:
     result = run_service("hubservices.cull", env={"JUPYTERHUB_API_TOKEN": ""})
     assert result.returncode == 2
@@ -146,6 +182,24 @@ def test_cookie_secret_is_private_and_survives_restart(tmp_path: Path) -> None:
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
 
 
+async def test_new_data_directory_and_database_are_private(tmp_path: Path) -> None:
+    """A service's data directory and SQLite file, created under a 022 umask: ours only."""
+    from hubservices.stats.app import Stats
+
+    data = tmp_path / "srv" / "stats"
+    app = Stats()
+    app.initialize([f"--data-dir={data}"])
+    old_umask = os.umask(0o022)
+    try:
+        await app.open()
+        await app.close()
+    finally:
+        os.umask(old_umask)
+    assert stat.S_IMODE(data.stat().st_mode) == 0o700
+    assert stat.S_IMODE(data.parent.stat().st_mode) == 0o700
+    assert stat.S_IMODE((data / "hubservices.sqlite").stat().st_mode) == 0o600
+
+
 def test_formgrader_courses_come_from_grader_groups() -> None:
     app = FormGrader()
     model = {"name": "i", "groups": ["formgrade-course101", "formgrade-bio 2", "students"]}
@@ -158,13 +212,13 @@ def test_formgrader_courses_come_from_grader_groups() -> None:
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_signal_stops_service_within_5_seconds(tmp_path: Path, sig: signal.Signals) -> None:
-    port = free_port()
+    port, hub_port = free_port(), free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "hubservices.stats", f"--data-dir={tmp_path}"],
         env={
             **os.environ,
             "JUPYTERHUB_API_TOKEN": "t",
-            "JUPYTERHUB_API_URL": f"http://127.0.0.1:{free_port()}/hub/api",
+            "JUPYTERHUB_API_URL": f"http://127.0.0.1:{hub_port}/hub/api",
             "JUPYTERHUB_SERVICE_URL": f"http://127.0.0.1:{port}",
         },
         stdout=subprocess.PIPE,
@@ -180,7 +234,9 @@ def test_signal_stops_service_within_5_seconds(tmp_path: Path, sig: signal.Signa
                 assert time.monotonic() < deadline, "service did not start"
                 assert proc.poll() is None, proc.communicate()[0].decode()
                 time.sleep(0.1)
-        assert r.json()["hub"]["reachable"] is False
+        # anonymous callers learn that the hub does not answer, not where it lives
+        assert r.json()["hub"] == {"reachable": False}
+        assert str(hub_port) not in r.text
         start = time.monotonic()
         proc.send_signal(sig)
         assert proc.wait(timeout=5) == 0

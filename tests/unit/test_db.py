@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import stat
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -125,6 +127,31 @@ def test_sqlite_is_tuned_for_concurrent_services(tmp_path: Path) -> None:
             assert pragma("PRAGMA foreign_keys").scalar() == 1
     finally:
         db.dispose()
+
+
+def test_sqlite_files_and_directories_are_private(tmp_path: Path) -> None:
+    """Usage history, audit trails: readable by the service's user only, whatever the umask."""
+    before = mode(tmp_path)
+    old_umask = os.umask(0o022)
+    try:
+        path = tmp_path / "data" / "deeper" / "hub.db"
+        db = Database(f"sqlite:///{path}", migrations=ITEMS, version_table="alembic_version_items")
+        try:
+            db.upgrade()
+            with db.session() as session:
+                session.add(Item(name="x"))
+            files = [path, path.with_name("hub.db-wal"), path.with_name("hub.db-shm")]
+            assert {f.name: mode(f) for f in files} == {f.name: 0o600 for f in files}
+            assert mode(path.parent) == mode(path.parent.parent) == 0o700
+        finally:
+            db.dispose()
+    finally:
+        os.umask(old_umask)
+    assert mode(tmp_path) == before  # a directory that was there keeps its mode
+
+
+def mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
 
 
 @pytest.mark.parametrize("bad_url", ["not a url", "nosuchdb://host/db"])

@@ -72,3 +72,47 @@ def test_the_image_installs_with_the_script_the_tests_use() -> None:
     dockerfile = (DEPLOY / "compose" / "Dockerfile").read_text()
     assert re.search(r"^RUN deploy/install\.sh ", dockerfile, re.MULTILINE)
     assert "deploy/install.sh" in (ROOT / "Makefile").read_text()
+
+
+def compose_hub_config(monkeypatch: pytest.MonkeyPatch, text: str, **env: str) -> Any:
+    """The compose recipe's jupyterhub_config.py run as the hub runs it, with ``env``."""
+    from traitlets.config import Config
+
+    monkeypatch.setenv("HUBSERVICES_DATABASE_URL", "postgresql://hubservices@postgres/hubservices")
+    monkeypatch.setenv("PROMETHEUS_API_TOKEN", "0" * 64)
+    monkeypatch.delenv("HUB_ADDRESS", raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    config = Config()
+    exec(compile(text, "jupyterhub_config.py", "exec"), {"get_config": lambda: config})
+    return config
+
+
+def test_compose_publishes_the_dummy_hub_on_loopback_only(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    hub = yaml.safe_load((DEPLOY / "compose" / "docker-compose.yml").read_text())["services"]["hub"]
+    assert hub["ports"] == ["${HUB_ADDRESS:-127.0.0.1}:${HUB_PORT:-8000}:8000"]
+    assert hub["environment"]["HUB_ADDRESS"] == "${HUB_ADDRESS:-127.0.0.1}"
+
+    text = (DEPLOY / "compose" / "jupyterhub_config.py").read_text()
+    config = compose_hub_config(monkeypatch, text)  # HUB_ADDRESS unset: the host's loopback
+    assert config.JupyterHub.authenticator_class == "dummy"
+    with pytest.raises(SystemExit, match="HUB_ADDRESS=0.0.0.0 would publish a hub that takes any"):
+        compose_hub_config(monkeypatch, text, HUB_ADDRESS="0.0.0.0")
+
+    real = text.replace('authenticator_class = "dummy"', 'authenticator_class = "github"')
+    assert real != text
+    assert compose_hub_config(monkeypatch, real, HUB_ADDRESS="0.0.0.0").JupyterHub.bind_url
+
+
+def test_compose_prometheus_holds_only_the_metrics_scope(monkeypatch: pytest.MonkeyPatch) -> None:
+    from hubservices.common.app import METRICS_SCOPE
+
+    text = (DEPLOY / "compose" / "jupyterhub_config.py").read_text()
+    config = compose_hub_config(monkeypatch, text)
+    assert METRICS_SCOPE in config.JupyterHub.custom_scopes
+    roles = {role["name"]: role for role in config.JupyterHub.load_roles}
+    assert roles["hubservices-metrics"]["scopes"] == [METRICS_SCOPE]
+    assert roles["hubservices-metrics"]["services"] == ["prometheus"]
+    assert METRICS_SCOPE not in roles["user"]["scopes"]

@@ -231,7 +231,11 @@ def test_usage_query_defaults_and_inclusive_days() -> None:
         ({"from": "yesterday"}, "from must be a date like 2026-01-31, not 'yesterday'"),
         ({"to": "2026-13-01"}, "to must be a date"),
         ({"from": "2026-02-01", "to": "2026-01-01"}, "from (2026-02-01) is after to (2026-01-01)"),
-        ({"from": "1900-01-01"}, "at most 3660 days"),
+        ({"from": "1990-01-01"}, "at most 3660 days"),
+        ({"from": "0001-01-01"}, "from must be between 1970-01-01 and 9998-12-31, not '0001-"),
+        ({"to": "9999-12-31"}, "to must be between 1970-01-01 and 9998-12-31, not '9999-12-31'"),
+        ({"to": "10000-01-01"}, "to must be a date like 2026-01-31, not '10000-01-01'"),
+        ({"from": "2026-01-01\x00"}, "from must be a date like 2026-01-31"),
         ({"format": "xml"}, "format must be json or csv, not 'xml'"),
         ({"form": "2026-01-01"}, "unknown parameter 'form'"),
     ],
@@ -239,6 +243,20 @@ def test_usage_query_defaults_and_inclusive_days() -> None:
 def test_bad_usage_query_says_why(args: dict[str, str], message: str) -> None:
     with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
         logic.parse_usage_query(args, date(2026, 3, 4))
+
+
+@pytest.mark.parametrize(
+    ("args", "first", "last"),
+    [
+        ({"from": "9998-12-01", "to": "9998-12-31"}, date(9998, 12, 1), date(9998, 12, 31)),
+        ({"to": "1970-01-05"}, date(1970, 1, 1), date(1970, 1, 5)),  # 30 days back stop at 1970
+    ],
+)
+def test_usage_query_at_the_edges_of_the_calendar(
+    args: dict[str, str], first: date, last: date
+) -> None:
+    q = logic.parse_usage_query(args, date(2026, 3, 4))
+    assert (q.start.date(), q.end.date()) == (first, last + timedelta(days=1))
 
 
 def test_time_series_counts_active_users_and_running_servers_per_step() -> None:

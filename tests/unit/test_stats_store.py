@@ -6,6 +6,8 @@ clock by a variable: these tests are about what is stored, the real hub is in in
 
 from __future__ import annotations
 
+import asyncio
+import sqlite3
 from collections.abc import AsyncIterator, Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -20,11 +22,11 @@ from sqlalchemy import Column, DateTime, Integer, MetaData, String, Table, func,
 from hubservices.common.db import Database
 from hubservices.common.hubapi import HubUnavailable
 from hubservices.stats import poller as poller_module
-from hubservices.stats.logic import UsageQuery, iso
+from hubservices.stats.logic import DAY, UsageQuery, day_start, iso
 from hubservices.stats.metrics import PollMetrics
 from hubservices.stats.models import ActivityBucket, Base, DailyUsage, ServerSession
 from hubservices.stats.poller import Poller
-from hubservices.stats.store import StatsStore
+from hubservices.stats.store import RANGES, StatsStore
 
 DAY0 = datetime(2026, 3, 2)  # a Monday
 
@@ -254,3 +256,80 @@ async def test_dashboard_and_culls(db: Database, clock: Clock) -> None:
     assert shown is not None
     assert shown["columns"] == ["at", "user"]
     assert shown["rows"][0][1] == "bob"
+
+
+async def test_a_2000_member_group_in_every_dashboard_range(db: Database, clock: Clock) -> None:
+    """A group of 2,000 (one OR term per membership failed from about 1,000 on SQLite: the
+    dashboard, which shows the largest groups, answered 500 for everyone)."""
+    size = 2000
+    members = [f"m{i:04d}" for i in range(size)]
+    hub = StubHub()
+    start = clock.now  # Monday 09:00: everyone joins "big" then, some run a server
+    hub.users = [
+        user(name, {"": start} if i % 4 == 0 else None, last=start, groups=["big"])
+        for i, name in enumerate(members)
+    ] + [user("outsider", {"": start}, last=start)]
+    poller = make_poller(db, hub, interval=3600)
+    await poller.poll()
+    clock.advance(days=2)  # the next poll rolls Monday and Tuesday up into the daily table
+    await poller.poll()
+    with db.session() as s:
+        # Monday: everyone active; Tuesday: the servers still running; the outsider both days
+        assert s.scalar(select(func.count()).select_from(DailyUsage)) == size + size // 4 + 2
+
+    rolled = UsageQuery(DAY0, DAY0 + timedelta(days=2), None, "big", "json")
+    report = {r.user: r for r in poller.store.usage(rolled, clock.now)}
+    assert len(report) == size and "outsider" not in report  # all were active on Monday
+    # Monday counts although they joined at 09:00: membership is by day
+    assert report["m0000"].days_active == 2
+    assert report["m0000"].server_hours == pytest.approx(15 + 24)
+    assert report["m0001"].server_hours == 0
+
+    for range_name, (length, _step) in RANGES.items():
+        board = poller.store.dashboard(range_name, clock.now)
+        big = next(g for g in board["groups"] if g["group"] == "big")
+        assert big["members"] == size
+        assert big["active_users"] == (size if range_name != "day" else 0)
+        first_day = max(DAY0, day_start(clock.now - length))
+        everyone = UsageQuery(first_day, day_start(clock.now) + DAY, None, None, "json")
+        rows = poller.store.usage(everyone, clock.now)
+        expected = sum(r.server_hours for r in rows if r.user != "outsider")
+        assert big["server_hours"] == pytest.approx(expected, abs=0.01)
+        assert big["server_hours"] > size // 4 * 24 * (1 if range_name == "day" else 1.5)
+
+
+async def test_database_locked_35_seconds_fails_one_poll_and_loses_nothing(
+    tmp_path: Path, clock: Clock
+) -> None:
+    """Another process holds SQLite's write lock longer than the busy timeout (30 s)."""
+    path = tmp_path / "stats.sqlite"
+    db = Database(
+        f"sqlite:///{path}",
+        migrations="hubservices.stats.migrations",
+        version_table="alembic_version_stats",
+    )
+    db.upgrade()
+    hub = StubHub()
+    hub.users = [user("ann", {"": clock.now}, last=clock.now)]
+    poller = make_poller(db, hub)
+    await poller.poll()
+    locker = sqlite3.connect(path, isolation_level=None)
+    try:
+        locker.execute("BEGIN IMMEDIATE")  # the write lock, as a long writer holds it
+        clock.advance(minutes=1)
+        hub.users.append(user("bob", {"": clock.now}, last=clock.now, groups=["c1"]))
+        hub.users[0]["servers"] = {}  # ann stopped
+        release = asyncio.get_running_loop().call_later(35, locker.rollback)
+        await poller.poll()  # waits the busy timeout, fails, is counted
+        assert poller.metrics.poll_errors._value.get() == 1
+        assert [(s[0], s[3]) for s in sessions(db)] == [("ann", None)]
+        await asyncio.sleep(max(0.0, release.when() - asyncio.get_running_loop().time()) + 0.1)
+        clock.advance(minutes=1)
+        await poller.poll()  # the next poll, after the lock: every change stored once
+    finally:
+        locker.close()
+        db.dispose()
+    assert poller.metrics.poll_errors._value.get() == 1
+    stored = {s[0]: s for s in sessions(db)}
+    assert len(sessions(db)) == 2
+    assert stored["ann"][4] == "stopped" and stored["bob"][3] is None
