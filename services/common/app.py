@@ -30,7 +30,7 @@ from jupyterhub.services.auth import HubOAuth
 from prometheus_client import CollectorRegistry, Gauge, Histogram, Info
 from tornado.httpserver import HTTPServer
 from tornado.web import Application as TornadoApplication
-from traitlets import Bool, Integer, TraitError, Unicode, default, validate
+from traitlets import Bool, Float, Integer, TraitError, Unicode, default, validate
 from traitlets import Set as SetTrait
 from traitlets.config import Application, Configurable
 from traitlets.config.loader import KVArgParseConfigLoader
@@ -190,6 +190,14 @@ class HubServiceApp(Application):
 
     metrics_allow_anonymous = Bool(
         False, help="Serve /metrics without authentication (only behind a trusted network)."
+    ).tag(config=True)
+
+    shutdown_grace = Float(
+        SHUTDOWN_GRACE_SECONDS,
+        min=0,
+        help="""Seconds background work (a cull cycle's stops in flight) may take to finish on
+        SIGTERM or SIGINT before it is interrupted. A hub-managed service is killed 15 s after
+        the hub's SIGINT (LocalProcessSpawner's interrupt and term timeouts).""",
     ).tag(config=True)
 
     hub_timeout = Integer(30, help="Seconds before a hub API request times out.").tag(config=True)
@@ -445,14 +453,12 @@ class HubServiceApp(Application):
         await self.on_start()
 
     async def close(self) -> None:
-        """Stop scheduling, give :meth:`on_stop` ``SHUTDOWN_GRACE_SECONDS``, close the rest."""
+        """Stop scheduling, give :meth:`on_stop` ``shutdown_grace`` seconds, close the rest."""
         self.scheduler.shutdown()
         try:
-            await asyncio.wait_for(self.on_stop(), SHUTDOWN_GRACE_SECONDS)
+            await asyncio.wait_for(self.on_stop(), self.shutdown_grace)
         except TimeoutError:
-            self.log.warning(
-                "Background work did not stop in %ss; leaving it", SHUTDOWN_GRACE_SECONDS
-            )
+            self.log.warning("Background work did not stop in %ss; leaving it", self.shutdown_grace)
         if self.migrations:
             self.db.dispose()
         await self.hub.aclose()

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from prometheus_client import CollectorRegistry
-from traitlets import Bool, Dict, Integer, List, TraitError, Unicode, validate
+from traitlets import Bool, Dict, Integer, List, TraitError, Unicode, default, validate
 
 from ..common.app import HubServiceApp
 from ..common.hubapi import HubAPI, HubAPIError
@@ -166,7 +166,9 @@ class Culler(HubServiceApp):
         if self.cull_users:
             scopes.add("admin:users")  # delete users; read their admin flag and creation time
         if self.busy_kernels:
-            scopes.add("access:servers")  # ask servers about their kernels
+            # issue (and revoke) a one-minute token for each server asked about its kernels,
+            # so that our own token never reaches a server; we hold no access:servers at all
+            scopes.add("tokens")
         return sorted(scopes)
 
     # -- running -----------------------------------------------------------------------------
@@ -181,8 +183,13 @@ class Culler(HubServiceApp):
         self.metrics = CullMetrics(registry)
         return registry
 
+    @default("shutdown_grace")
+    def _time_for_stops(self) -> float:
+        return 10.0
+
     async def on_start(self) -> None:
         self.audit = Audit(self.db)
+        self.running_task: asyncio.Task[CycleResult] | None = None
         self.last_cycle = LastCycle()
         self.cull_job = self.scheduler.add_periodic(self.cull_once, self.cull_interval, name="cull")
         log.info(
@@ -194,11 +201,15 @@ class Culler(HubServiceApp):
         )
 
     async def run_cycle(self) -> CycleResult:
-        """One cycle with the current options; its result is what the status page shows."""
-        cycle = CullCycle(
-            self.hub, self.policy(), self.options(), self.audit, self.metrics, token=self.api_token
+        """One cycle with the current options; its result is what the status page shows.
+
+        The cycle runs as a task of its own, which shutdown (:meth:`on_stop`) waits for.
+        """
+        self.running_cycle = CullCycle(
+            self.hub, self.policy(), self.options(), self.audit, self.metrics
         )
-        self.last_cycle.result = await cycle.run()
+        self.running_task = asyncio.create_task(self.running_cycle.run())
+        self.last_cycle.result = await self.running_task
         return self.last_cycle.result
 
     async def cull_once(self) -> None:
@@ -208,8 +219,21 @@ class Culler(HubServiceApp):
         except HubAPIError as e:
             log.error("Cull cycle failed: %s; next try at %s", e, self.cull_job.next_run())
         except asyncio.CancelledError:
-            # shutting down mid-cycle: what was stopped is recorded, the rest waits for next time
-            log.info("Cull cycle interrupted by shutdown")
+            # shutting down past the grace period: every stop sent has its audit row
+            log.warning("Cull cycle interrupted by shutdown")
+
+    async def on_stop(self) -> None:
+        """Let a running cycle finish the stops in flight, sending no new ones.
+
+        At ``shutdown_grace`` seconds, the caller cancels this wait and with it the cycle,
+        which records itself as interrupted; only then are the hub client and database closed.
+        """
+        task = self.running_task
+        if task is None or task.done():
+            return
+        self.running_cycle.close()
+        log.info("Shutting down: waiting up to %ss for the stops in flight", self.shutdown_grace)
+        await task
 
     def web_settings(self) -> dict[str, Any]:
         return {
