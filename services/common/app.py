@@ -44,6 +44,8 @@ from .web import NotFoundHandler, Route, common_handlers, log_request
 
 COMMON_DIR = Path(__file__).parent
 SHUTDOWN_GRACE_SECONDS = 4.0
+#: After ``shutdown_grace``, what :meth:`HubServiceApp.on_stop` has to record what it cut short.
+INTERRUPT_SECONDS = 3.0
 HUB_STATUS_SECONDS = 5.0
 HUB_CHECK_TIMEOUT = 3.0
 
@@ -318,7 +320,8 @@ class HubServiceApp(Application):
         hub client, metrics and migrated database are ready. Jobs start after this returns."""
 
     async def on_stop(self) -> None:
-        """Stop background work the scheduler does not own; must finish within a few seconds.
+        """Stop background work the scheduler does not own, within ``shutdown_grace`` seconds
+        (then ``INTERRUPT_SECONDS`` more to record what it cut short, and it is cancelled).
         Scheduling has stopped already; the database and hub client close after this."""
 
     # -- running ----------------------------------------------------------------------------
@@ -453,12 +456,14 @@ class HubServiceApp(Application):
         await self.on_start()
 
     async def close(self) -> None:
-        """Stop scheduling, give :meth:`on_stop` ``shutdown_grace`` seconds, close the rest."""
+        """Stop scheduling, let :meth:`on_stop` finish (``shutdown_grace`` seconds, then
+        ``INTERRUPT_SECONDS`` to record what it interrupted), close the rest."""
         self.scheduler.shutdown()
+        limit = self.shutdown_grace + INTERRUPT_SECONDS
         try:
-            await asyncio.wait_for(self.on_stop(), self.shutdown_grace)
+            await asyncio.wait_for(self.on_stop(), limit)
         except TimeoutError:
-            self.log.warning("Background work did not stop in %ss; leaving it", self.shutdown_grace)
+            self.log.warning("Background work did not stop in %ss; leaving it", limit)
         if self.migrations:
             self.db.dispose()
         await self.hub.aclose()

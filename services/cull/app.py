@@ -203,13 +203,14 @@ class Culler(HubServiceApp):
     async def run_cycle(self) -> CycleResult:
         """One cycle with the current options; its result is what the status page shows.
 
-        The cycle runs as a task of its own, which shutdown (:meth:`on_stop`) waits for.
+        The cycle runs as a task of its own, which shutdown (:meth:`on_stop`) waits for:
+        the scheduler's shutdown cancels its jobs' tasks, and must not cancel the stops.
         """
         self.running_cycle = CullCycle(
             self.hub, self.policy(), self.options(), self.audit, self.metrics
         )
         self.running_task = asyncio.create_task(self.running_cycle.run())
-        self.last_cycle.result = await self.running_task
+        self.last_cycle.result = await asyncio.shield(self.running_task)
         return self.last_cycle.result
 
     async def cull_once(self) -> None:
@@ -219,21 +220,30 @@ class Culler(HubServiceApp):
         except HubAPIError as e:
             log.error("Cull cycle failed: %s; next try at %s", e, self.cull_job.next_run())
         except asyncio.CancelledError:
-            # shutting down past the grace period: every stop sent has its audit row
-            log.warning("Cull cycle interrupted by shutdown")
+            # the scheduler's shutdown cancels this job; the cycle itself is on_stop's to end
+            log.debug("Cull job cancelled by shutdown")
 
     async def on_stop(self) -> None:
         """Let a running cycle finish the stops in flight, sending no new ones.
 
-        At ``shutdown_grace`` seconds, the caller cancels this wait and with it the cycle,
-        which records itself as interrupted; only then are the hub client and database closed.
+        Past ``shutdown_grace`` seconds the cycle is cancelled and records itself as
+        interrupted; only then are the hub client and database closed.
         """
         task = self.running_task
         if task is None or task.done():
             return
         self.running_cycle.close()
         log.info("Shutting down: waiting up to %ss for the stops in flight", self.shutdown_grace)
-        await task
+        done, _ = await asyncio.wait({task}, timeout=self.shutdown_grace)
+        if done:
+            log.info("Cull cycle ended before shutdown")
+            return
+        log.warning(
+            "Cull cycle interrupted by shutdown: stops still in flight after %ss",
+            self.shutdown_grace,
+        )
+        task.cancel()
+        await asyncio.wait({task})
 
     def web_settings(self) -> dict[str, Any]:
         return {

@@ -6,6 +6,7 @@ import asyncio
 import json
 import os
 import re
+import sqlite3
 import subprocess
 import sys
 import time
@@ -489,6 +490,10 @@ async def test_a_busy_kernel_keeps_its_server(tmp_path: Path) -> None:
             busy = await cull.cycle()
             assert busy["kept_busy"] == 1 and busy["culled_servers"] == 0
             assert "" in await servers_of(api, "cruncher")
+            # asked with a token the hub issued cruncher for this server, revoked after
+            assert "Service cull requested API token for cruncher" in hub.log_tail(400)
+            tokens = (await api.get("users", "cruncher", "tokens"))["api_tokens"]
+            assert not [t for t in tokens if "culler asks" in (t["note"] or "")], tokens
 
             await server.post(f"api/kernels/{kernel['id']}/interrupt")
             for _ in range(100):
@@ -501,3 +506,77 @@ async def test_a_busy_kernel_keeps_its_server(tmp_path: Path) -> None:
             await cull.http.aclose()
     finally:
         hub.stop()
+
+
+EXTERNAL_CULL_ROLE = """
+c.JupyterHub.services.append({{"name": "cull", "api_token": {token!r}}})
+c.JupyterHub.load_roles.append({{"name": "cull", "services": ["cull"],
+    "scopes": ["list:users", "read:users:activity", "read:servers", "delete:servers"]}})
+"""
+
+
+@pytest.mark.parametrize("grace", [30, 0])
+async def test_sigterm_mid_cycle_leaves_every_stop_in_the_audit(tmp_path: Path, grace: int) -> None:
+    """SIGTERM while stops are in flight: with a grace period the cycle finishes them and is
+    recorded with what it left for next time; without one it is recorded as interrupted. Either
+    way every server the hub stopped has its audit row, and nothing raises."""
+    token = "external-culler-token-" + os.urandom(8).hex()
+    hub = Hub(
+        tmp_path / "hub",
+        services=[],
+        extra_config=LIGHT
+        + "c.LightSpawner.stop_delay = 3.0\n"
+        + EXTERNAL_CULL_ROLE.format(token=token),
+    )
+    names = [f"s{i}" for i in range(8)]
+    hub.start()
+    proc = None
+    try:
+        async with HubAPI(hub.api_url, hub.admin_token) as api:
+            await api.create_users(names)
+            await asyncio.gather(*(start(api, n, idle_seconds=4000) for n in names))
+            proc = external_culler(
+                hub,
+                token,
+                tmp_path / "data",
+                "--timeout=600",
+                "--cull-every=3600",
+                "--concurrency=2",
+                f"--shutdown-grace={grace}",
+            )
+            for _ in range(300):  # the first stops are in flight
+                users = await api.list_users(state="active")
+                if any(u["servers"].get("", {}).get("pending") == "stop" for u in users):
+                    break
+                await asyncio.sleep(0.1)
+            else:
+                pytest.fail("no stop began")
+            proc.terminate()
+            out, _ = proc.communicate(timeout=60)
+            assert proc.returncode == 0, out
+            for _ in range(100):  # the hub finishes the stops it was asked for
+                users = await api.list_users(state="active")
+                if not any(u["servers"].get("", {}).get("pending") for u in users):
+                    break
+                await asyncio.sleep(0.2)
+            running = {u["name"] for u in await api.list_users(state="ready")}
+    finally:
+        if proc and proc.poll() is None:
+            out = stop_and_read(proc)
+        hub.stop()
+    stopped = set(names) - running
+    with sqlite3.connect(tmp_path / "data" / "hubservices.sqlite") as db:
+        culls = dict(db.execute("SELECT user, outcome FROM culls").fetchall())
+        [(finished, error)] = db.execute("SELECT finished_at, error FROM cull_cycles").fetchall()
+    assert "Traceback" not in out, out
+    assert stopped and running, "SIGTERM came mid-cycle: some stopped, some left"
+    assert stopped <= set(culls), (stopped, culls)  # no server the hub stopped lacks its row
+    assert finished is not None
+    if grace:
+        assert set(culls.values()) == {"stopped"}, culls  # the stops in flight were waited for
+        assert set(culls) == stopped
+        assert error == f"interrupted by shutdown: {len(running)} due left for the next cycle"
+    else:
+        assert "requested" in culls.values(), culls  # sent, answer not waited for
+        assert error == "interrupted by shutdown: stops in flight were not waited for"
+        assert "Cull cycle interrupted by shutdown" in out
