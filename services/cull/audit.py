@@ -14,7 +14,7 @@ from sqlalchemy.exc import OperationalError
 
 from ..common.db import Database
 from ..common.timeutil import as_utc, parse_time, utcnow
-from .models import Cull, CullWarning, Cycle
+from .models import Cull, CullExtension, CullWarning, Cycle
 from .policy import Verdict
 
 if TYPE_CHECKING:
@@ -109,26 +109,52 @@ class Audit:
             session.execute(update(Cull).where(Cull.id == cull_id).values(outcome=outcome.value))
 
     def warn_once(self, user: str, server: str, started: datetime, due: datetime) -> bool:
-        """Note a warning for this server run; False if it was already warned."""
+        """Note a warning for this server run and due time; False if it was already warned.
+
+        A server whose due time moved later since its warning (it was used, or kept running
+        from the culler's page) is warned again before the new due time.
+        """
         started, due = as_utc(started), as_utc(due)
         with self.db.session() as session:
-            seen = session.scalar(
-                select(func.count())
-                .select_from(CullWarning)
-                .where(
+            warned = session.scalar(
+                select(CullWarning).where(
                     CullWarning.user == user,
                     CullWarning.server == server,
                     CullWarning.started == started,
                 )
             )
-            if seen:
+            if warned is None:
+                warned = CullWarning(user=user, server=server, started=started, due=due)
+                session.add(warned)
+            elif as_utc(warned.due) >= due:
                 return False
+            warned.due = due
+            warned.warned_at = as_utc(utcnow())
+            return True
+
+    def extensions_used(self, user: str, server: str, started: datetime) -> int:
+        """How many times this server run was kept running by its owner."""
+        with self.db.session() as session:
+            return (
+                session.scalar(
+                    select(func.count())
+                    .select_from(CullExtension)
+                    .where(
+                        CullExtension.user == user,
+                        CullExtension.server == server,
+                        CullExtension.started == as_utc(started),
+                    )
+                )
+                or 0
+            )
+
+    def add_extension(self, user: str, server: str, started: datetime) -> None:
+        with self.db.session() as session:
             session.add(
-                CullWarning(
-                    user=user, server=server, started=started, due=due, warned_at=as_utc(utcnow())
+                CullExtension(
+                    user=user, server=server, started=as_utc(started), at=as_utc(utcnow())
                 )
             )
-            return True
 
     def recent_cycles(self, limit: int) -> list[Cycle]:
         with self.db.session() as session:

@@ -47,6 +47,7 @@ from ..common.hubapi import HubAPI, HubAPIError
 from ..common.process import child_env
 from ..common.timeutil import as_utc, parse_time, utcnow
 from .audit import Audit, CullEntry, written
+from .mail import Mailer
 from .policy import (
     Judged,
     Policy,
@@ -58,6 +59,7 @@ from .policy import (
 )
 
 log = logging.getLogger(__name__)
+
 
 class Outcome(StrEnum):
     """What became of a server or user the cycle culled; the audit's ``outcome`` column."""
@@ -95,6 +97,7 @@ class CullOptions:
     warn_before: int = 0
     warn_command: Sequence[str] = ()
     warn_url: str = ""
+    mailer: Mailer | None = None  # warn by e-mail too
 
 
 class CullMetrics:
@@ -327,9 +330,7 @@ class CullCycle:
         if fresh.get("started") != judged.server.get("started"):
             log.info("Not culling %s: restarted since the listing", judged.label)
             return None
-        verdict = judge_server(
-            fresh_user, judged.server_name, fresh, self.policy, utcnow()
-        )
+        verdict = judge_server(fresh_user, judged.server_name, fresh, self.policy, utcnow())
         if not verdict.cull:
             log.info("Not culling %s: %s since the listing", judged.label, verdict.why)
             return None
@@ -438,9 +439,7 @@ class CullCycle:
             },
         )
         try:
-            return await asyncio.wait_for(
-                ask_kernels(url, token["token"]), KERNELS_CHECK_SECONDS
-            )
+            return await asyncio.wait_for(ask_kernels(url, token["token"]), KERNELS_CHECK_SECONDS)
         finally:
             try:
                 await self.hub.delete("users", user, "tokens", token["id"])
@@ -455,9 +454,7 @@ class CullCycle:
             started = parse_time(j.server.get("started"))
             if started is None:  # judged servers without a start time have no due time
                 continue
-            first = await written(
-                self.audit.warn_once, j.user["name"], j.server_name, started, due
-            )
+            first = await written(self.audit.warn_once, j.user["name"], j.server_name, started, due)
             if not first:
                 continue
             notice = {
@@ -468,7 +465,7 @@ class CullCycle:
             }
             try:
                 await send_warning(self.options, notice)
-            except (TimeoutError, OSError, httpx.HTTPError) as e:
+            except (TimeoutError, OSError, ValueError, httpx.HTTPError) as e:
                 self.metrics.errors.labels("warn").inc()
                 log.warning("Could not warn %s: %s", j.label, e)
 
@@ -528,7 +525,7 @@ def _users_with_every_server_gone(
 
 
 async def send_warning(options: CullOptions, notice: Mapping[str, str]) -> None:
-    """Run the warning command and/or POST to the warning URL with the notice."""
+    """Run the warning command, POST to the warning URL, e-mail the owner: each configured."""
     if options.warn_command:
         env = child_env(os.environ, {f"CULL_{key.upper()}": value for key, value in notice.items()})
         proc = await asyncio.create_subprocess_exec(*options.warn_command, env=env)
@@ -542,3 +539,5 @@ async def send_warning(options: CullOptions, notice: Mapping[str, str]) -> None:
     if options.warn_url:
         async with httpx.AsyncClient(timeout=10) as client:
             (await client.post(options.warn_url, json=notice)).raise_for_status()
+    if options.mailer:
+        await asyncio.to_thread(options.mailer.send, notice)

@@ -47,6 +47,9 @@ def role_scopes(services: list[str], args: dict | None = None) -> dict[str, list
 
 def test_cull_role_holds_only_what_its_options_use() -> None:
     base = ["delete:servers", "list:users", "read:servers", "read:users:activity"]
+    # "keep it running" (on by default) records activity; --max-extensions=0 needs none
+    assert role_scopes(["cull"], {"cull": ["--max-extensions=0"]}) == {"hubservices-cull": base}
+    base = sorted([*base, "users:activity"])
     assert role_scopes(["cull"]) == {"hubservices-cull": base}
     assert role_scopes(["cull"], {"cull": ["--cull-users"]})["hubservices-cull"] == sorted(
         [*base, "admin:users"]
