@@ -45,7 +45,7 @@ async def written(write: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T
         except OperationalError as e:
             attempt += 1
             log.warning(
-                "Audit write %s failed (%s); retry %d in %.1fs, the cycle waits for it",
+                "Audit write %s failed (%s); retry %d in %.1fs",
                 getattr(write, "__name__", "?"),
                 str(e.orig).splitlines()[0] if e.orig else type(e).__name__,
                 attempt,

@@ -379,7 +379,7 @@ class CullCycle:
                 await written(self.audit.add, entry)
                 return
             async with self._changes:
-                if self._closing:
+                if self._shutting_down():
                     return
                 log.info("Removing user %s: %s", name, verdict.why)
                 await self._act(entry, partial(self._delete_user, name))

@@ -580,3 +580,70 @@ async def test_sigterm_mid_cycle_leaves_every_stop_in_the_audit(tmp_path: Path, 
         assert "requested" in culls.values(), culls  # sent, answer not waited for
         assert error == "interrupted by shutdown: stops in flight were not waited for"
         assert "Cull cycle interrupted by shutdown" in out
+
+
+async def test_a_database_locked_35s_mid_cycle_loses_no_audit_row(tmp_path: Path) -> None:
+    """Another connection holds SQLite's exclusive lock for 35 s (past the 30 s busy timeout)
+    while the first stops are in flight: the culler logs a retry, sends no new stop meanwhile,
+    and in the end every server the hub stopped has its row with its outcome."""
+    token = "external-culler-token-" + os.urandom(8).hex()
+    hub = Hub(
+        tmp_path / "hub",
+        services=[],
+        extra_config=LIGHT
+        + "c.LightSpawner.stop_delay = 2.0\n"
+        + EXTERNAL_CULL_ROLE.format(token=token),
+    )
+    names = [f"l{i}" for i in range(6)]
+    database = tmp_path / "data" / "hubservices.sqlite"
+    hub.start()
+    proc = None
+    locker = None
+    try:
+        async with HubAPI(hub.api_url, hub.admin_token) as api:
+            await api.create_users(names)
+            await asyncio.gather(*(start(api, n, idle_seconds=4000) for n in names))
+            proc = external_culler(
+                hub,
+                token,
+                tmp_path / "data",
+                "--timeout=600",
+                "--cull-every=3600",
+                "--concurrency=2",
+            )
+            for _ in range(300):  # the first stops are in flight
+                users = await api.list_users(state="active")
+                if any(u["servers"].get("", {}).get("pending") == "stop" for u in users):
+                    break
+                await asyncio.sleep(0.1)
+            else:
+                pytest.fail("no stop began")
+            locker = sqlite3.connect(database, isolation_level=None, timeout=30)
+            locker.execute("BEGIN EXCLUSIVE")
+            await asyncio.sleep(5)  # the first wave's stops finish; their rows cannot be updated
+            stopped_before = len(names) - len(await api.list_users(state="active"))
+            await asyncio.sleep(30)
+            stopped_while_locked = len(names) - len(await api.list_users(state="active"))
+            locker.execute("COMMIT")
+            for _ in range(300):
+                if not await api.list_users(state="active"):
+                    break
+                await asyncio.sleep(0.2)
+            else:
+                pytest.fail("the culler did not carry on once the lock was gone")
+            await asyncio.sleep(2)  # the last outcomes land
+    finally:
+        if locker:
+            locker.close()
+        out = stop_and_read(proc) if proc else ""
+        hub.stop()
+    with sqlite3.connect(database) as db:
+        culls = dict(db.execute("SELECT user, outcome FROM culls").fetchall())
+        [(finished, error)] = db.execute("SELECT finished_at, error FROM cull_cycles").fetchall()
+    assert stopped_before == stopped_while_locked <= 2, "no new stop went out during the lock"
+    assert culls == dict.fromkeys(names, "stopped"), culls
+    assert finished is not None and error is None
+    assert "Audit write add failed (database is locked); retry 1 in 0.5s" in out or (
+        "Audit write set_outcome failed (database is locked); retry 1 in 0.5s" in out
+    ), out
+    assert "Traceback" not in out, out

@@ -14,7 +14,7 @@ import sqlite3
 import sys
 import threading
 from collections.abc import AsyncIterator
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +27,7 @@ from hubservices.common.db import Database
 from hubservices.common.hubapi import HubAPI
 from hubservices.common.timeutil import utcnow
 from hubservices.cull import cycle as cycle_module
-from hubservices.cull.audit import Audit, CullEntry
+from hubservices.cull.audit import Audit
 from hubservices.cull.cycle import CullCycle, CullMetrics, CullOptions, send_warning
 from hubservices.cull.policy import Policy
 from tests.unit.fakehub import FakeHub, Reply
@@ -171,15 +171,15 @@ async def test_a_locked_audit_database_delays_stops_and_loses_no_row(
         tmp_path / "cull.sqlite", isolation_level=None, check_same_thread=False
     )
     locked = threading.Event()
-    add = audit.add
+    start_cycle = audit.start_cycle
 
-    def lock_then_add(entry: CullEntry) -> int:  # in the writer's thread, after the cycle began
-        if not locked.is_set():
-            locker.execute("BEGIN EXCLUSIVE")
-            locked.set()
-        return add(entry)
+    def start_then_lock(dry_run: bool, at: datetime) -> int:  # in a writer's thread
+        cycle_id = start_cycle(dry_run, at)
+        locker.execute("BEGIN EXCLUSIVE")
+        locked.set()
+        return cycle_id
 
-    monkeypatch.setattr(audit, "add", lock_then_add)
+    monkeypatch.setattr(audit, "start_cycle", start_then_lock)
     try:
         async with HubAPI(hub.url, "token", retries=0) as api:
             metrics = CullMetrics(CollectorRegistry())
@@ -199,7 +199,7 @@ async def test_a_locked_audit_database_delays_stops_and_loses_no_row(
     rows = audit.recent_culls(100)
     assert sorted(r.user for r in rows) == names
     assert {r.outcome for r in rows} == {"stopped"}
-    assert "failed (database is locked); retry 1 in 0.5s, the cycle waits" in caplog.text
+    assert "Audit write add failed (database is locked); retry 1 in 0.5s" in caplog.text
     [cycle_row] = audit.recent_cycles(1)
     assert cycle_row.finished_at is not None and cycle_row.error is None
 
