@@ -515,42 +515,51 @@ c.JupyterHub.load_roles.append({{"name": "cull", "services": ["cull"],
 """
 
 
+def slow_stop_hub(tmp_path: Path, token: str, stop_delay: float) -> Hub:
+    """A hub whose servers take ``stop_delay`` s to stop, for a culler run by hand."""
+    return Hub(
+        tmp_path / "hub",
+        services=[],
+        extra_config=LIGHT
+        + f"c.LightSpawner.stop_delay = {stop_delay}\n"
+        + EXTERNAL_CULL_ROLE.format(token=token),
+    )
+
+
+async def culling_under_way(
+    api: HubAPI, hub: Hub, token: str, data: Path, names: list[str], *args: str
+) -> subprocess.Popen:
+    """Idle servers for ``names``, and a culler run by hand (two stops at a time) whose first
+    stops are in flight when this returns."""
+    await api.create_users(names)
+    await asyncio.gather(*(start(api, n, idle_seconds=4000) for n in names))
+    proc = external_culler(
+        hub, token, data, "--timeout=600", "--cull-every=3600", "--concurrency=2", *args
+    )
+    for _ in range(300):
+        users = await api.list_users(state="active")
+        if any(u["servers"].get("", {}).get("pending") == "stop" for u in users):
+            return proc
+        await asyncio.sleep(0.1)
+    proc.kill()
+    pytest.fail("no stop began")
+
+
 @pytest.mark.parametrize("grace", [30, 0])
 async def test_sigterm_mid_cycle_leaves_every_stop_in_the_audit(tmp_path: Path, grace: int) -> None:
     """SIGTERM while stops are in flight: with a grace period the cycle finishes them and is
     recorded with what it left for next time; without one it is recorded as interrupted. Either
     way every server the hub stopped has its audit row, and nothing raises."""
     token = "external-culler-token-" + os.urandom(8).hex()
-    hub = Hub(
-        tmp_path / "hub",
-        services=[],
-        extra_config=LIGHT
-        + "c.LightSpawner.stop_delay = 3.0\n"
-        + EXTERNAL_CULL_ROLE.format(token=token),
-    )
+    hub = slow_stop_hub(tmp_path, token, stop_delay=3.0)
     names = [f"s{i}" for i in range(8)]
     hub.start()
     proc = None
     try:
         async with HubAPI(hub.api_url, hub.admin_token) as api:
-            await api.create_users(names)
-            await asyncio.gather(*(start(api, n, idle_seconds=4000) for n in names))
-            proc = external_culler(
-                hub,
-                token,
-                tmp_path / "data",
-                "--timeout=600",
-                "--cull-every=3600",
-                "--concurrency=2",
-                f"--shutdown-grace={grace}",
+            proc = await culling_under_way(
+                api, hub, token, tmp_path / "data", names, f"--shutdown-grace={grace}"
             )
-            for _ in range(300):  # the first stops are in flight
-                users = await api.list_users(state="active")
-                if any(u["servers"].get("", {}).get("pending") == "stop" for u in users):
-                    break
-                await asyncio.sleep(0.1)
-            else:
-                pytest.fail("no stop began")
             proc.terminate()
             out, _ = proc.communicate(timeout=60)
             assert proc.returncode == 0, out
@@ -587,13 +596,7 @@ async def test_a_database_locked_35s_mid_cycle_loses_no_audit_row(tmp_path: Path
     while the first stops are in flight: the culler logs a retry, sends no new stop meanwhile,
     and in the end every server the hub stopped has its row with its outcome."""
     token = "external-culler-token-" + os.urandom(8).hex()
-    hub = Hub(
-        tmp_path / "hub",
-        services=[],
-        extra_config=LIGHT
-        + "c.LightSpawner.stop_delay = 2.0\n"
-        + EXTERNAL_CULL_ROLE.format(token=token),
-    )
+    hub = slow_stop_hub(tmp_path, token, stop_delay=2.0)
     names = [f"l{i}" for i in range(6)]
     database = tmp_path / "data" / "hubservices.sqlite"
     hub.start()
@@ -601,23 +604,7 @@ async def test_a_database_locked_35s_mid_cycle_loses_no_audit_row(tmp_path: Path
     locker = None
     try:
         async with HubAPI(hub.api_url, hub.admin_token) as api:
-            await api.create_users(names)
-            await asyncio.gather(*(start(api, n, idle_seconds=4000) for n in names))
-            proc = external_culler(
-                hub,
-                token,
-                tmp_path / "data",
-                "--timeout=600",
-                "--cull-every=3600",
-                "--concurrency=2",
-            )
-            for _ in range(300):  # the first stops are in flight
-                users = await api.list_users(state="active")
-                if any(u["servers"].get("", {}).get("pending") == "stop" for u in users):
-                    break
-                await asyncio.sleep(0.1)
-            else:
-                pytest.fail("no stop began")
+            proc = await culling_under_way(api, hub, token, tmp_path / "data", names)
             locker = sqlite3.connect(database, isolation_level=None, timeout=30)
             locker.execute("BEGIN EXCLUSIVE")
             await asyncio.sleep(5)  # the first wave's stops finish; their rows cannot be updated
