@@ -167,6 +167,8 @@ def test_warned_user_keeps_server_running_and_idle_one_is_culled(
                 del form["_xsrf"]
                 assert bob.post(hub.service_url("cull", "keep"), data=form).status_code == 403
                 assert bob.get(hub.service_url("cull", "api/culls")).status_code == 403
+                run_now = {"_xsrf": xsrf_of(own_page.text)}
+                assert bob.post(hub.service_url("cull"), data=run_now).status_code == 403
             finally:
                 bob.close()
 
