@@ -288,7 +288,9 @@ class Culler(HubServiceApp):
         log.info("Shutting down: waiting up to %ss for the stops in flight", self.shutdown_grace)
         done, _ = await asyncio.wait({task}, timeout=self.shutdown_grace)
         if done:
-            log.info("Cull cycle ended before shutdown")
+            failure = None if task.cancelled() else task.exception()  # nobody else awaits it now
+            if failure:
+                log.error("Cull cycle failed while shutting down: %s", failure)
             return
         log.warning(
             "Cull cycle interrupted by shutdown: stops still in flight after %ss",
