@@ -144,7 +144,7 @@ def test_warned_user_keeps_server_running_and_idle_one_is_culled(
             page.set_default_timeout(20_000)
             page.goto(link)
             row = page.locator("#your-servers tr[data-server='']")
-            assert "Will be stopped" in page.inner_text("#your-servers")
+            assert "Due to stop" in page.inner_text("#your-servers")
             assert "(in " in row.inner_text()
             assert "Recent cycles" not in page.content()  # admins' views only
             assert "bob" not in page.inner_text("main")
