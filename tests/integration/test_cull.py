@@ -634,3 +634,37 @@ async def test_a_database_locked_35s_mid_cycle_loses_no_audit_row(tmp_path: Path
         "Audit write set_outcome failed (database is locked); retry 1 in 0.5s" in out
     ), out
     assert "Traceback" not in out, out
+
+
+async def test_servers_answering_nonsense_about_kernels_are_culled(tmp_path: Path) -> None:
+    """LightSpawner servers answer ``GET api/kernels`` with plain text: through the real hub
+    (tokens issued for each server, hostile names included, then revoked), each answer is
+    logged, counts as not busy, and every server is culled in the same cycle."""
+    hub = Hub(tmp_path / "hub", services=["cull"], extra_config=LIGHT)
+    hub.service_args["cull"] = [
+        "--timeout=3600",
+        "--cull-every=3600",
+        "--busy-kernels",
+        f"--server-url={hub.url}",
+    ]
+    with hub:
+        async with HubAPI(hub.api_url, hub.admin_token) as api:
+            cull = CullClient(hub, await api.create_token("admin", scopes=["access:services"]))
+            await wait_first_cycle(cull)
+            await api.create_users(["plain", "dana#1"])
+            await start(api, "plain", idle_seconds=4000)
+            await start(api, "dana#1", "gpu", idle_seconds=4000)
+            log_start = hub.log_path.stat().st_size
+            cycle = await cull.cycle()
+            assert cycle["culled_servers"] == 2 and cycle["kept_busy"] == 0
+            assert await servers_of(api, "plain") == {}
+            assert await servers_of(api, "dana#1") == {}
+            for user in ("plain", "dana#1"):
+                tokens = (await api.get("users", user, "tokens"))["api_tokens"]
+                assert not [t for t in tokens if "culler asks" in (t["note"] or "")], tokens
+            await cull.http.aclose()
+        log = hub.log_path.read_bytes()[log_start:].decode(errors="replace")
+    assert "Service cull requested API token for dana#1" in log
+    assert "Could not ask plain about its kernels (Expecting value" in log
+    assert "Could not ask dana#1/gpu about its kernels (Expecting value" in log
+    assert "Traceback" not in log
