@@ -7,7 +7,6 @@ import json
 import os
 import re
 import sqlite3
-import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator
@@ -19,7 +18,7 @@ from tornado.httpclient import HTTPRequest
 from tornado.websocket import websocket_connect
 
 from hubservices.common.hubapi import HubAPI
-from tests.harness import free_port
+from tests.harness.external import ExternalService
 from tests.harness.hub import Hub
 
 pytestmark = pytest.mark.hub
@@ -326,32 +325,6 @@ async def test_stops_run_concurrently_and_a_changed_server_is_spared(tmp_path: P
     assert "Not culling w7: restarted since the listing" in log
 
 
-def external_culler(hub: Hub, token: str, data: Path, *args: str) -> subprocess.Popen:
-    """The culler run by hand (like a systemd unit), so it outlives hub restarts."""
-    return subprocess.Popen(
-        [sys.executable, "-m", "hubservices.cull", f"--data-dir={data}", *args],
-        env={
-            **os.environ,
-            "JUPYTERHUB_API_TOKEN": token,
-            "JUPYTERHUB_API_URL": hub.api_url,
-            "JUPYTERHUB_SERVICE_URL": f"http://127.0.0.1:{free_port()}",
-        },
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-
-
-def stop_and_read(proc: subprocess.Popen) -> str:
-    proc.terminate()
-    try:
-        out, _ = proc.communicate(timeout=10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        out, _ = proc.communicate()
-    return out
-
-
 async def test_hub_restarting_mid_cycle_is_survived(tmp_path: Path) -> None:
     token = "external-culler-token-" + os.urandom(8).hex()
     hub = Hub(
@@ -367,16 +340,22 @@ c.JupyterHub.load_roles.append({{"name": "cull", "services": ["cull"],
 """,
     )
     hub.start()
-    proc = None
+    culler = None
     try:
         async with HubAPI(hub.api_url, hub.admin_token) as api:
             names = [f"slow{i}" for i in range(8)]
             await api.create_users(names)
             await asyncio.gather(*(start(api, n, idle_seconds=4000) for n in names))
-        proc = external_culler(
-            hub, token, tmp_path / "data", "--timeout=600", "--cull-every=4", "--concurrency=2"
+        culler = ExternalService(
+            "cull",
+            token,
+            hub.api_url,
+            tmp_path / "data",
+            "--timeout=600",
+            "--cull-every=4",
+            "--concurrency=2",
         )
-        await asyncio.sleep(2.5)  # the first cycle is stopping servers, two at a time
+        await culler.wait_for("Culling slow")  # the first cycle is stopping servers, two at a time
         hub.restart()
         async with HubAPI(hub.api_url, hub.admin_token) as api:
             for _ in range(150):
@@ -385,9 +364,9 @@ c.JupyterHub.load_roles.append({{"name": "cull", "services": ["cull"],
                 await asyncio.sleep(0.2)
             else:
                 pytest.fail("idle servers still running after the hub came back")
-        assert proc.poll() is None, "the culler died with the hub"
+        assert culler.running, "the culler died with the hub"
     finally:
-        out = stop_and_read(proc) if proc else ""
+        out = culler.stop() if culler else ""
         hub.stop()
     assert "retry" in out, out
     assert "Traceback" not in out, out
@@ -400,12 +379,13 @@ async def test_a_token_lacking_a_scope_is_named(
     user = unique("weak")
     await hub_api.create_users([user])
     token = await hub_api.create_token(user)
-    proc = external_culler(hub, token, tmp_path, "--cull-every=3600")
+    culler = ExternalService("cull", token, hub.api_url, tmp_path, "--cull-every=3600")
     try:
-        await asyncio.sleep(4)
-        assert proc.poll() is None, "a failed cycle must not stop the service"
+        await culler.wait_for("Cull cycle failed")
+        await asyncio.sleep(1)
+        assert culler.running, "a failed cycle must not stop the service"
     finally:
-        out = stop_and_read(proc)
+        out = culler.stop()
     assert (
         "Cull cycle failed: hub API GET /users: 403, the service's token lacks scope list:users"
         in out
@@ -528,20 +508,27 @@ def slow_stop_hub(tmp_path: Path, token: str, stop_delay: float) -> Hub:
 
 async def culling_under_way(
     api: HubAPI, hub: Hub, token: str, data: Path, names: list[str], *args: str
-) -> subprocess.Popen:
+) -> ExternalService:
     """Idle servers for ``names``, and a culler run by hand (two stops at a time) whose first
     stops are in flight when this returns."""
     await api.create_users(names)
     await asyncio.gather(*(start(api, n, idle_seconds=4000) for n in names))
-    proc = external_culler(
-        hub, token, data, "--timeout=600", "--cull-every=3600", "--concurrency=2", *args
+    culler = ExternalService(
+        "cull",
+        token,
+        hub.api_url,
+        data,
+        "--timeout=600",
+        "--cull-every=3600",
+        "--concurrency=2",
+        *args,
     )
-    for _ in range(300):
+    for _ in range(600):
         users = await api.list_users(state="active")
         if any(u["servers"].get("", {}).get("pending") == "stop" for u in users):
-            return proc
+            return culler
         await asyncio.sleep(0.1)
-    proc.kill()
+    culler.stop()
     pytest.fail("no stop began")
 
 
@@ -554,15 +541,14 @@ async def test_sigterm_mid_cycle_leaves_every_stop_in_the_audit(tmp_path: Path, 
     hub = slow_stop_hub(tmp_path, token, stop_delay=3.0)
     names = [f"s{i}" for i in range(8)]
     hub.start()
-    proc = None
+    culler = None
     try:
         async with HubAPI(hub.api_url, hub.admin_token) as api:
-            proc = await culling_under_way(
+            culler = await culling_under_way(
                 api, hub, token, tmp_path / "data", names, f"--shutdown-grace={grace}"
             )
-            proc.terminate()
-            out, _ = proc.communicate(timeout=60)
-            assert proc.returncode == 0, out
+            out = culler.stop()  # SIGTERM
+            assert culler.proc.returncode == 0, out
             for _ in range(100):  # the hub finishes the stops it was asked for
                 users = await api.list_users(state="active")
                 if not any(u["servers"].get("", {}).get("pending") for u in users):
@@ -570,8 +556,8 @@ async def test_sigterm_mid_cycle_leaves_every_stop_in_the_audit(tmp_path: Path, 
                 await asyncio.sleep(0.2)
             running = {u["name"] for u in await api.list_users(state="ready")}
     finally:
-        if proc and proc.poll() is None:
-            out = stop_and_read(proc)
+        if culler and culler.running:
+            out = culler.stop()
         hub.stop()
     stopped = set(names) - running
     with sqlite3.connect(tmp_path / "data" / "hubservices.sqlite") as db:
@@ -600,11 +586,11 @@ async def test_a_database_locked_35s_mid_cycle_loses_no_audit_row(tmp_path: Path
     names = [f"l{i}" for i in range(6)]
     database = tmp_path / "data" / "hubservices.sqlite"
     hub.start()
-    proc = None
+    culler = None
     locker = None
     try:
         async with HubAPI(hub.api_url, hub.admin_token) as api:
-            proc = await culling_under_way(api, hub, token, tmp_path / "data", names)
+            culler = await culling_under_way(api, hub, token, tmp_path / "data", names)
             locker = sqlite3.connect(database, isolation_level=None, timeout=30)
             locker.execute("BEGIN EXCLUSIVE")
             await asyncio.sleep(5)  # the first wave's stops finish; their rows cannot be updated
@@ -622,7 +608,7 @@ async def test_a_database_locked_35s_mid_cycle_loses_no_audit_row(tmp_path: Path
     finally:
         if locker:
             locker.close()
-        out = stop_and_read(proc) if proc else ""
+        out = culler.stop() if culler else ""
         hub.stop()
     with sqlite3.connect(database) as db:
         culls = dict(db.execute("SELECT user, outcome FROM culls").fetchall())
