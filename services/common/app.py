@@ -30,7 +30,7 @@ from jupyterhub.services.auth import HubOAuth
 from prometheus_client import CollectorRegistry, Gauge, Histogram, Info
 from tornado.httpserver import HTTPServer
 from tornado.web import Application as TornadoApplication
-from traitlets import Bool, Integer, TraitError, Unicode, default, validate
+from traitlets import Bool, Float, Integer, TraitError, Unicode, default, validate
 from traitlets import Set as SetTrait
 from traitlets.config import Application, Configurable
 from traitlets.config.loader import KVArgParseConfigLoader
@@ -45,6 +45,8 @@ from .web import NotFoundHandler, Route, common_handlers, log_request
 
 COMMON_DIR = Path(__file__).parent
 SHUTDOWN_GRACE_SECONDS = 4.0
+#: After ``shutdown_grace``, what :meth:`HubServiceApp.on_stop` has to record what it cut short.
+INTERRUPT_SECONDS = 3.0
 HUB_STATUS_SECONDS = 5.0
 HUB_CHECK_TIMEOUT = 3.0
 #: The hub scope that reads every service's /metrics: a JupyterHub custom scope (defined in
@@ -196,6 +198,14 @@ class HubServiceApp(Application):
         False, help="Serve /metrics without authentication (only behind a trusted network)."
     ).tag(config=True)
 
+    shutdown_grace = Float(
+        SHUTDOWN_GRACE_SECONDS,
+        min=0,
+        help="""Seconds background work (a cull cycle's stops in flight) may take to finish on
+        SIGTERM or SIGINT before it is interrupted. A hub-managed service is killed 15 s after
+        the hub's SIGINT (LocalProcessSpawner's interrupt and term timeouts).""",
+    ).tag(config=True)
+
     hub_timeout = Integer(30, help="Seconds before a hub API request times out.").tag(config=True)
     hub_retries = Integer(
         6, help="Retries of a failed hub API request, with exponential backoff (about a minute)."
@@ -319,7 +329,8 @@ class HubServiceApp(Application):
         hub client, metrics and migrated database are ready. Jobs start after this returns."""
 
     async def on_stop(self) -> None:
-        """Stop background work the scheduler does not own; must finish within a few seconds.
+        """Stop background work the scheduler does not own, within ``shutdown_grace`` seconds
+        (then ``INTERRUPT_SECONDS`` more to record what it cut short, and it is cancelled).
         Scheduling has stopped already; the database and hub client close after this."""
 
     # -- running ----------------------------------------------------------------------------
@@ -458,14 +469,14 @@ class HubServiceApp(Application):
         await self.on_start()
 
     async def close(self) -> None:
-        """Stop scheduling, give :meth:`on_stop` ``SHUTDOWN_GRACE_SECONDS``, close the rest."""
+        """Stop scheduling, let :meth:`on_stop` finish (``shutdown_grace`` seconds, then
+        ``INTERRUPT_SECONDS`` to record what it interrupted), close the rest."""
         self.scheduler.shutdown()
+        limit = self.shutdown_grace + INTERRUPT_SECONDS
         try:
-            await asyncio.wait_for(self.on_stop(), SHUTDOWN_GRACE_SECONDS)
+            await asyncio.wait_for(self.on_stop(), limit)
         except TimeoutError:
-            self.log.warning(
-                "Background work did not stop in %ss; leaving it", SHUTDOWN_GRACE_SECONDS
-            )
+            self.log.warning("Background work did not stop in %ss; leaving it", limit)
         if self.migrations:
             self.db.dispose()
         await self.hub.aclose()

@@ -4,21 +4,26 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from pathlib import Path
 from typing import Any, ClassVar
 
 from prometheus_client import CollectorRegistry
-from traitlets import Bool, Dict, Integer, List, TraitError, Unicode, validate
+from traitlets import Bool, Dict, Integer, List, TraitError, Unicode, default, validate
 
 from ..common.app import HubServiceApp
 from ..common.hubapi import HubAPI, HubAPIError
 from ..common.web import Route
 from .audit import Audit
 from .cycle import CullCycle, CullMetrics, CullOptions, CycleResult, LastCycle
-from .handlers import CullsAPI, CyclesAPI, StatusAPI, StatusPage, UpcomingAPI
+from .handlers import CullsAPI, CyclesAPI, KeepRunning, StatusAPI, StatusPage, UpcomingAPI
+from .mail import Mailer
 from .policy import Policy, Rule
 
 log = logging.getLogger(__name__)
+
+#: The SMTP password's only source: a command line is visible to every local user.
+SMTP_PASSWORD_ENV = "HUBSERVICES_SMTP_PASSWORD"
 
 
 class Culler(HubServiceApp):
@@ -90,7 +95,8 @@ class Culler(HubServiceApp):
         86400, min=0, help="A busy server is culled anyway once idle this many seconds; 0: never."
     ).tag(config=True)
     server_url = Unicode(
-        help="Where single-user servers answer (the hub's public URL), for busy_kernels."
+        help="""The hub's public URL: where single-user servers answer (busy_kernels), and the
+        base of the link in warning e-mails."""
     ).tag(config=True)
     stop_timeout = Integer(
         300, min=1, help="Seconds to wait for a slow stop before giving up removing its user."
@@ -103,6 +109,25 @@ class Culler(HubServiceApp):
         help="Command run to warn (CULL_USER, CULL_SERVER, CULL_DUE, CULL_WHY in its env).",
     ).tag(config=True)
     warn_url = Unicode(help="URL that receives a JSON POST to warn.").tag(config=True)
+    max_extensions = Integer(
+        3,
+        min=0,
+        help="""Times a user may press "keep it running" for one server run (it counts as
+        activity; it never moves max-age); 0: no button.""",
+    ).tag(config=True)
+
+    # -- warning e-mails (the password only from $HUBSERVICES_SMTP_PASSWORD) ------------------
+
+    smtp_host = Unicode(help="SMTP server for warning e-mails; empty: no e-mails.").tag(config=True)
+    smtp_port = Integer(25, help="SMTP port (587 with smtp_starttls, usually).").tag(config=True)
+    smtp_starttls = Bool(False, help="Upgrade the SMTP connection with STARTTLS.").tag(config=True)
+    smtp_username = Unicode(
+        help="SMTP login; its password comes from $HUBSERVICES_SMTP_PASSWORD only."
+    ).tag(config=True)
+    smtp_from = Unicode(help="The warning e-mails' From address.").tag(config=True)
+    mail_to = Unicode(
+        "", help="Each user's address, from their hub name: e.g. '{username}@example.org'."
+    ).tag(config=True)
 
     @validate("policies")
     def _valid_policies(self, proposal: dict[str, Any]) -> list[dict[str, Any]]:
@@ -116,6 +141,29 @@ class Culler(HubServiceApp):
     def check_config(self) -> None:
         if self.busy_kernels and not self.server_url:
             raise TraitError("busy_kernels needs server_url (the hub's public URL)")
+        if self.smtp_host:
+            missing = [n for n in ("smtp_from", "mail_to", "server_url") if not getattr(self, n)]
+            if missing:
+                raise TraitError(f"smtp_host (warning e-mails) needs {', '.join(missing)} too")
+            if "{username}" not in self.mail_to:
+                raise TraitError(f"mail_to must contain {{username}}, not {self.mail_to!r}")
+            if not self.warn_before:
+                raise TraitError("smtp_host sends warnings: set warn_before (seconds) too")
+
+    def mailer(self) -> Mailer | None:
+        """Warning e-mails as configured, or None."""
+        if not self.smtp_host:
+            return None
+        return Mailer(
+            host=self.smtp_host,
+            port=self.smtp_port,
+            sender=self.smtp_from,
+            address_template=self.mail_to,
+            page_url=self.server_url.rstrip("/") + self.service_prefix,
+            starttls=self.smtp_starttls,
+            username=self.smtp_username,
+            password=os.environ.get(SMTP_PASSWORD_ENV, ""),
+        )
 
     def initialize(self, argv: list[str] | None = None) -> None:
         super().initialize(argv)
@@ -143,6 +191,7 @@ class Culler(HubServiceApp):
             cull_default_servers=self.cull_default_servers,
             cull_named_servers=self.cull_named_servers,
             rules=self.rules(),
+            max_extensions=self.max_extensions,
         )
 
     def options(self) -> CullOptions:
@@ -157,6 +206,7 @@ class Culler(HubServiceApp):
             warn_before=self.warn_before,
             warn_command=tuple(self.warn_command),
             warn_url=self.warn_url,
+            mailer=self.mailer(),
         )
 
     def required_scopes(self) -> list[str]:
@@ -165,8 +215,12 @@ class Culler(HubServiceApp):
             scopes.add("read:users:groups")
         if self.cull_users:
             scopes.add("admin:users")  # delete users; read their admin flag and creation time
+        if self.max_extensions:
+            scopes.add("users:activity")  # "keep it running" records activity on the server
         if self.busy_kernels:
-            scopes.add("access:servers")  # ask servers about their kernels
+            # issue (and revoke) a one-minute token for each server asked about its kernels,
+            # so that our own token never reaches a server; we hold no access:servers at all
+            scopes.add("tokens")
         return sorted(scopes)
 
     # -- running -----------------------------------------------------------------------------
@@ -181,8 +235,13 @@ class Culler(HubServiceApp):
         self.metrics = CullMetrics(registry)
         return registry
 
+    @default("shutdown_grace")
+    def _time_for_stops(self) -> float:
+        return 10.0
+
     async def on_start(self) -> None:
         self.audit = Audit(self.db)
+        self.running_task: asyncio.Task[CycleResult] | None = None
         self.last_cycle = LastCycle()
         self.cull_job = self.scheduler.add_periodic(self.cull_once, self.cull_interval, name="cull")
         log.info(
@@ -194,11 +253,16 @@ class Culler(HubServiceApp):
         )
 
     async def run_cycle(self) -> CycleResult:
-        """One cycle with the current options; its result is what the status page shows."""
-        cycle = CullCycle(
-            self.hub, self.policy(), self.options(), self.audit, self.metrics, token=self.api_token
+        """One cycle with the current options; its result is what the status page shows.
+
+        The cycle runs as a task of its own, which shutdown (:meth:`on_stop`) waits for:
+        the scheduler's shutdown cancels its jobs' tasks, and must not cancel the stops.
+        """
+        self.running_cycle = CullCycle(
+            self.hub, self.policy(), self.options(), self.audit, self.metrics
         )
-        self.last_cycle.result = await cycle.run()
+        self.running_task = asyncio.create_task(self.running_cycle.run())
+        self.last_cycle.result = await asyncio.shield(self.running_task)
         return self.last_cycle.result
 
     async def cull_once(self) -> None:
@@ -208,11 +272,36 @@ class Culler(HubServiceApp):
         except HubAPIError as e:
             log.error("Cull cycle failed: %s; next try at %s", e, self.cull_job.next_run())
         except asyncio.CancelledError:
-            # shutting down mid-cycle: what was stopped is recorded, the rest waits for next time
-            log.info("Cull cycle interrupted by shutdown")
+            # the scheduler's shutdown cancels this job; the cycle itself is on_stop's to end
+            log.debug("Cull job cancelled by shutdown")
+
+    async def on_stop(self) -> None:
+        """Let a running cycle finish the stops in flight, sending no new ones.
+
+        Past ``shutdown_grace`` seconds the cycle is cancelled and records itself as
+        interrupted; only then are the hub client and database closed.
+        """
+        task = self.running_task
+        if task is None or task.done():
+            return
+        self.running_cycle.close()
+        log.info("Shutting down: waiting up to %ss for the stops in flight", self.shutdown_grace)
+        done, _ = await asyncio.wait({task}, timeout=self.shutdown_grace)
+        if done:
+            failure = None if task.cancelled() else task.exception()  # nobody else awaits it now
+            if failure:
+                log.error("Cull cycle failed while shutting down: %s", failure)
+            return
+        log.warning(
+            "Cull cycle interrupted by shutdown: stops still in flight after %ss",
+            self.shutdown_grace,
+        )
+        task.cancel()
+        await asyncio.wait({task})
 
     def web_settings(self) -> dict[str, Any]:
         return {
+            "hub": self.hub,
             "audit": self.audit,
             "cull_job": self.cull_job,
             "last_cycle": self.last_cycle,
@@ -227,6 +316,7 @@ class Culler(HubServiceApp):
             ("api/cycles", CyclesAPI),
             ("api/culls", CullsAPI),
             ("api/upcoming", UpcomingAPI),
+            ("keep", KeepRunning),
         ]
 
 

@@ -2,20 +2,57 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import asyncio
+import logging
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
+from sqlalchemy.exc import OperationalError
 
 from ..common.db import Database
 from ..common.timeutil import as_utc, parse_time, utcnow
-from .models import Cull, CullWarning, Cycle
+from .models import Cull, CullExtension, CullWarning, Cycle
 from .policy import Verdict
 
 if TYPE_CHECKING:
     from .cycle import Outcome  # the cycle writes through this module
+
+log = logging.getLogger(__name__)
+
+#: Backoff between attempts at an audit write the database refused (locked, full, gone).
+RETRY_FIRST_SECONDS = 0.5
+RETRY_MAX_SECONDS = 30.0
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+async def written(write: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+    """Run an audit write in a thread, retrying with backoff until it lands.
+
+    A database that is locked (SQLite gives up after its busy timeout), full or restarting
+    refuses with ``OperationalError``; the write is retried, so a cull is delayed rather than
+    left out of the trail. Other errors (a bug, a constraint) are raised: retrying cannot help.
+    """
+    delay = RETRY_FIRST_SECONDS
+    attempt = 0
+    while True:
+        try:
+            return await asyncio.to_thread(write, *args, **kwargs)
+        except OperationalError as e:
+            attempt += 1
+            log.warning(
+                "Audit write %s failed (%s); retry %d in %.1fs",
+                getattr(write, "__name__", "?"),
+                str(e.orig).splitlines()[0] if e.orig else type(e).__name__,
+                attempt,
+                delay,
+            )
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, RETRY_MAX_SECONDS)
 
 
 @dataclass(frozen=True)
@@ -59,32 +96,65 @@ class Audit:
             for name, value in counts.items():
                 setattr(cycle, name, value)
 
-    def record(self, culls: Sequence[CullEntry]) -> None:
-        """Write culls in one transaction (the culler batches what a cycle did meanwhile)."""
+    def add(self, cull: CullEntry) -> int:
+        """Write one cull; its row id, to set its outcome once the hub has answered."""
         with self.db.session() as session:
-            session.add_all(_row(cull) for cull in culls)
+            row = _row(cull)
+            session.add(row)
+            session.flush()
+            return row.id
+
+    def set_outcome(self, cull_id: int, outcome: Outcome) -> None:
+        with self.db.session() as session:
+            session.execute(update(Cull).where(Cull.id == cull_id).values(outcome=outcome.value))
 
     def warn_once(self, user: str, server: str, started: datetime, due: datetime) -> bool:
-        """Note a warning for this server run; False if it was already warned."""
+        """Note a warning for this server run and due time; False if it was already warned.
+
+        A server whose due time moved later since its warning (it was used, or kept running
+        from the culler's page) is warned again before the new due time.
+        """
         started, due = as_utc(started), as_utc(due)
         with self.db.session() as session:
-            seen = session.scalar(
-                select(func.count())
-                .select_from(CullWarning)
-                .where(
+            warned = session.scalar(
+                select(CullWarning).where(
                     CullWarning.user == user,
                     CullWarning.server == server,
                     CullWarning.started == started,
                 )
             )
-            if seen:
+            if warned is None:
+                warned = CullWarning(user=user, server=server, started=started, due=due)
+                session.add(warned)
+            elif as_utc(warned.due) >= due:
                 return False
+            warned.due = due
+            warned.warned_at = as_utc(utcnow())
+            return True
+
+    def extensions_used(self, user: str, server: str, started: datetime) -> int:
+        """How many times this server run was kept running by its owner."""
+        with self.db.session() as session:
+            return (
+                session.scalar(
+                    select(func.count())
+                    .select_from(CullExtension)
+                    .where(
+                        CullExtension.user == user,
+                        CullExtension.server == server,
+                        CullExtension.started == as_utc(started),
+                    )
+                )
+                or 0
+            )
+
+    def add_extension(self, user: str, server: str, started: datetime) -> None:
+        with self.db.session() as session:
             session.add(
-                CullWarning(
-                    user=user, server=server, started=started, due=due, warned_at=as_utc(utcnow())
+                CullExtension(
+                    user=user, server=server, started=as_utc(started), at=as_utc(utcnow())
                 )
             )
-            return True
 
     def recent_cycles(self, limit: int) -> list[Cycle]:
         with self.db.session() as session:

@@ -13,9 +13,15 @@ servers (busy kernels), the warning hook and the audit trail, in that order of a
 4. remove users whose servers are all stopped, only once their stops have finished (at most
    ``concurrency`` removals in flight).
 
-Audit rows are queued and written in batches on a thread of their own, and every other audit
-call runs in a thread too, so the database never holds up the event loop or the hub's answers
-(SQLite commits take milliseconds each; a cycle may make hundreds).
+Nothing the hub did goes unrecorded: a server's (or user's) audit row is written before its stop
+(or removal) is sent, as ``requested``, and updated with the outcome once the hub answers. Every
+audit write runs in a thread (the database never holds up the event loop) and is retried with
+backoff until it lands (:func:`~hubservices.cull.audit.written`): a locked database delays stops,
+it never loses their rows. On shutdown :meth:`CullCycle.close` lets the stops in flight finish and
+sends no new ones; a cycle cancelled past the grace period is recorded as interrupted.
+
+Busy kernels are asked with a token the culler has the hub issue for that one server, for a minute,
+and revokes after the check: the culler's own token never reaches a server its user controls.
 
 One server's or user's failure is counted and logged and never stops the others.
 """
@@ -23,13 +29,15 @@ One server's or user's failure is counted and logged and never stops the others.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import time
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Coroutine, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from enum import StrEnum
+from functools import partial
 from typing import Any
 
 import httpx
@@ -38,7 +46,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from ..common.hubapi import HubAPI, HubAPIError
 from ..common.process import child_env
 from ..common.timeutil import as_utc, parse_time, utcnow
-from .audit import Audit, CullEntry
+from .audit import Audit, CullEntry, written
+from .mail import Mailer
 from .policy import (
     Judged,
     Policy,
@@ -51,6 +60,7 @@ from .policy import (
 
 log = logging.getLogger(__name__)
 
+
 class Outcome(StrEnum):
     """What became of a server or user the cycle culled; the audit's ``outcome`` column."""
 
@@ -59,6 +69,18 @@ class Outcome(StrEnum):
     REMOVED = "removed"  # a named server stopped and deleted (remove_named_servers)
     DELETED = "deleted"  # a user removed from the hub
     DRY_RUN = "dry-run"  # what would have been culled
+    REQUESTED = "requested"  # written before the stop was sent; no answer recorded (shutdown)
+    FAILED = "failed"  # the hub refused or never answered: the server may still run
+
+
+#: The most of a server's ``api/kernels`` reply read: a server its user controls may send anything.
+KERNELS_REPLY_MAX_BYTES = 1 << 20
+#: How long a busy-kernel check may take, reply included, and its token live.
+KERNELS_CHECK_SECONDS = 15
+KERNELS_TOKEN_SECONDS = 60
+#: The hub does not count a request made with a token whose note starts so as its owner's
+#: activity (jupyterhub/handlers/base.py, get_current_user_token): the check is not activity.
+SERVER_TOKEN_NOTE = "Server at {url}: the culler asks whether a kernel is busy"
 
 
 @dataclass(frozen=True)
@@ -75,6 +97,7 @@ class CullOptions:
     warn_before: int = 0
     warn_command: Sequence[str] = ()
     warn_url: str = ""
+    mailer: Mailer | None = None  # warn by e-mail too
 
 
 class CullMetrics:
@@ -157,12 +180,8 @@ class CullCycle:
         options: CullOptions,
         audit: Audit,
         metrics: CullMetrics,
-        *,
-        token: str,
     ) -> None:
-        """``token`` is the service's, for asking servers about their kernels."""
         self.hub = hub
-        self._token = token
         self.policy = policy
         self.options = options
         self.audit = audit
@@ -170,13 +189,17 @@ class CullCycle:
         self.result = CycleResult()
         self._changes = asyncio.Semaphore(options.concurrency)  # stops, removals in flight
         self._in_hand = asyncio.Semaphore(2 * options.concurrency)  # re-checked or stopping
-        self._unwritten: list[CullEntry] = []  # audit rows queued for the writer
-        self._writer: asyncio.Task[None] | None = None
+        self._closing = False  # shutting down: send no new stops
+        self._left_for_next = 0  # due servers not stopped because of the shutdown
+
+    def close(self) -> None:
+        """Shutting down: the stops in flight go on, no new one is sent."""
+        self._closing = True
 
     async def run(self) -> CycleResult:
         start = time.monotonic()
         now = utcnow()
-        cycle_id = await asyncio.to_thread(self.audit.start_cycle, self.options.dry_run, now)
+        cycle_id = await written(self.audit.start_cycle, self.options.dry_run, now)
         error = None
         try:
             await self._run(cycle_id, now)
@@ -184,10 +207,15 @@ class CullCycle:
             error = str(e)
             self.metrics.errors.labels("list").inc()
             raise
+        except asyncio.CancelledError:
+            error = "interrupted by shutdown: stops in flight were not waited for"
+            raise
         finally:
-            if self._writer:
-                await self._writer
-            await asyncio.to_thread(
+            if error is None and self._left_for_next:
+                error = (
+                    f"interrupted by shutdown: {self._left_for_next} due left for the next cycle"
+                )
+            await written(
                 self.audit.finish_cycle,
                 cycle_id,
                 utcnow(),
@@ -238,30 +266,58 @@ class CullCycle:
         name, server_name = judged.user["name"], judged.server_name
         try:
             async with self._in_hand:
+                if self._shutting_down():
+                    return None
                 recheck = await self._recheck(judged)
                 if recheck is None:
                     return None
                 fresh, verdict = recheck
                 if self.options.busy_kernels and await self._keep_busy(judged, verdict):
                     return None
+                entry = CullEntry(
+                    cycle_id, "server", name, server_name, verdict, fresh, Outcome.DRY_RUN
+                )
                 if self.options.dry_run:
                     log.info("Would cull %s: %s", judged.label, verdict.why)
-                    outcome = Outcome.DRY_RUN
-                else:
+                    await written(self.audit.add, entry)
+                    return Outcome.DRY_RUN
+                async with self._changes:
+                    if self._shutting_down():
+                        return None
                     log.info("Culling %s: %s", judged.label, verdict.why)
-                    async with self._changes:
-                        outcome = await self._stop(name, server_name)
+                    outcome = await self._act(entry, partial(self._stop, name, server_name))
         except HubAPIError as e:
             self.result.errors += 1
             self.metrics.errors.labels("stop").inc()
             log.error("Could not cull %s: %s", judged.label, e)
             return None
-        self._record(CullEntry(cycle_id, "server", name, server_name, verdict, fresh, outcome))
-        if outcome != Outcome.DRY_RUN:
-            self.result.culled_servers += 1
-            self.metrics.servers_culled.labels(verdict.reason).inc()
+        self.result.culled_servers += 1
+        self.metrics.servers_culled.labels(verdict.reason).inc()
         if outcome == Outcome.STOPPING and self.policy.cull_users:
             outcome = await self._wait_stopped(name, server_name)
+        return outcome
+
+    def _shutting_down(self) -> bool:
+        """True (and counted) when shutdown came before this server's turn."""
+        if self._closing:
+            self._left_for_next += 1
+        return self._closing
+
+    async def _act(
+        self, entry: CullEntry, action: Callable[[], Coroutine[Any, Any, Outcome]]
+    ) -> Outcome:
+        """Record ``entry`` as requested, then do ``action`` and record its outcome.
+
+        The row lands before the hub is asked, so whatever happens next (a crash, a SIGTERM,
+        a locked database), nothing the hub did is missing from the audit trail.
+        """
+        row = await written(self.audit.add, replace(entry, outcome=Outcome.REQUESTED))
+        try:
+            outcome = await action()
+        except HubAPIError:
+            await written(self.audit.set_outcome, row, Outcome.FAILED)
+            raise
+        await written(self.audit.set_outcome, row, outcome)
         return outcome
 
     async def _recheck(self, judged: Judged) -> tuple[dict[str, Any], Verdict] | None:
@@ -274,25 +330,11 @@ class CullCycle:
         if fresh.get("started") != judged.server.get("started"):
             log.info("Not culling %s: restarted since the listing", judged.label)
             return None
-        verdict = judge_server(
-            fresh_user, judged.server_name, fresh, self.policy, utcnow()
-        )
+        verdict = judge_server(fresh_user, judged.server_name, fresh, self.policy, utcnow())
         if not verdict.cull:
             log.info("Not culling %s: %s since the listing", judged.label, verdict.why)
             return None
         return fresh, verdict
-
-    def _record(self, cull: CullEntry) -> None:
-        """Queue an audit row. One writer thread takes what is queued, in one transaction, so
-        the database never holds up the hub's answers (SQLite commits take milliseconds)."""
-        self._unwritten.append(cull)
-        if self._writer is None or self._writer.done():
-            self._writer = asyncio.create_task(self._write_audit())
-
-    async def _write_audit(self) -> None:
-        while self._unwritten:
-            culls, self._unwritten = self._unwritten, []
-            await asyncio.to_thread(self.audit.record, culls)
 
     async def _stop(self, user: str, server_name: str) -> Outcome:
         remove = self.options.remove_named_servers and server_name != ""
@@ -331,41 +373,42 @@ class CullCycle:
             verdict = judge_user(user, self.policy, utcnow())
             if not verdict.cull:
                 return
+            entry = CullEntry(cycle_id, "user", name, None, verdict, user, Outcome.DRY_RUN)
             if self.options.dry_run:
                 log.info("Would remove user %s: %s", name, verdict.why)
-                outcome = Outcome.DRY_RUN
-            else:
+                await written(self.audit.add, entry)
+                return
+            async with self._changes:
+                if self._shutting_down():
+                    return
                 log.info("Removing user %s: %s", name, verdict.why)
-                async with self._changes:
-                    await self.hub.delete_user(name)
-                outcome = Outcome.DELETED
-                self.result.culled_users += 1
-                self.metrics.users_culled.labels(verdict.reason).inc()
+                await self._act(entry, partial(self._delete_user, name))
+            self.result.culled_users += 1
+            self.metrics.users_culled.labels(verdict.reason).inc()
         except HubAPIError as e:
             self.result.errors += 1
             self.metrics.errors.labels("user").inc()
             log.error("Could not cull user %s: %s", name, e)
-            return
-        self._record(CullEntry(cycle_id, "user", name, None, verdict, user, outcome))
+
+    async def _delete_user(self, name: str) -> Outcome:
+        await self.hub.delete_user(name)
+        return Outcome.DELETED
 
     async def _keep_busy(self, judged: Judged, verdict: Verdict) -> bool:
-        """Ask the server, without counting as activity, whether a kernel is busy."""
-        url = (
-            judged.server.get("full_url")
-            or self.options.server_url.rstrip("/") + judged.server["url"]
-        )
+        """Whether to keep a due server because a kernel is busy (its verdict permitting).
+
+        A server that cannot be asked, or answers nonsense, counts as not busy: the server
+        is its user's, and must not be able to keep itself running by answering badly.
+        """
         try:
-            async with httpx.AsyncClient(timeout=10) as client:
-                r = await client.get(
-                    f"{url}api/kernels",
-                    params={"no_track_activity": "1"},
-                    headers={"Authorization": f"token {self._token}"},
-                )
-                r.raise_for_status()
-                busy = any(k.get("execution_state") == "busy" for k in r.json())
-        except (httpx.HTTPError, ValueError) as e:
+            busy = await self._kernel_busy(judged)
+        except (TimeoutError, HubAPIError, httpx.HTTPError, ValueError) as e:
             self.metrics.errors.labels("kernels").inc()
-            log.warning("Could not ask %s about its kernels (%s); culling as idle", judged.label, e)
+            log.warning(
+                "Could not ask %s about its kernels (%s); culling as idle",
+                judged.label,
+                str(e) or type(e).__name__,
+            )
             return False
         if keep_for_busy_kernel(verdict, busy, self.options.busy_kernel_cap):
             log.info("Keeping %s: a kernel is busy (%s)", judged.label, verdict.why)
@@ -373,6 +416,35 @@ class CullCycle:
             self.metrics.kept_busy.inc()
             return True
         return False
+
+    async def _kernel_busy(self, judged: Judged) -> bool:
+        """Ask the server with a token for it alone, issued for a minute and revoked after.
+
+        The hub issues the token to the server's owner with the single scope
+        ``access:servers!server=<user>/<server>``: kept by the server, it opens nothing else.
+        """
+        user = judged.user["name"]
+        url = (
+            judged.server.get("full_url")
+            or self.options.server_url.rstrip("/") + judged.server["url"]
+        )
+        token = await self.hub.post(
+            "users",
+            user,
+            "tokens",
+            json={
+                "scopes": [f"access:servers!server={user}/{judged.server_name}"],
+                "expires_in": KERNELS_TOKEN_SECONDS,
+                "note": SERVER_TOKEN_NOTE.format(url=judged.server["url"]),
+            },
+        )
+        try:
+            return await asyncio.wait_for(ask_kernels(url, token["token"]), KERNELS_CHECK_SECONDS)
+        finally:
+            try:
+                await self.hub.delete("users", user, "tokens", token["id"])
+            except HubAPIError as e:
+                log.warning("Could not revoke %s's kernel-check token (it expires): %s", user, e)
 
     async def _warn(self, kept: list[tuple[datetime, Judged]], now: datetime) -> None:
         """Tell the owners of servers due within ``warn_before`` seconds, once per server run."""
@@ -382,9 +454,7 @@ class CullCycle:
             started = parse_time(j.server.get("started"))
             if started is None:  # judged servers without a start time have no due time
                 continue
-            first = await asyncio.to_thread(
-                self.audit.warn_once, j.user["name"], j.server_name, started, due
-            )
+            first = await written(self.audit.warn_once, j.user["name"], j.server_name, started, due)
             if not first:
                 continue
             notice = {
@@ -395,9 +465,50 @@ class CullCycle:
             }
             try:
                 await send_warning(self.options, notice)
-            except (TimeoutError, OSError, httpx.HTTPError) as e:
+            except (TimeoutError, OSError, ValueError, httpx.HTTPError) as e:
                 self.metrics.errors.labels("warn").inc()
                 log.warning("Could not warn %s: %s", j.label, e)
+
+
+async def ask_kernels(server_url: str, token: str) -> bool:
+    """``GET <server>/api/kernels`` without counting as activity; whether a kernel is busy.
+
+    At most ``KERNELS_REPLY_MAX_BYTES`` are read; ``ValueError`` for a larger or odd reply.
+    """
+    async with (
+        httpx.AsyncClient(timeout=10) as client,
+        client.stream(
+            "GET",
+            f"{server_url}api/kernels",
+            params={"no_track_activity": "1"},
+            headers={"Authorization": f"token {token}"},
+        ) as reply,
+    ):
+        reply.raise_for_status()
+        body = b""
+        async for chunk in reply.aiter_bytes():
+            body += chunk
+            if len(body) > KERNELS_REPLY_MAX_BYTES:
+                raise ValueError(f"reply larger than {KERNELS_REPLY_MAX_BYTES} bytes")
+    return any_kernel_busy(body)
+
+
+def any_kernel_busy(reply: bytes) -> bool:
+    """Whether a server's ``GET api/kernels`` reply shows a busy kernel.
+
+    ``ValueError`` saying what is wrong with any other shape: a list of kernel models, each a
+    dict whose ``execution_state`` is a string, is all that is accepted.
+    """
+    try:
+        kernels = json.loads(reply)
+    except RecursionError:
+        raise ValueError("JSON nested too deep") from None
+    if not isinstance(kernels, list):
+        raise ValueError(f"expected a list of kernels, got {type(kernels).__name__}")
+    states = [k.get("execution_state") if isinstance(k, dict) else None for k in kernels]
+    if not all(isinstance(state, str) for state in states):
+        raise ValueError("a kernel without a string execution_state")
+    return "busy" in states
 
 
 def _users_with_every_server_gone(
@@ -414,7 +525,7 @@ def _users_with_every_server_gone(
 
 
 async def send_warning(options: CullOptions, notice: Mapping[str, str]) -> None:
-    """Run the warning command and/or POST to the warning URL with the notice."""
+    """Run the warning command, POST to the warning URL, e-mail the owner: each configured."""
     if options.warn_command:
         env = child_env(os.environ, {f"CULL_{key.upper()}": value for key, value in notice.items()})
         proc = await asyncio.create_subprocess_exec(*options.warn_command, env=env)
@@ -428,3 +539,5 @@ async def send_warning(options: CullOptions, notice: Mapping[str, str]) -> None:
     if options.warn_url:
         async with httpx.AsyncClient(timeout=10) as client:
             (await client.post(options.warn_url, json=notice)).raise_for_status()
+    if options.mailer:
+        await asyncio.to_thread(options.mailer.send, notice)

@@ -1,4 +1,9 @@
-"""The culler's status page and JSON API, for hub admins: thin views over what it hands them."""
+"""The culler's page and JSON API: thin views over what it hands them.
+
+Every hub user sees their own servers on the page (idle how long, stopped when and by which
+rule, a "keep it running" button); the culler's admins (``user_allowed``: hub admins unless
+configured otherwise) also see everyone's, the cycles and the audit trail, and the API.
+"""
 
 from __future__ import annotations
 
@@ -6,15 +11,17 @@ import asyncio
 from datetime import datetime, timedelta
 from typing import Any
 
-from tornado.web import authenticated
+from jupyterhub.services.auth import HubOAuthenticated
+from tornado.web import HTTPError, authenticated
 
+from ..common.hubapi import HubAPI
 from ..common.scheduler import ScheduledJob
-from ..common.timeutil import as_utc, utcnow
+from ..common.timeutil import as_utc, parse_time, utcnow
 from ..common.web import APIHandler, BaseHandler, Setting
-from .audit import Audit
+from .audit import Audit, written
 from .cycle import CullOptions, LastCycle
 from .models import Cull, Cycle
-from .policy import Judged, Policy, format_duration
+from .policy import Judged, Policy, format_duration, judge_server, refuse_extension
 
 MAX_ROWS = 1000
 MAX_MINUTES = 7 * 24 * 60
@@ -87,27 +94,119 @@ class CullViews(BaseHandler):
     async def recent_culls(self, limit: int, user: str | None = None) -> list[Cull]:
         return await asyncio.to_thread(self.audit.recent_culls, limit, user)
 
+    async def extensions_used(self, user: str, server: str, started: datetime) -> int:
+        return await asyncio.to_thread(self.audit.extensions_used, user, server, started)
 
-class StatusPage(CullViews):
-    """``/services/cull/``: next run, recent cycles and culls, what is due soon."""
+
+class OwnServerViews(CullViews):
+    """Views every hub user may open: each sees (and keeps) only their own servers."""
+
+    hub = Setting(HubAPI)
+
+    def check_hub_user(self, model: dict[str, Any]) -> dict[str, Any]:
+        # the hub's access scope alone lets a user in; what they see is checked per view
+        allowed: dict[str, Any] = HubOAuthenticated.check_hub_user(self, model)
+        return allowed
+
+    @property
+    def manages_culling(self) -> bool:
+        """The culler's admins see everyone's servers, the cycles and the audit trail."""
+        return self.service.user_allowed(self.current_user)
+
+    async def own_servers(self) -> list[dict[str, Any]]:
+        """The current user's running servers as the policy judges them now."""
+        me = self.current_user
+        if me.get("kind", "user") != "user":
+            return []
+        user = await self.hub.get_user(me["name"])
+        now = utcnow()
+        rows = []
+        for name, server in sorted((user.get("servers") or {}).items()):
+            verdict = judge_server(user, name, server, self.policy, now)
+            started = parse_time(server.get("started"))
+            used = await self.extensions_used(user["name"], name, started) if started else 0
+            rows.append(
+                {
+                    "server": name,
+                    "idle": format_duration(verdict.idle) if verdict.idle is not None else "",
+                    "stop_now": verdict.cull,
+                    "due": as_utc(verdict.due),
+                    "in": format_duration(verdict.due - now) if verdict.due else "",
+                    "by": verdict.due_why or verdict.why,
+                    "kept": used,
+                    "refused": refuse_extension(verdict, used, self.policy.max_extensions),
+                }
+            )
+        return rows
+
+
+class StatusPage(OwnServerViews):
+    """``/services/cull/``: your servers; for the culler's admins also the next run, recent
+    cycles and culls, and what is due soon."""
 
     @authenticated
     async def get(self) -> None:
         minutes = self.int_argument("minutes", 60, minimum=1, maximum=MAX_MINUTES)
+        admin_views: dict[str, Any] = {}
+        if self.manages_culling:
+            admin_views = {
+                "cycles": [cycle_json(c) for c in await self.recent_cycles(10)],
+                "culls": [cull_json(c) for c in await self.recent_culls(50)],
+                "upcoming": self.upcoming(minutes),
+            }
         self.render_page(
             "index.html",
             next_run=self.cull_job.next_run(),
-            cycles=[cycle_json(c) for c in await self.recent_cycles(10)],
-            culls=[cull_json(c) for c in await self.recent_culls(50)],
-            upcoming=self.upcoming(minutes),
+            own_servers=await self.own_servers(),
+            manages_culling=self.manages_culling,
+            max_extensions=self.policy.max_extensions,
             minutes=minutes,
             duration=lambda s: format_duration(None if s is None else timedelta(seconds=s)),
+            **admin_views,
         )
 
     @authenticated
     def post(self) -> None:
-        """The page's "Run a cycle now" button."""
+        """The page's "Run a cycle now" button, for the culler's admins."""
+        if not self.manages_culling:
+            raise HTTPError(403, "Only the culler's admins may run a cycle.")
         self.cull_job.run_soon()
+        self.redirect(self.service.service_prefix, status=303)
+
+
+class KeepRunning(OwnServerViews):
+    """``POST keep`` (form: ``user``, ``server``): "keep it running", for your own server.
+
+    It records activity on the server through the hub's activity API, so the culler's next
+    re-check sees it; ``refuse_extension`` limits it (at most ``max_extensions`` per server
+    run, never past max-age).
+    """
+
+    @authenticated
+    async def post(self) -> None:
+        me = self.current_user
+        owner = self.get_body_argument("user", "")
+        server_name = self.get_body_argument("server", "")
+        if me.get("kind", "user") != "user" or owner != me["name"]:
+            raise HTTPError(403, "You can keep only your own servers running.")
+        if not self.policy.max_extensions:
+            raise HTTPError(403, "Keeping servers running is switched off here.")
+        label = f"server {server_name!r}" if server_name else "your default server"
+        user = await self.hub.get_user(owner)
+        server = (user.get("servers") or {}).get(server_name)
+        started = parse_time((server or {}).get("started"))
+        if server is None or started is None:
+            raise HTTPError(404, f"You have no running {label.removeprefix('your ')}.")
+        verdict = judge_server(user, server_name, server, self.policy, utcnow())
+        used = await self.extensions_used(owner, server_name, started)
+        refused = refuse_extension(verdict, used, self.policy.max_extensions)
+        if refused:
+            raise HTTPError(409, f"Cannot keep {label} running: {refused}.")
+        now = utcnow().isoformat() + "Z"
+        await self.hub.post(
+            "users", owner, "activity", json={"servers": {server_name: {"last_activity": now}}}
+        )
+        await written(self.audit.add_extension, owner, server_name, started)
         self.redirect(self.service.service_prefix, status=303)
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import DateTime, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy import DateTime, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -66,3 +66,16 @@ class CullWarning(Base):
     started: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     due: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     warned_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class CullExtension(Base):
+    """A "keep it running" from a server's owner: counted per server run, limited by policy."""
+
+    __tablename__ = "cull_extensions"
+    __table_args__ = (Index("ix_cull_extensions_run", "user", "server", "started"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user: Mapped[str] = mapped_column(String(255))
+    server: Mapped[str] = mapped_column(String(255))
+    started: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

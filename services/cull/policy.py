@@ -121,6 +121,7 @@ class Policy:
     cull_default_servers: bool = True
     cull_named_servers: bool = True
     rules: tuple[Rule, ...] = ()
+    max_extensions: int = 3  # "keep it running" presses per server run (refuse_extension)
 
     def rule_for(
         self, user: Mapping[str, Any], server_name: str | None, server: Mapping[str, Any] | None
@@ -149,6 +150,8 @@ class Verdict:
     age: timedelta | None = None
     rule: str | None = None
     due: datetime | None = None  # when it will be culled if nothing changes; None: never
+    due_reason: str | None = None  # the limit that sets ``due``: IDLE or MAX_AGE
+    due_why: str = ""  # that limit in words: "idle timeout 1h00m, rule gpu"
 
     @classmethod
     def keep(cls, why: str, **details: Any) -> Verdict:
@@ -179,11 +182,21 @@ def _decide(
         return Verdict(cull=True, reason=MAX_AGE, why=why, **details)
     dues = []
     if timeout:
-        dues.append(last_activity + timedelta(seconds=timeout))
+        limit = format_duration(timedelta(seconds=timeout))
+        dues.append((last_activity + timedelta(seconds=timeout), IDLE, f"idle timeout {limit}"))
     if max_age:
-        dues.append(born + timedelta(seconds=max_age))
-    why = f"active {format_duration(idle)} ago{via}" if dues else f"no limit applies{via}"
-    return Verdict.keep(why, due=min(dues) if dues else None, **details)
+        limit = format_duration(timedelta(seconds=max_age))
+        dues.append((born + timedelta(seconds=max_age), MAX_AGE, f"max-age {limit}"))
+    if not dues:
+        return Verdict.keep(f"no limit applies{via}", **details)
+    due, due_reason, due_why = min(dues)
+    return Verdict.keep(
+        f"active {format_duration(idle)} ago{via}",
+        due=due,
+        due_reason=due_reason,
+        due_why=due_why + via,
+        **details,
+    )
 
 
 def judge_server(
@@ -242,6 +255,21 @@ def keep_for_busy_kernel(verdict: Verdict, busy: bool, cap: int) -> bool:
     return cap == 0 or (verdict.idle is not None and verdict.idle.total_seconds() < cap)
 
 
+def refuse_extension(verdict: Verdict, used: int, allowed: int) -> str | None:
+    """Why a "keep it running" (activity now) is refused for this server, or None if it may.
+
+    It only moves the idle deadline: a server due for its max-age stays due then, and each
+    server run may be kept running ``allowed`` times, so nobody holds a server for ever.
+    """
+    if MAX_AGE in (verdict.reason, verdict.due_reason):
+        return "it reaches its maximum age then; keeping it running cannot move that"
+    if verdict.reason is None and verdict.due is None:
+        return "nothing to extend: it is not due to be stopped"
+    if used >= allowed:
+        return f"already kept running {used} of {allowed} times since it started"
+    return None
+
+
 @dataclass(frozen=True)
 class Judged:
     """A running server and the verdict on it."""
@@ -257,9 +285,7 @@ class Judged:
         return f"{self.user['name']}/{self.server_name}" if self.server_name else self.user["name"]
 
 
-def judge_all(
-    users: Sequence[Mapping[str, Any]], policy: Policy, now: datetime
-) -> list[Judged]:
+def judge_all(users: Sequence[Mapping[str, Any]], policy: Policy, now: datetime) -> list[Judged]:
     """Every server of every listed user, judged; the caller splits culls from keeps."""
     return [
         Judged(user, name, server, judge_server(user, name, server, policy, now))

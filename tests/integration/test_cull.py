@@ -6,6 +6,7 @@ import asyncio
 import json
 import os
 import re
+import sqlite3
 import sys
 import time
 from collections.abc import AsyncIterator
@@ -469,6 +470,10 @@ async def test_a_busy_kernel_keeps_its_server(tmp_path: Path) -> None:
             busy = await cull.cycle()
             assert busy["kept_busy"] == 1 and busy["culled_servers"] == 0
             assert "" in await servers_of(api, "cruncher")
+            # asked with a token the hub issued cruncher for this server, revoked after
+            assert "Service cull requested API token for cruncher" in hub.log_tail(400)
+            tokens = (await api.get("users", "cruncher", "tokens"))["api_tokens"]
+            assert not [t for t in tokens if "culler asks" in (t["note"] or "")], tokens
 
             await server.post(f"api/kernels/{kernel['id']}/interrupt")
             for _ in range(100):
@@ -481,3 +486,171 @@ async def test_a_busy_kernel_keeps_its_server(tmp_path: Path) -> None:
             await cull.http.aclose()
     finally:
         hub.stop()
+
+
+EXTERNAL_CULL_ROLE = """
+c.JupyterHub.services.append({{"name": "cull", "api_token": {token!r}}})
+c.JupyterHub.load_roles.append({{"name": "cull", "services": ["cull"],
+    "scopes": ["list:users", "read:users:activity", "read:servers", "delete:servers"]}})
+"""
+
+
+def slow_stop_hub(tmp_path: Path, token: str, stop_delay: float) -> Hub:
+    """A hub whose servers take ``stop_delay`` s to stop, for a culler run by hand."""
+    return Hub(
+        tmp_path / "hub",
+        services=[],
+        extra_config=LIGHT
+        + f"c.LightSpawner.stop_delay = {stop_delay}\n"
+        + EXTERNAL_CULL_ROLE.format(token=token),
+    )
+
+
+async def culling_under_way(
+    api: HubAPI, hub: Hub, token: str, data: Path, names: list[str], *args: str
+) -> ExternalService:
+    """Idle servers for ``names``, and a culler run by hand (two stops at a time) whose first
+    stops are in flight when this returns."""
+    await api.create_users(names)
+    await asyncio.gather(*(start(api, n, idle_seconds=4000) for n in names))
+    culler = ExternalService(
+        "cull",
+        token,
+        hub.api_url,
+        data,
+        "--timeout=600",
+        "--cull-every=3600",
+        "--concurrency=2",
+        *args,
+    )
+    for _ in range(600):
+        users = await api.list_users(state="active")
+        if any(u["servers"].get("", {}).get("pending") == "stop" for u in users):
+            return culler
+        await asyncio.sleep(0.1)
+    culler.stop()
+    pytest.fail("no stop began")
+
+
+@pytest.mark.parametrize("grace", [30, 0])
+async def test_sigterm_mid_cycle_leaves_every_stop_in_the_audit(tmp_path: Path, grace: int) -> None:
+    """SIGTERM while stops are in flight: with a grace period the cycle finishes them and is
+    recorded with what it left for next time; without one it is recorded as interrupted. Either
+    way every server the hub stopped has its audit row, and nothing raises."""
+    token = "external-culler-token-" + os.urandom(8).hex()
+    hub = slow_stop_hub(tmp_path, token, stop_delay=3.0)
+    names = [f"s{i}" for i in range(8)]
+    hub.start()
+    culler = None
+    try:
+        async with HubAPI(hub.api_url, hub.admin_token) as api:
+            culler = await culling_under_way(
+                api, hub, token, tmp_path / "data", names, f"--shutdown-grace={grace}"
+            )
+            out = culler.stop()  # SIGTERM
+            assert culler.proc.returncode == 0, out
+            for _ in range(100):  # the hub finishes the stops it was asked for
+                users = await api.list_users(state="active")
+                if not any(u["servers"].get("", {}).get("pending") for u in users):
+                    break
+                await asyncio.sleep(0.2)
+            running = {u["name"] for u in await api.list_users(state="ready")}
+    finally:
+        if culler and culler.running:
+            out = culler.stop()
+        hub.stop()
+    stopped = set(names) - running
+    with sqlite3.connect(tmp_path / "data" / "hubservices.sqlite") as db:
+        culls = dict(db.execute("SELECT user, outcome FROM culls").fetchall())
+        [(finished, error)] = db.execute("SELECT finished_at, error FROM cull_cycles").fetchall()
+    assert "Traceback" not in out, out
+    assert stopped and running, "SIGTERM came mid-cycle: some stopped, some left"
+    assert stopped <= set(culls), (stopped, culls)  # no server the hub stopped lacks its row
+    assert finished is not None
+    if grace:
+        assert set(culls.values()) == {"stopped"}, culls  # the stops in flight were waited for
+        assert set(culls) == stopped
+        assert error == f"interrupted by shutdown: {len(running)} due left for the next cycle"
+    else:
+        assert "requested" in culls.values(), culls  # sent, answer not waited for
+        assert error == "interrupted by shutdown: stops in flight were not waited for"
+        assert "Cull cycle interrupted by shutdown" in out
+
+
+async def test_a_database_locked_35s_mid_cycle_loses_no_audit_row(tmp_path: Path) -> None:
+    """Another connection holds SQLite's exclusive lock for 35 s (past the 30 s busy timeout)
+    while the first stops are in flight: the culler logs a retry, sends no new stop meanwhile,
+    and in the end every server the hub stopped has its row with its outcome."""
+    token = "external-culler-token-" + os.urandom(8).hex()
+    hub = slow_stop_hub(tmp_path, token, stop_delay=2.0)
+    names = [f"l{i}" for i in range(6)]
+    database = tmp_path / "data" / "hubservices.sqlite"
+    hub.start()
+    culler = None
+    locker = None
+    try:
+        async with HubAPI(hub.api_url, hub.admin_token) as api:
+            culler = await culling_under_way(api, hub, token, tmp_path / "data", names)
+            locker = sqlite3.connect(database, isolation_level=None, timeout=30)
+            locker.execute("BEGIN EXCLUSIVE")
+            await asyncio.sleep(5)  # the first wave's stops finish; their rows cannot be updated
+            stopped_before = len(names) - len(await api.list_users(state="active"))
+            await asyncio.sleep(30)
+            stopped_while_locked = len(names) - len(await api.list_users(state="active"))
+            locker.execute("COMMIT")
+            for _ in range(300):
+                if not await api.list_users(state="active"):
+                    break
+                await asyncio.sleep(0.2)
+            else:
+                pytest.fail("the culler did not carry on once the lock was gone")
+            await asyncio.sleep(2)  # the last outcomes land
+    finally:
+        if locker:
+            locker.close()
+        out = culler.stop() if culler else ""
+        hub.stop()
+    with sqlite3.connect(database) as db:
+        culls = dict(db.execute("SELECT user, outcome FROM culls").fetchall())
+        [(finished, error)] = db.execute("SELECT finished_at, error FROM cull_cycles").fetchall()
+    assert stopped_before == stopped_while_locked <= 2, "no new stop went out during the lock"
+    assert culls == dict.fromkeys(names, "stopped"), culls
+    assert finished is not None and error is None
+    assert "Audit write add failed (database is locked); retry 1 in 0.5s" in out or (
+        "Audit write set_outcome failed (database is locked); retry 1 in 0.5s" in out
+    ), out
+    assert "Traceback" not in out, out
+
+
+async def test_servers_answering_nonsense_about_kernels_are_culled(tmp_path: Path) -> None:
+    """LightSpawner servers answer ``GET api/kernels`` with plain text: through the real hub
+    (tokens issued for each server, hostile names included, then revoked), each answer is
+    logged, counts as not busy, and every server is culled in the same cycle."""
+    hub = Hub(tmp_path / "hub", services=["cull"], extra_config=LIGHT)
+    hub.service_args["cull"] = [
+        "--timeout=3600",
+        "--cull-every=3600",
+        "--busy-kernels",
+        f"--server-url={hub.url}",
+    ]
+    with hub:
+        async with HubAPI(hub.api_url, hub.admin_token) as api:
+            cull = CullClient(hub, await api.create_token("admin", scopes=["access:services"]))
+            await wait_first_cycle(cull)
+            await api.create_users(["plain", "dana#1"])
+            await start(api, "plain", idle_seconds=4000)
+            await start(api, "dana#1", "gpu", idle_seconds=4000)
+            log_start = hub.log_path.stat().st_size
+            cycle = await cull.cycle()
+            assert cycle["culled_servers"] == 2 and cycle["kept_busy"] == 0
+            assert await servers_of(api, "plain") == {}
+            assert await servers_of(api, "dana#1") == {}
+            for user in ("plain", "dana#1"):
+                tokens = (await api.get("users", user, "tokens"))["api_tokens"]
+                assert not [t for t in tokens if "culler asks" in (t["note"] or "")], tokens
+            await cull.http.aclose()
+        log = hub.log_path.read_bytes()[log_start:].decode(errors="replace")
+    assert "Service cull requested API token for dana#1" in log
+    assert "Could not ask plain about its kernels (Expecting value" in log
+    assert "Could not ask dana#1/gpu about its kernels (Expecting value" in log
+    assert "Traceback" not in log

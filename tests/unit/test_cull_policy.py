@@ -15,6 +15,7 @@ from hubservices.cull.policy import (
     judge_server,
     judge_user,
     keep_for_busy_kernel,
+    refuse_extension,
 )
 
 NOW = datetime(2026, 11, 22, 12, 0)  # naive UTC, as the hub stores it
@@ -176,3 +177,37 @@ def test_busy_kernel_spares_an_idle_server_up_to_the_cap() -> None:
 def test_bad_rules_are_named(config, message: str) -> None:
     with pytest.raises(ValueError, match=message.replace("#", "\\#")):
         Rule.from_config(0, config)
+
+
+def test_keep_it_running_moves_only_the_idle_deadline_a_few_times() -> None:
+    policy = Policy(timeout=3600, max_age=8 * 3600)
+    idle = judge_server(user(), "", server(idle_minutes=50, age_minutes=120), policy, NOW)
+    assert idle.due_reason == IDLE
+    assert refuse_extension(idle, used=0, allowed=2) is None
+    assert (
+        refuse_extension(idle, used=2, allowed=2)
+        == "already kept running 2 of 2 times since it started"
+    )
+    overdue = judge_server(user(), "", server(idle_minutes=67, age_minutes=120), policy, NOW)
+    assert overdue.cull and refuse_extension(overdue, used=0, allowed=2) is None
+    old = judge_server(user(), "", server(idle_minutes=50, age_minutes=474), policy, NOW)
+    assert old.due_reason == MAX_AGE
+    assert "maximum age" in (refuse_extension(old, used=0, allowed=2) or "")
+    never = judge_server(
+        user(), "", server(idle_minutes=50, age_minutes=120), Policy(timeout=0), NOW
+    )
+    assert (
+        refuse_extension(never, used=0, allowed=2)
+        == "nothing to extend: it is not due to be stopped"
+    )
+
+
+def test_a_kept_server_says_which_limit_stops_it() -> None:
+    rules = (Rule(name="gpu", user_options={"profile": "gpu"}, timeout=1800),)
+    policy = Policy(timeout=3600, max_age=7200, rules=rules)
+    idle = judge_server(user(), "", server(idle_minutes=10, age_minutes=30), policy, NOW)
+    assert (idle.due_reason, idle.due_why) == (IDLE, "idle timeout 1h00m")
+    old = judge_server(user(), "", server(idle_minutes=10, age_minutes=100), policy, NOW)
+    assert (old.due_reason, old.due_why) == (MAX_AGE, "max-age 2h00m")
+    gpu = server(idle_minutes=10, age_minutes=30, user_options={"profile": "gpu"})
+    assert judge_server(user(), "", gpu, policy, NOW).due_why == "idle timeout 30m00s, rule gpu"

@@ -47,12 +47,16 @@ def role_scopes(services: list[str], args: dict | None = None) -> dict[str, list
 
 def test_cull_role_holds_only_what_its_options_use() -> None:
     base = ["delete:servers", "list:users", "read:servers", "read:users:activity"]
+    # "keep it running" (on by default) records activity; --max-extensions=0 needs none
+    assert role_scopes(["cull"], {"cull": ["--max-extensions=0"]}) == {"hubservices-cull": base}
+    base = sorted([*base, "users:activity"])
     assert role_scopes(["cull"]) == {"hubservices-cull": base}
     assert role_scopes(["cull"], {"cull": ["--cull-users"]})["hubservices-cull"] == sorted(
         [*base, "admin:users"]
     )
     busy = role_scopes(["cull"], {"cull": ["--busy-kernels", "--server-url=http://hub"]})
-    assert "access:servers" in busy["hubservices-cull"]
+    # a one-minute token per server asked, never the culler's own: no access:servers
+    assert busy["hubservices-cull"] == sorted([*base, "tokens"])
 
 
 def test_ports_args_and_data_dir_reach_the_command() -> None:
