@@ -46,6 +46,8 @@ COMMON_DIR = Path(__file__).parent
 SHUTDOWN_GRACE_SECONDS = 4.0
 HUB_STATUS_SECONDS = 5.0
 HUB_CHECK_TIMEOUT = 3.0
+#: Where tornado serves the common static files, relative to the service prefix.
+STATIC_PREFIX = "static/"
 
 def _slashed(prefix: str) -> str:
     """A URL prefix with exactly one slash at each end, as tornado routes need."""
@@ -407,7 +409,7 @@ class HubServiceApp(Application):
             loader=ChoiceLoader([FileSystemLoader(str(d)) for d in self.template_dirs()]),
             autoescape=select_autoescape(default=True),
         )
-        routes = common_handlers() + self.service_handlers()
+        routes = self.routes()
         return TornadoApplication(
             [(prefix + path, *rest) for path, *rest in routes],
             service=self,
@@ -415,12 +417,17 @@ class HubServiceApp(Application):
             cookie_secret=self.load_cookie_secret(),
             templates=templates,
             static_path=str(COMMON_DIR / "static"),
-            static_url_prefix=prefix + "static/",
+            static_url_prefix=prefix + STATIC_PREFIX,
             compress_response=True,
             default_handler_class=NotFoundHandler,
             log_function=log_request,
             **self.web_settings(),
         )
+
+    def routes(self) -> list[Route]:
+        """Every route of the service's own, relative to its prefix (tornado adds
+        :data:`STATIC_PREFIX`)."""
+        return common_handlers() + self.service_handlers()
 
     def start(self) -> None:
         """Serve until SIGTERM or SIGINT."""
