@@ -31,6 +31,7 @@ import asyncio
 import contextlib
 import datetime
 import functools
+import json
 import numbers
 import os
 import threading
@@ -394,6 +395,20 @@ class CourseAPIAccess(CourseAccess, APIHandler):
         # nbgrader's scripts JSON.parse the answer themselves: a string for jQuery, as nbgrader's
         # own server's text/html is, but one no browser renders
         self.set_header("Content-Type", "text/plain; charset=UTF-8")
+
+    def get_json_body(self) -> dict[str, Any]:
+        """The body as the JSON object nbgrader's handlers ``.get()`` from, or a 400 saying so.
+
+        nbgrader's own answers a missing body with ``None`` (then a 500 from ``None.get``) and
+        logs a traceback for one that is not JSON.
+        """
+        try:
+            body = json.loads(self.request.body or b"null")
+        except ValueError:
+            body = None
+        if not isinstance(body, dict):
+            raise web.HTTPError(400, "The request body must be a JSON object.")
+        return body
 
 
 @web.authenticated
