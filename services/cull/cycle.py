@@ -51,6 +51,7 @@ from .policy import (
 
 log = logging.getLogger(__name__)
 
+
 class Outcome(StrEnum):
     """What became of a server or user the cycle culled; the audit's ``outcome`` column."""
 
@@ -274,9 +275,7 @@ class CullCycle:
         if fresh.get("started") != judged.server.get("started"):
             log.info("Not culling %s: restarted since the listing", judged.label)
             return None
-        verdict = judge_server(
-            fresh_user, judged.server_name, fresh, self.policy, utcnow()
-        )
+        verdict = judge_server(fresh_user, judged.server_name, fresh, self.policy, utcnow())
         if not verdict.cull:
             log.info("Not culling %s: %s since the listing", judged.label, verdict.why)
             return None

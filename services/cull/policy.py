@@ -257,9 +257,7 @@ class Judged:
         return f"{self.user['name']}/{self.server_name}" if self.server_name else self.user["name"]
 
 
-def judge_all(
-    users: Sequence[Mapping[str, Any]], policy: Policy, now: datetime
-) -> list[Judged]:
+def judge_all(users: Sequence[Mapping[str, Any]], policy: Policy, now: datetime) -> list[Judged]:
     """Every server of every listed user, judged; the caller splits culls from keeps."""
     return [
         Judged(user, name, server, judge_server(user, name, server, policy, now))

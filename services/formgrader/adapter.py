@@ -34,6 +34,7 @@ import functools
 import json
 import numbers
 import os
+import re
 import threading
 from collections.abc import Callable, Mapping
 from concurrent.futures import Executor, ThreadPoolExecutor
@@ -430,6 +431,10 @@ class CourseFiles(CourseAccess, web.StaticFileHandler):
             super().check_xsrf_cookie()
 
 
+#: What nbgrader's ``SubmissionFilesHandler`` splits a path into: submission id, file.
+SUBMISSION_FILE = re.compile(r"([^/]+)/(.*)")
+
+
 class StudentFiles(CourseFiles):
     """A file of a student's autograded submission: sandboxed, never served as script."""
 
@@ -450,7 +455,12 @@ class StudentFiles(CourseFiles):
         await super().get(path, include_body)
 
     def find(self, url_path: str) -> str:
-        """nbgrader's ``parse_url_path``: the submission's file, from the gradebook."""
+        """nbgrader's ``parse_url_path``: the submission's file, from the gradebook.
+
+        nbgrader's raises (a 500) on a path without ``<submission id>/``, as ``submissions/``.
+        """
+        if not SUBMISSION_FILE.match(url_path.lstrip("/")):
+            raise web.HTTPError(404, "No file: submissions/<submission id>/<file> expected.")
         return super().parse_url_path(url_path)
 
     def parse_url_path(self, url_path: str) -> str:

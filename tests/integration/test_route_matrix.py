@@ -17,15 +17,17 @@ import asyncio
 import json
 import re
 import shutil
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 import pytest
 from tornado.routing import PathMatches, RuleRouter
-from tornado.web import Application
+from tornado.web import Application, StaticFileHandler
 
 from hubservices.common.app import HubServiceApp
 from hubservices.common.hubapi import HubAPI
@@ -48,6 +50,10 @@ SERVICES: dict[str, type[HubServiceApp]] = {
 COURSES = ("course1", "course2", "c++")
 GROUPS = {"formgrade-course1": ["teacher1"], "formgrade-course2": ["teacher2"],
           "formgrade-c++": ["teacher3"]}  # fmt: skip
+
+#: Hostile ids (issue 12): put in every path parameter of every route, URL-quoted as a browser
+#: would send them, and as user and group names on the hub.
+HOSTILE = ["#", "?", "/", "%", "..", "ünï", "=cmd|x", "<img src=x onerror=alert(1)>"]
 
 # -- who asks ---------------------------------------------------------------------------------
 
@@ -333,7 +339,9 @@ class Route:
         return all(matcher.match(path) for matcher in self.matchers)
 
 
-def walk(service: str, prefix: str, router: RuleRouter, outer: tuple = ()) -> list[Route]:
+def walk(
+    service: str, prefix: str, router: RuleRouter, outer: tuple[re.Pattern[str], ...] = ()
+) -> list[Route]:
     """The handler routes under ``router``, in tornado's order, nested applications included.
 
     A course application's routes that do not start with the course's own path are tornado's
@@ -343,17 +351,20 @@ def walk(service: str, prefix: str, router: RuleRouter, outer: tuple = ()) -> li
     routes: list[Route] = []
     for rule in router.rules:
         target, matcher = rule.target, rule.matcher
-        path = (matcher.regex,) if isinstance(matcher, PathMatches) else ()
+        path: tuple[re.Pattern[str], ...] = ()
+        if isinstance(matcher, PathMatches):
+            path = (matcher.regex,)
         if isinstance(target, Application):
             routes += walk(service, prefix, target.default_router, outer + path)
         elif isinstance(target, RuleRouter):
             routes += walk(service, prefix, target, outer + path)
         else:
-            (regex,) = path
-            pattern = regex.pattern.removesuffix("$")
+            assert isinstance(matcher, PathMatches), rule
+            pattern = matcher.regex.pattern.removesuffix("$")
             if outer:  # a course application: <prefix><course>(?:/.*)? outside
                 base = outer[0].pattern.removesuffix("(?:/.*)?$")
                 if not pattern.startswith(base + "/"):
+                    assert target is StaticFileHandler, f"{pattern} can never be reached"
                     continue
                 key = "<course>/" + pattern.removeprefix(base + "/")
             else:
@@ -409,7 +420,8 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
     groups = {group: {"users": users} for group, users in GROUPS.items()}
     hub = Hub(
         work,
-        service_args={"formgrader": [f"--config={config}"]},
+        # stats polls often, so that the admin's server is on record for its sessions route
+        service_args={"formgrader": [f"--config={config}"], "stats": ["--poll-interval=2"]},
         extra_config=f"c.JupyterHub.load_groups = {json.dumps(groups)}\n",
     )
     opened = work / "opened"
@@ -433,6 +445,7 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
                 client.get(hub.service_url(name))
             cookies[caller] = client.cookies
         tokens = asyncio.run(make_tokens(hub))
+        wait_until_on_record(hub, cookies["admin"], "admin")
         yield Setup(hub, routes, ids, cookies, tokens)
     finally:
         for client in clients:
@@ -460,6 +473,16 @@ def sample_course(hub: Hub, root: Path) -> dict[str, str]:
         "batch": str(queued["batch"]),
         "job": str(queued["students"]["student1"]),
     }
+
+
+def wait_until_on_record(hub: Hub, cookies: httpx.Cookies, user: str) -> None:
+    """Until stats has polled ``user``'s server (logging in started it)."""
+    with httpx.Client(cookies=cookies) as admin:
+        for _ in range(120):
+            if admin.get(hub.service_url("stats", f"api/users/{user}/sessions")).status_code == 200:
+                return
+            time.sleep(0.5)
+    raise AssertionError(f"stats never recorded {user}'s server")
 
 
 async def make_tokens(hub: Hub) -> dict[str, dict[str, str]]:
@@ -626,3 +649,111 @@ def test_an_nbgrader_put_without_a_json_object_is_a_400(setup: Setup, body: byte
         )
     assert r.status_code == 400, r.text
     assert r.json()["message"] == "The request body must be a JSON object."
+
+
+def hostile_variants(setup: Setup) -> list[tuple[Route, str, str]]:
+    """(route, method, path): each row's example with one path parameter replaced by a hostile
+    id, where the path still reaches the same route (``\\d+`` or an action name do not)."""
+    variants = []
+    for (service, key), row in MATRIX.items():
+        if row.access == OUTSIDE:
+            continue
+        routes = [r for r in setup.routes if r.service == service]
+        path, _, query = f"/services/{service}/{row.path.format(**setup.ids)}".partition("?")
+        route = dispatched(routes, path)
+        assert route is not None and route.key == key
+        found = route.matchers[-1].match(path)
+        assert found is not None
+        for group in range(1, found.re.groups + 1):
+            start, end = found.span(group)
+            for hostile in HOSTILE:
+                # dots too: clients resolve a literal ".." segment before sending it
+                quoted = quote(hostile, safe="").replace(".", "%2E")
+                changed = path[:start] + quoted + path[end:]
+                if dispatched(routes, changed) is route:
+                    for method in row.answers:
+                        variants.append((route, method, changed + (f"?{query}" if query else "")))
+    return variants
+
+
+def test_hostile_ids_in_every_path_parameter(setup: Setup) -> None:
+    """Refused with a 4xx, by the admin too; never a 500; never echoed as markup.
+
+    Sent straight to each service's port, as anyone on the machine can: the proxy would
+    resolve ``..`` (``%2E%2E`` too) before the service saw it.
+    """
+    variants = hostile_variants(setup)
+    xsrf = {
+        name: setup.cookies["admin"].get("_xsrf", path=f"/services/{name}/") for name in SERVICES
+    }
+
+    async def ask_all() -> list[httpx.Response]:
+        limit = asyncio.Semaphore(6)
+        async with httpx.AsyncClient(
+            base_url=setup.hub.url, cookies=setup.cookies["admin"], timeout=120
+        ) as admin:
+
+            async def one(route: Route, method: str, path: str) -> httpx.Response:
+                body = json.dumps(MATRIX[route.service, route.key].body or {})
+                port = setup.hub.service_ports[route.service]
+                async with limit:
+                    return await admin.request(
+                        method,
+                        f"http://127.0.0.1:{port}{path}",
+                        headers={"X-XSRFToken": xsrf[route.service] or ""},
+                        content=body if method != "GET" else None,
+                    )
+
+            return await asyncio.gather(*(one(*variant) for variant in variants))
+
+    wrong = []
+    for (route, method, path), r in zip(variants, asyncio.run(ask_all()), strict=True):
+        markup = "text/html" in r.headers.get("Content-Type", "") and "<img src=x" in r.text
+        if not 400 <= r.status_code < 500 or markup:
+            wrong.append(f"{route.service}:{route.key} {method} {path}: {r.status_code}")
+    with httpx.Client(base_url=setup.hub.url, cookies=setup.cookies["admin"]) as admin:
+        # nbgrader's own answered its files' route without "<submission id>/" with a 500
+        files = admin.get("/services/formgrader/course1/formgrader/submissions/")
+        assert files.status_code == 404, files.text
+    print(f"hostile ids: {len(variants)} requests")
+    assert len(variants) > 200
+    assert not wrong, "\n".join(wrong)
+
+
+def test_hostile_user_and_group_names(setup: Setup) -> None:
+    """Users and grader groups named like markup, formulas or URL syntax: pages escape them,
+    APIs find them by their URL-quoted names, nothing answers 500."""
+    names = [h for h in HOSTILE if h not in ("/", "..")]  # the hub refuses these as user names
+
+    async def make() -> None:
+        async with HubAPI(setup.hub.api_url, setup.hub.admin_token) as api:
+            await api.create_users(names)
+            for name in names:
+                await api.create_group(f"formgrade-{name}")
+                await api.add_group_users(f"formgrade-{name}", [names[-1]])
+
+    asyncio.run(make())
+    hostile_user = setup.hub.browser(names[-1])  # "<img src=x onerror=alert(1)>" logs in
+    try:
+        listing = hostile_user.get(setup.hub.service_url("formgrader"))
+        assert listing.status_code == 200, listing.text
+        assert "<img src=x" not in listing.text
+        assert listing.text.count("&lt;img src=x onerror=alert(1)&gt;") >= 2  # user, course
+        assert "=cmd|x" in listing.text  # unconfigured courses from the groups, listed as text
+        denied = hostile_user.get(setup.hub.service_url("stats"))
+        assert denied.status_code == 403 and "<img src=x" not in denied.text
+    finally:
+        hostile_user.close()
+    with httpx.Client(base_url=setup.hub.url, cookies=setup.cookies["admin"]) as admin:
+        for name in names:
+            quoted = quote(name, safe="")
+            r = admin.get(f"/services/stats/api/users/{quoted}/sessions")
+            assert r.status_code in (200, 404), (name, r.text)
+            if r.status_code == 404:
+                assert r.json()["message"] == f"No usage recorded for user {name!r}."
+            usage = admin.get("/services/stats/api/usage", params={"user": name})
+            assert usage.status_code == 200, (name, usage.text)
+            grouped = admin.get("/services/stats/api/usage", params={"group": f"formgrade-{name}"})
+            assert grouped.status_code == 200, (name, grouped.text)
+        assert admin.get("/services/stats/api/dashboard").status_code == 200
+        assert admin.get("/services/cull/api/upcoming").status_code == 200
