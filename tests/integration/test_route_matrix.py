@@ -109,12 +109,11 @@ class Row:
     ``page``: anonymous browsers are sent to log in (pages) instead of a 403 (APIs).
     """
 
-    path: str  #: the example asked, path parameters filled in from :func:`ids`
+    path: str  #: the example asked; {submission}, {grade}... are the sample course's ids
     access: str
     answers: dict[str, int]
     page: bool = False
     body: Any = None  #: JSON body of PUT/POST
-    note: str = ""
 
     def expected(self, caller: str, method: str) -> int | str | tuple[int, ...]:
         if caller == "cookie, no XSRF":
