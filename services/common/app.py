@@ -53,6 +53,8 @@ HUB_CHECK_TIMEOUT = 3.0
 #: c.JupyterHub.custom_scopes) that no default role holds, so students, who may reach every
 #: service, cannot read its metrics.
 METRICS_SCOPE = "custom:hubservices:metrics"
+#: Where tornado serves the common static files, relative to the service prefix.
+STATIC_PREFIX = "static/"
 
 def _slashed(prefix: str) -> str:
     """A URL prefix with exactly one slash at each end, as tornado routes need."""
@@ -430,7 +432,7 @@ class HubServiceApp(Application):
             loader=ChoiceLoader([FileSystemLoader(str(d)) for d in self.template_dirs()]),
             autoescape=select_autoescape(default=True),
         )
-        routes = common_handlers() + self.service_handlers()
+        routes = self.routes()
         return TornadoApplication(
             [(prefix + path, *rest) for path, *rest in routes],
             service=self,
@@ -438,12 +440,17 @@ class HubServiceApp(Application):
             cookie_secret=self.load_cookie_secret(),
             templates=templates,
             static_path=str(COMMON_DIR / "static"),
-            static_url_prefix=prefix + "static/",
+            static_url_prefix=prefix + STATIC_PREFIX,
             compress_response=True,
             default_handler_class=NotFoundHandler,
             log_function=log_request,
             **self.web_settings(),
         )
+
+    def routes(self) -> list[Route]:
+        """Every route of the service's own, relative to its prefix (tornado adds
+        :data:`STATIC_PREFIX`)."""
+        return common_handlers() + self.service_handlers()
 
     def start(self) -> None:
         """Serve until SIGTERM or SIGINT."""

@@ -87,7 +87,6 @@ class Setting(Generic[T]):
         return value
 
 
-
 class SecureHandler(RequestHandler):
     """Security headers on every response, our own pages included."""
 
@@ -162,8 +161,10 @@ class BaseHandler(HubOAuthenticated, SecureHandler):  # type: ignore[misc]  # ju
     def error_message(self, status_code: int, **kwargs: Any) -> str:
         """The message an error response shows: the HTTPError's own, never a traceback."""
         exc = kwargs.get("exc_info", (None, None, None))[1]
-        if isinstance(exc, HTTPError) and exc.log_message:
-            return exc.log_message % exc.args if exc.args else exc.log_message
+        # tornado's log_message doubles a '%' when there are no args ("user '%%'"); not this
+        message = exc.get_message() if isinstance(exc, HTTPError) else None
+        if message:
+            return message
         return responses.get(status_code, "Error")
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:

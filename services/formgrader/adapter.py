@@ -31,8 +31,10 @@ import asyncio
 import contextlib
 import datetime
 import functools
+import json
 import numbers
 import os
+import re
 import threading
 from collections.abc import Callable, Mapping
 from concurrent.futures import Executor, ThreadPoolExecutor
@@ -395,6 +397,20 @@ class CourseAPIAccess(CourseAccess, APIHandler):
         # own server's text/html is, but one no browser renders
         self.set_header("Content-Type", "text/plain; charset=UTF-8")
 
+    def get_json_body(self) -> dict[str, Any]:
+        """The body as the JSON object nbgrader's handlers ``.get()`` from, or a 400 saying so.
+
+        nbgrader's own answers a missing body with ``None`` (then a 500 from ``None.get``) and
+        logs a traceback for one that is not JSON.
+        """
+        try:
+            body = json.loads(self.request.body or b"null")
+        except ValueError:
+            body = None
+        if not isinstance(body, dict):
+            raise web.HTTPError(400, "The request body must be a JSON object.")
+        return body
+
 
 @web.authenticated
 def _require_user(handler: web.RequestHandler) -> None:
@@ -413,6 +429,10 @@ class CourseFiles(CourseAccess, web.StaticFileHandler):
         """Fonts load in CORS mode, without a token; reading a file changes nothing."""
         if self.request.method not in {"GET", "HEAD"}:
             super().check_xsrf_cookie()
+
+
+#: What nbgrader's ``SubmissionFilesHandler`` splits a path into: submission id, file.
+SUBMISSION_FILE = re.compile(r"([^/]+)/(.*)")
 
 
 class StudentFiles(CourseFiles):
@@ -435,7 +455,12 @@ class StudentFiles(CourseFiles):
         await super().get(path, include_body)
 
     def find(self, url_path: str) -> str:
-        """nbgrader's ``parse_url_path``: the submission's file, from the gradebook."""
+        """nbgrader's ``parse_url_path``: the submission's file, from the gradebook.
+
+        nbgrader's raises (a 500) on a path without ``<submission id>/``, as ``submissions/``.
+        """
+        if not SUBMISSION_FILE.match(url_path.lstrip("/")):
+            raise web.HTTPError(404, "No file: submissions/<submission id>/<file> expected.")
         return super().parse_url_path(url_path)
 
     def parse_url_path(self, url_path: str) -> str:

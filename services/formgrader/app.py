@@ -12,7 +12,7 @@ from nbgrader.server_extensions.formgrader import handlers as nbgrader_pages
 from tornado.web import Application as TornadoApplication
 from traitlets import Bool, Dict, Enum, Float, Integer, TraitError, Unicode, default, validate
 
-from ..common.app import HubServiceApp
+from ..common.app import STATIC_PREFIX, HubServiceApp
 from ..common.web import NotFoundHandler, Route
 from .adapter import (
     CourseRuntime,
@@ -20,7 +20,7 @@ from .adapter import (
     nbgrader_routes,
     nbgrader_templates,
 )
-from .courses import may_grade, parse_courses
+from .courses import may_grade, parse_courses, path_pattern
 from .dask_executor import check_dask_settings, with_executor
 from .handlers import ActionHandler, CoursesHandler, FormgraderRootHandler, course_handlers
 from .jobs import Jobs, JobStore
@@ -59,10 +59,16 @@ class FormGrader(HubServiceApp):
     def _valid_courses(self, proposal: dict[str, Any]) -> dict[str, Any]:
         courses: dict[str, Any] = proposal["value"]
         try:
-            parse_courses(courses, self.exchange)
+            parse_courses(courses, self.exchange, self.reserved_course_ids())
         except ValueError as e:
             raise TraitError(f"courses: {e}") from None
         return courses
+
+    def reserved_course_ids(self) -> set[str]:
+        """The first path segments of the service's own routes: a course of that name would
+        take over ``<prefix>metrics``, ``<prefix>static/``, ``<prefix>oauth_callback``..."""
+        patterns = [path for path, *_ in self.routes()] + [STATIC_PREFIX]
+        return {pattern.split("/")[0] for pattern in patterns} - {""}
 
     exchange = Unicode(
         "/srv/nbgrader/exchange", help="The nbgrader exchange of courses that name none."
@@ -165,7 +171,9 @@ class FormGrader(HubServiceApp):
         bindir = os.path.dirname(sys.executable)
         os.environ["PATH"] = os.pathsep.join(filter(None, [bindir, os.environ.get("PATH")]))
         self.executor = ThreadPoolExecutor(self.db_threads, thread_name_prefix="gradebook")
-        for parsed in parse_courses(self.courses, self.exchange).values():
+        for parsed in parse_courses(
+            self.courses, self.exchange, self.reserved_course_ids()
+        ).values():
             course = with_sandbox_settings(
                 parsed,
                 self.sandbox,
@@ -206,15 +214,20 @@ class FormGrader(HubServiceApp):
         self.web_app.add_handlers(
             ".*$",
             [
-                (f"{self.service_prefix}{re.escape(course_id)}(?:/.*)?", self.course_app(runtime))
+                (f"{self.course_base_pattern(course_id)}(?:/.*)?", self.course_app(runtime))
                 for course_id, runtime in self.runtimes.items()
             ],
         )
         return self.web_app
 
+    def course_base_pattern(self, course_id: str) -> str:
+        """The regex of ``<prefix><course>``: the id may come percent-encoded (``c%2B%2B``)."""
+        return re.escape(self.service_prefix) + path_pattern(course_id)
+
     def course_app(self, runtime: CourseRuntime) -> TornadoApplication:
         """nbgrader's formgrader and our course routes, with this course as their settings."""
         base_url = f"{self.service_prefix}{runtime.course.id}"
+        base_pattern = self.course_base_pattern(runtime.course.id)
         routes = [
             *course_handlers(),
             *nbgrader_routes(
@@ -229,7 +242,7 @@ class FormGrader(HubServiceApp):
             )
         }  # fmt: skip
         return TornadoApplication(
-            [(f"{base_url}/{pattern}", handler, kwargs) for pattern, handler, kwargs in routes],
+            [(f"{base_pattern}/{pattern}", handler, kwargs) for pattern, handler, kwargs in routes],
             default_handler_class=NotFoundHandler,
             base_url=base_url,
             course_runtime=runtime,

@@ -10,10 +10,13 @@ import base64
 import hashlib
 import html
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
+
+from sqlalchemy.engine import make_url
 
 from ..common.csp import content_security_policy
 from ..common.process import child_env
@@ -43,17 +46,49 @@ def is_safe_id(value: str) -> bool:
     return bool(_SAFE_ID.fullmatch(value))
 
 
-def parse_courses(raw: Mapping[str, Any], default_exchange: str) -> dict[str, Course]:
+def path_pattern(value: str) -> str:
+    """A regex for ``value`` as it may come in a raw URL path: each character literal or
+    percent-encoded (``c++`` as ``c%2B%2B`` too), since tornado matches routes before unquoting."""
+    parts = []
+    for char in value:
+        encoded = quote(char, safe="")
+        if encoded == char:
+            parts.append(re.escape(char))
+        else:
+            any_case = "".join(f"[{c.upper()}{c.lower()}]" if c.isalpha() else c for c in encoded)
+            parts.append(f"(?:{re.escape(char)}|{any_case})")
+    return "".join(parts)
+
+
+def same_database(url: str) -> str:
+    """One spelling per database, to find courses sharing one: SQLite files by resolved path."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
+        parsed = parsed.set(database=str(Path(parsed.database).resolve()))
+    return parsed.render_as_string(hide_password=False)
+
+
+def parse_courses(
+    raw: Mapping[str, Any], default_exchange: str, reserved: Collection[str] = ()
+) -> dict[str, Course]:
     """Courses from the ``courses`` option; ValueError naming the course and key that is wrong.
 
     ``{"course101": {"root": "/srv/course101", "db_url": "postgresql://...",
     "exchange": "/srv/exchange"}}``; ``db_url`` defaults to SQLite in the course root and
-    ``exchange`` to ``default_exchange``.
+    ``exchange`` to ``default_exchange``. A course id in ``reserved`` (the first path segment
+    of one of the service's own routes) would take that route over under the same URL; two
+    courses on one gradebook database would mix their grades: both are refused.
     """
-    courses = {}
+    courses: dict[str, Course] = {}
+    by_database: dict[str, str] = {}
     for course_id, spec in raw.items():
         if not is_safe_id(course_id):
             raise ValueError(f"course id {course_id!r} must be letters, digits, '_.@+-'")
+        if course_id in reserved:
+            raise ValueError(
+                f"course id {course_id!r} is taken by the service's own route "
+                f"<prefix>{course_id}; reserved: {', '.join(sorted(reserved))}"
+            )
         if not isinstance(spec, Mapping) or not spec.get("root"):
             raise ValueError(f"course {course_id!r} needs at least a 'root' directory")
         unknown = set(spec) - _COURSE_KEYS
@@ -67,10 +102,21 @@ def parse_courses(raw: Mapping[str, Any], default_exchange: str) -> dict[str, Co
             raise ValueError(f"course {course_id!r}: exchange must be absolute, not {exchange}")
         if not isinstance(spec.get("nbgrader", {}), Mapping):
             raise ValueError(f"course {course_id!r}: 'nbgrader' must be a dict of config sections")
+        db_url = spec.get("db_url") or f"sqlite:///{root / 'gradebook.db'}"
+        try:
+            database = same_database(db_url)
+        except Exception:  # SQLAlchemy's ArgumentError, or a URL it cannot even split
+            raise ValueError(f"course {course_id!r}: db_url is not a database URL") from None
+        if database in by_database:
+            raise ValueError(
+                f"courses {by_database[database]!r} and {course_id!r} have the same gradebook "
+                "database (db_url, or root when db_url is not set): each course needs its own"
+            )
+        by_database[database] = course_id
         courses[course_id] = Course(
             id=course_id,
             root=root,
-            db_url=spec.get("db_url") or f"sqlite:///{root / 'gradebook.db'}",
+            db_url=db_url,
             exchange=exchange,
             timezone=spec.get("timezone", "UTC"),
             nbgrader=dict(spec.get("nbgrader", {})),

@@ -123,9 +123,7 @@ class ActionHandler(CourseAPIAccess):
 
     @authenticated
     async def post(self, *ids: str) -> None:
-        result = await self.jobs.run(
-            self.course, self.action, list(ids), self.current_user["name"]
-        )
+        result = await self.jobs.run(self.course, self.action, list(ids), self.current_user["name"])
         # nbgrader's page JSON.parse()s the answer itself: as JSON, jQuery would hand it an
         # object already, and the page would show nothing; nbgrader answers it as text
         self.set_header("Content-Type", "text/plain; charset=UTF-8")

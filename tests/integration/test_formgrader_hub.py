@@ -14,6 +14,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -507,15 +508,18 @@ def is_formgrader(process: psutil.Process) -> bool:
     return False
 
 
-def test_a_restart_mid_batch_grades_every_submission_once(fg: Hub) -> None:
-    """The service killed mid-batch (as by a crash); the hub starts it again; it finishes."""
+@pytest.mark.parametrize("stop", [signal.SIGKILL, signal.SIGTERM], ids=["SIGKILL", "SIGTERM"])
+def test_a_restart_mid_batch_grades_every_submission_once(fg: Hub, stop: signal.Signals) -> None:
+    """The service killed mid-batch (as by a crash) or stopped (SIGTERM, as by an admin or an
+    orchestrator); the hub starts it again; it finishes the batch, each submission once."""
     submitted = fg.course_root / "submitted"  # type: ignore[attr-defined]
-    slow = [f"late{i}" for i in range(4)]  # copies of student3's 4-second submission
+    slow = [f"late{stop.name}{i}" for i in range(4)]  # copies of student3's 4-second submission
     for student in slow:
         shutil.copytree(submitted / "student3", submitted / student)
-    students = sorted([*STUDENTS, *slow])
     teacher = Grader(fg, "teacher1")
     queued = teacher.send("POST", "api/assignment/ps1/autograde").json()
+    students = sorted(queued["students"])  # every submission, earlier tests' too
+    assert set(slow) <= set(students)
     deadline = time.monotonic() + 120
     while True:
         batch = teacher.ok("GET", f"api/batches/{queued['batch']}")
@@ -528,7 +532,8 @@ def test_a_restart_mid_batch_grades_every_submission_once(fg: Hub) -> None:
     workers = service.children(recursive=True)
     assert workers
     killed_at = time.time()
-    service.kill()
+    log_before = fg.log_path.read_text(errors="replace")
+    service.send_signal(stop)
     _, alive = psutil.wait_procs(workers, timeout=15)
     assert alive == []  # its workers and their kernels died with it
 
@@ -542,6 +547,11 @@ def test_a_restart_mid_batch_grades_every_submission_once(fg: Hub) -> None:
         assert time.monotonic() < deadline, fg.log_tail()
         time.sleep(0.5)
     fg._remember_children()
+    stopped = fg.log_path.read_text(errors="replace").removeprefix(log_before)
+    # SIGTERM: a clean stop, in the grace period, no traceback; SIGKILL: the kernel's doing
+    exit_status = 0 if stop == signal.SIGTERM else -signal.SIGKILL
+    assert f"Service formgrader exited with status {exit_status}" in stopped, stopped
+    assert "Traceback" not in stopped, stopped
 
     batch = wait_batch(teacher, queued["batch"])
     assert (batch["total"], batch["done"], batch["failures"]) == (len(students), len(students), [])
@@ -553,7 +563,7 @@ def test_a_restart_mid_batch_grades_every_submission_once(fg: Hub) -> None:
     for job in ran:
         notebook = fg.course_root / "autograded" / job["student"] / "ps1" / "problem1.ipynb"  # type: ignore[attr-defined]
         finished = datetime.fromisoformat(job["finished_at"]).timestamp()
-        if finished < killed_at:  # done before the crash: not graded again
+        if finished < killed_at:  # done before the stop: not graded again
             assert notebook.stat().st_mtime < killed_at, job
         else:
             assert notebook.stat().st_mtime > killed_at, job

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import os
+import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -17,6 +22,7 @@ from hubservices.formgrader.courses import (
     may_grade,
     page_csp,
     parse_courses,
+    path_pattern,
     worker_env,
 )
 from hubservices.formgrader.worker import course_from_json, course_to_json, nbgrader_config
@@ -67,6 +73,108 @@ def test_bad_courses_option_stops_the_service() -> None:
     with pytest.raises(SystemExit) as exit_info:
         app.load_config(["--FormGrader.courses=c=1"])
     assert exit_info.value.code == 2
+
+
+def start_formgrader(tmp_path: Path, courses: dict) -> subprocess.CompletedProcess:
+    """The service started as the hub would, with ``courses`` in its config file."""
+    config = tmp_path / "formgrader_config.py"
+    config.write_text(f"c.FormGrader.courses = {json.dumps(courses)}\n")
+    return subprocess.run(
+        [sys.executable, "-m", "hubservices.formgrader", f"--config={config}"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "JUPYTERHUB_API_TOKEN": "t", "HUBSERVICES_DATA_DIR": str(tmp_path)},
+    )
+
+
+def refused_in_one_line(result: subprocess.CompletedProcess, says: str) -> None:
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2, result.stderr
+    assert len(lines) == 1 and says in lines[0], result.stderr
+
+
+def test_the_service_s_own_route_names_are_reserved() -> None:
+    """A course named like a route of the service would take it over under the same URL."""
+    assert FormGrader().reserved_course_ids() == {
+        "oauth_callback", "health", "metrics", "logout", "api", "static",
+    }  # fmt: skip
+
+
+def test_a_course_shadowing_a_route_is_refused_at_start_in_one_line(tmp_path: Path) -> None:
+    result = start_formgrader(tmp_path, {"metrics": {"root": str(tmp_path / "c")}})
+    refused_in_one_line(result, "course id 'metrics' is taken by the service's own route")
+
+
+@pytest.mark.parametrize("course_id", ["static", "oauth_callback", "health", "api", "logout"])
+def test_every_shadowing_course_id_is_refused(course_id: str) -> None:
+    with pytest.raises(ValueError, match=f"course id '{course_id}' is taken"):
+        parse_courses({course_id: {"root": "/c"}}, "/x", FormGrader().reserved_course_ids())
+
+
+def test_two_courses_on_one_gradebook_are_refused_at_start_in_one_line(tmp_path: Path) -> None:
+    shared = f"sqlite:///{tmp_path}/shared.db"
+    result = start_formgrader(
+        tmp_path,
+        {"c1": {"root": f"{tmp_path}/c1", "db_url": shared},
+         "c2": {"root": f"{tmp_path}/c2", "db_url": shared}},
+    )  # fmt: skip
+    refused_in_one_line(result, "courses 'c1' and 'c2' have the same gradebook database")
+
+
+@pytest.mark.parametrize(
+    "second",
+    [
+        {
+            "root": "/c2",
+            "db_url": "sqlite:////srv/x/../shared.db",
+        },  # the same file, spelt otherwise
+        {"root": "/c1"},  # the same default gradebook in the same root
+    ],
+)
+def test_two_courses_on_one_gradebook_spelt_otherwise_are_refused(second: dict) -> None:
+    first = (
+        {"root": "/c1"}
+        if "db_url" not in second
+        else {"root": "/c1", "db_url": "sqlite:////srv/shared.db"}
+    )
+    with pytest.raises(ValueError, match="courses 'c1' and 'c2' have the same gradebook database"):
+        parse_courses({"c1": first, "c2": second}, "/srv/exchange")
+
+
+def test_courses_on_one_postgresql_server_but_other_databases_are_fine() -> None:
+    courses = parse_courses(
+        {
+            "c1": {"root": "/srv/c1", "db_url": "postgresql://u:p@db/c1"},
+            "c2": {"root": "/srv/c2", "db_url": "postgresql://u:p@db/c2"},
+        },
+        "/srv/exchange",
+    )
+    assert set(courses) == {"c1", "c2"}
+
+
+def test_a_password_in_a_shared_db_url_is_not_shown() -> None:
+    url = "postgresql://u:s3cret@db/grades"
+    with pytest.raises(ValueError) as refused:
+        parse_courses(
+            {"a": {"root": "/a", "db_url": url}, "b": {"root": "/b", "db_url": url}}, "/x"
+        )
+    assert "s3cret" not in str(refused.value)
+
+
+@pytest.mark.parametrize(
+    ("course_id", "path", "matches"),
+    [
+        ("c++", "c++", True),
+        ("c++", "c%2B%2B", True),  # as encodeURIComponent or urllib's quote write it
+        ("c++", "c%2b%2B", True),
+        ("c++", "cc", False),  # '+' is no regex operator here
+        ("x@y.org", "x%40y.org", True),
+        ("x@y.org", "x@yAorg", False),  # nor is '.'
+    ],
+)
+def test_course_ids_in_paths(course_id: str, path: str, matches: bool) -> None:
+    assert bool(re.fullmatch(path_pattern(course_id), path)) is matches
 
 
 @pytest.mark.parametrize("value", ["ps1", "student.name", "a-b_c", "x@example.org", "s1+tag"])
