@@ -116,9 +116,10 @@ async def poll_on_hub(args: argparse.Namespace, hub: Hub, workdir: Path) -> None
         stats_token = await api.create_token("admin", scopes=["access:services!service=stats"])
     auth = {"Authorization": f"Bearer {stats_token}"}
     transport = CountingTransport()
-    async with HubAPI(
-        hub.api_url, hub.admin_token, transport=transport, page_size=200
-    ) as client, httpx.AsyncClient(timeout=30) as http:
+    async with (
+        HubAPI(hub.api_url, hub.admin_token, transport=transport, page_size=200) as client,
+        httpx.AsyncClient(timeout=30) as http,
+    ):
         db = open_db(workdir / "poll.sqlite")
         store = StatsStore(db, bucket_seconds=900, retention=None)
         metrics = PollMetrics(CollectorRegistry())

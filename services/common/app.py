@@ -56,6 +56,7 @@ METRICS_SCOPE = "custom:hubservices:metrics"
 #: Where tornado serves the common static files, relative to the service prefix.
 STATIC_PREFIX = "static/"
 
+
 def _slashed(prefix: str) -> str:
     """A URL prefix with exactly one slash at each end, as tornado routes need."""
     return "/" + prefix.strip("/") + "/"

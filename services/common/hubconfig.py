@@ -30,9 +30,7 @@ SERVICE_APPS = {
 
 
 #: ``c.JupyterHub.custom_scopes`` for the scopes our services check, which JupyterHub must define.
-CUSTOM_SCOPES = {
-    METRICS_SCOPE: {"description": "Read hubservices' /metrics"}
-}
+CUSTOM_SCOPES = {METRICS_SCOPE: {"description": "Read hubservices' /metrics"}}
 #: The environment variable the printed Prometheus service reads its token from.
 PROMETHEUS_TOKEN_ENV = "PROMETHEUS_API_TOKEN"
 
@@ -192,9 +190,7 @@ def hub_config_snippet(
 ) -> str:
     """The Python lines to paste into ``jupyterhub_config.py``; with ``prometheus``, also a
     ``prometheus`` service whose token (from ``$PROMETHEUS_API_TOKEN``) reads the metrics."""
-    return format_snippet(
-        services, *services_and_roles(services, **options), prometheus=prometheus
-    )
+    return format_snippet(services, *services_and_roles(services, **options), prometheus=prometheus)
 
 
 def format_snippet(

@@ -295,9 +295,7 @@ class StatsStore:
                     ]
             return logic.merge_usage(rows)
 
-    def _rolled_usage(
-        self, session: Session, query: UsageQuery, end: datetime
-    ) -> list[UserUsage]:
+    def _rolled_usage(self, session: Session, query: UsageQuery, end: datetime) -> list[UserUsage]:
         filters: list[ColumnElement[bool]] = [DailyUsage.day >= query.start, DailyUsage.day < end]
         if query.user is not None:
             filters.append(DailyUsage.user == query.user)

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import httpx
 
 from tests.harness.hub import ROOT, Hub
+
+NBGRADER = str(Path(sys.executable).parent / "nbgrader")
 
 #: The demo course's first notebook, the source most formgrader tests start from.
 SAMPLE = ROOT / "deploy" / "local" / "course101" / "source" / "ps1" / "problem1.ipynb"
@@ -51,3 +57,24 @@ def wait_batch(grader: Grader, batch_id: int, timeout: float = 180) -> dict[str,
             return batch
         assert time.monotonic() < deadline, batch
         time.sleep(0.5)
+
+
+def student_run(home: Path, exchange: Path, course: str, student: str, *args: str) -> None:
+    """An nbgrader student command (``fetch_assignment ps1``...) run as ``student`` would in
+    their own home, through the course's exchange."""
+    home.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "USER": student, "LOGNAME": student, "HOME": str(home)}
+    subprocess.run(
+        [
+            NBGRADER,
+            *args,
+            f"--course={course}",
+            f"--student={student}",
+            f"--Exchange.root={exchange}",
+            f"--Exchange.assignment_dir={home}",
+        ],
+        cwd=home,
+        env=env,
+        check=True,
+        capture_output=True,
+    )

@@ -25,6 +25,7 @@ def reference_hub_config(course: str, home: Path, graders: list[str], port: int)
         "command": command,
         "cwd": str(home),
         "environment": {"HOME": str(home)},
+        "oauth_no_confirm": True,  # as ours: graders are not asked to authorize each service
     }
     role = {
         "name": f"formgrade-{course}",

@@ -11,12 +11,9 @@ import contextlib
 import csv
 import io
 import json
-import os
 import re
 import shutil
 import signal
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from datetime import datetime
@@ -29,11 +26,11 @@ import pytest
 from playwright.sync_api import Dialog, expect
 
 from tests.harness.formgrader import SAMPLE, Grader, wait_batch
+from tests.harness.formgrader import student_run as run_as_student
 from tests.harness.hub import Hub
 
 pytestmark = pytest.mark.hub
 
-NBGRADER = str(Path(sys.executable).parent / "nbgrader")
 STUDENTS = {
     # a right answer that also prints what environment student code sees
     "student1": "import os\nprint('ENV', sorted(os.environ))\n"
@@ -78,25 +75,9 @@ def fg(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hub]:
 
 
 def student_run(hub: Hub, student: str, *args: str) -> None:
-    """Run an nbgrader student command as ``student``, with a home of their own."""
+    """Run an nbgrader student command as ``student`` of course1, with a home of their own."""
     home = hub.workdir / "students" / student
-    home.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "USER": student, "LOGNAME": student, "HOME": str(home)}
-    exchange = f"--Exchange.root={hub.exchange}"  # type: ignore[attr-defined]
-    subprocess.run(
-        [
-            NBGRADER,
-            *args,
-            "--course=course1",
-            f"--student={student}",
-            exchange,
-            f"--Exchange.assignment_dir={home}",
-        ],
-        cwd=home,
-        env=env,
-        check=True,
-        capture_output=True,
-    )
+    run_as_student(home, hub.exchange, "course1", student, *args)  # type: ignore[attr-defined]
 
 
 def answer(hub: Hub, student: str, code: str, text: str) -> None:

@@ -84,9 +84,7 @@ async def test_sigterm_mid_poll_leaves_no_half_written_poll(
             # hold the row the poll must update when leaver leaves, then let leaver leave
             tx = locker.begin()
             locker.execute(
-                text(
-                    "SELECT id FROM stats_group_membership WHERE \"user\" = 'leaver' FOR UPDATE"
-                )
+                text("SELECT id FROM stats_group_membership WHERE \"user\" = 'leaver' FOR UPDATE")
             )
             last_seen_before: datetime = one(
                 pg, "SELECT last_seen FROM stats_sessions WHERE \"user\" = 'runner'"
