@@ -86,9 +86,10 @@ class CourseHandler(CourseAccess):
         self.render_page(
             "course.html",
             course=self.course,
-            base=f"{self.service.service_prefix}{self.course.id}/",
+            base=self.course_url,
             assignments=assignments,
             unsafe=unsafe,
+            nav=self.nav,
         )
 
     def _assignments(self) -> list[str]:
