@@ -167,9 +167,30 @@ class FormGrader(HubServiceApp):
         """Service-wide graders, and the members of any course's grader group."""
         return replace(super().access_rule(), group_pattern=self.grader_group_pattern)
 
+    student_group_pattern = Unicode(
+        "{course}-students",
+        help="Hub group whose members are a course's students (the course page imports them).",
+    ).tag(config=True)
+
+    @validate("student_group_pattern")
+    def _one_course_in_student_group(self, proposal: dict[str, Any]) -> str:
+        pattern: str = proposal["value"]
+        if pattern.count("{course}") != 1:
+            raise TraitError("student_group_pattern must contain {course} exactly once")
+        return pattern
+
+    upload_limit = Integer(
+        20 * 2**20, help="Largest source file (bytes) an instructor may upload on the course page."
+    ).tag(config=True)
+
+    def student_group(self, course_id: str) -> str:
+        return self.student_group_pattern.format(course=course_id)
+
     def required_scopes(self) -> list[str]:
-        # users are identified through OAuth with their groups; the service calls no hub API
-        return []
+        # users are identified through OAuth with their groups; the course page reads each
+        # configured course's student group (and no other group) to import the roster
+        courses = parse_courses(self.courses, self.exchange)
+        return [f"read:groups!group={self.student_group(course)}" for course in sorted(courses)]
 
     def service_handlers(self) -> list[Route]:
         routes: list[Route] = [("", CoursesHandler)]

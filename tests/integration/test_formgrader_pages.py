@@ -19,12 +19,13 @@ import pytest
 from playwright.sync_api import Page, Route, expect
 
 from tests.harness.autograde import make_course101
-from tests.harness.formgrader import Grader, wait_batch
+from tests.harness.formgrader import SAMPLE, Grader, wait_batch
 from tests.harness.hub import Hub
 
 pytestmark = pytest.mark.hub
 
 COURSE = "course101"
+UPLOAD_LIMIT = 2**20
 
 
 @pytest.fixture(scope="module")
@@ -39,14 +40,20 @@ def pages_hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hub]:
     courses = {COURSE: {"root": str(root), "exchange": str(exchange)}}
     config.write_text(
         f"c.FormGrader.courses = {json.dumps(courses)}\nc.FormGrader.max_workers = 2\n"
+        f"c.FormGrader.upload_limit = {UPLOAD_LIMIT}\n"
     )
+    groups = {
+        "formgrade-course101": {"users": ["teacher"]},
+        "course101-students": {"users": ["right", "wrong", "newcomer"]},
+    }
     hub = Hub(
         work,
         service_args={"formgrader": [f"--config={config}"]},
-        extra_config='c.JupyterHub.load_groups = {"formgrade-course101": {"users": ["teacher"]}}\n',
+        extra_config=f"c.JupyterHub.load_groups = {groups!r}\n",
     )
     hub.start()
     hub.course_root = root  # type: ignore[attr-defined]
+    hub.exchange = exchange  # type: ignore[attr-defined]
     try:
         yield hub
     finally:
@@ -165,3 +172,69 @@ def test_tex_renders_offline_on_the_grading_page_and_in_feedback(
     expect(student.page.locator(".MathJax_CHTML").first).to_be_visible(timeout=30_000)
     student.page.screenshot(path=str(shots / "feedback-mathjax.png"))
     assert "\\dots" not in student.page.inner_text("body"), console
+
+
+def test_course_page_runs_the_course(pages_hub: Hub, hub_page, shots, tmp_path: Path) -> None:
+    teacher = hub_page(pages_hub, "teacher")
+    page = teacher.page
+    page.goto(pages_hub.service_url("formgrader", f"{COURSE}/"))
+    teacher.problems.clear()  # the hub's landing page (the user's JupyterLab) is not ours
+    page.reload()
+
+    # the roster before anyone submits: the hub group, then names from a CSV
+    page.get_by_role("button", name="Import the hub group course101-students").click()
+    roster = page.locator("#roster table.students")
+    expect(roster).to_contain_text("newcomer")  # never submitted
+    roster_csv = tmp_path / "roster.csv"
+    roster_csv.write_text("id,first_name,last_name,email\nright,Rita,Right,rita@example.org\n")
+    page.locator("#import-csv input[type=file]").set_input_files(roster_csv)
+    page.get_by_role("button", name="Import CSV").click()
+    expect(roster.locator("tr", has_text="rita@example.org")).to_contain_text("Right, Rita")
+    page.goto(pages_hub.service_url("formgrader", f"{COURSE}/formgrader/manage_students"))
+    expect(page.locator("#main-table")).to_contain_text("newcomer")
+    page.goto(pages_hub.service_url("formgrader", f"{COURSE}/"))
+
+    # a new assignment from the browser: upload its notebook, generate, release
+    notebook = tmp_path / "problem1.ipynb"
+    notebook.write_bytes(SAMPLE.read_bytes())
+    form = page.locator("#new-assignment")
+    form.get_by_label("Name").fill("ps2")
+    form.locator("input[type=file]").set_input_files(notebook)
+    form.get_by_role("button", name="Upload").click()
+    row = page.locator("tr[data-assignment='ps2']")
+    expect(row.locator("ul.sources a")).to_have_text("problem1.ipynb")
+    with page.expect_download() as download:
+        row.locator("ul.sources a").click()
+    assert Path(download.value.path()).read_bytes() == SAMPLE.read_bytes()
+
+    for name in ("Generate", "Release"):
+        row.get_by_role("button", name=name, exact=True).click()
+        batch = page.locator("#batches tr", has_text=name).first
+        expect(batch).to_contain_text("1 of 1 done", timeout=90_000)
+        expect(batch).to_contain_text("teacher")
+        expect(batch.locator("td").nth(4)).to_have_text(re.compile(r"^\d+ (s|min)"))
+    assert (pages_hub.exchange / COURSE / "outbound" / "ps2" / "problem1.ipynb").is_file()  # type: ignore[attr-defined]
+    page.screenshot(path=str(shots / "course-page.png"), full_page=True)
+    page.set_viewport_size({"width": 420, "height": 900})
+    page.screenshot(path=str(shots / "course-page-420.png"), full_page=True)
+    assert teacher.problems == [], teacher.problems
+
+    # bad uploads: a clear 400, nothing written
+    grader = Grader(pages_hub, "teacher", COURSE)
+    xsrf = grader.client.cookies.get("_xsrf", "", path="/services/formgrader/") or ""
+    for name, body, says in (
+        (".hidden", b"x", "not a valid file name"),
+        ("big.ipynb", b"x" * (UPLOAD_LIMIT + 1), "the limit is"),
+    ):
+        r = grader.client.post(
+            grader.base + "api/assignment/ps2/source",
+            files={"file": (name, body)},
+            headers={"X-XSRFToken": xsrf},
+        )
+        assert r.status_code == 400 and says in r.json()["message"], r.text
+    r = grader.client.post(
+        grader.base + "api/assignment/ps2/source", files={"file": ("a.txt", b"x")}
+    )
+    assert r.status_code == 403  # no XSRF token
+    source = pages_hub.course_root / "source" / "ps2"  # type: ignore[attr-defined]
+    assert sorted(p.name for p in source.iterdir()) == ["problem1.ipynb"]
