@@ -8,6 +8,8 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
+from jinja2 import DictLoader
+from nbconvert.exporters import HTMLExporter
 from nbgrader.coursedir import CourseDirectory
 from nbgrader.plugins.export import CsvExportPlugin
 from tornado.web import HTTPError, authenticated
@@ -25,8 +27,9 @@ from .authoring import (
     source_file,
     source_files,
 )
-from .courses import is_safe_id
+from .courses import SANDBOX_CSP, is_safe_id
 from .jobs import Jobs, Submitted, job_to_dict
+from .mathjax import mathjax_macro
 
 if TYPE_CHECKING:
     from .app import FormGrader
@@ -343,7 +346,66 @@ class RosterHandler(JobsAPI):
         for student in students:
             # what the source does not say is kept (a group import keeps a CSV's names)
             known = {k: v for k, v in vars(student).items() if v and k != "id"}
-            self.gradebook.update_or_create_student(student.id, **known)
+            row = self.gradebook.update_or_create_student(student.id, **known)
+            # nbgrader's pages print a missing name as "None"
+            row.first_name = row.first_name or ""
+            row.last_name = row.last_name or ""
+        self.gradebook.db.commit()
+
+
+class NotebookViewHandler(CourseAccess):
+    """``<course>/view/<source|release>/<assignment>/[<notebook>]``: an assignment's notebooks,
+    read-only: a list, or one notebook rendered by nbconvert. Where nbgrader's assignment name
+    and preview icon lead (they would open a notebook server). The rendered page runs no script
+    and has no origin of ours (a sandbox CSP): a notebook's outputs may hold anything."""
+
+    @authenticated
+    async def get(self, kind: str, assignment_id: str, name: str | None = None) -> None:
+        folder = self.course.root / kind / assignment_id
+        loop = asyncio.get_running_loop()
+        if name is None:
+            names = await loop.run_in_executor(None, _notebooks_in, folder)
+            self.render_page(
+                "view.html",
+                course=self.course,
+                kind=kind,
+                assignment=assignment_id,
+                notebooks=names,
+                nav=self.nav,
+            )
+            return
+        path = folder / name
+        if not name.endswith(".ipynb") or not await loop.run_in_executor(None, path.is_file):
+            raise HTTPError(404, f"No notebook {name} in {kind}/{assignment_id}.")
+        html = await loop.run_in_executor(None, _render_notebook, path)
+        self.set_header("Content-Security-Policy", SANDBOX_CSP)
+        self.finish(html)
+
+
+def _notebooks_in(folder: Path) -> list[str]:
+    if not folder.is_dir():
+        return []
+    return sorted(p.name for p in folder.glob("*.ipynb") if p.is_file() and is_safe_id(p.name))
+
+
+#: nbconvert's classic page without its scripts (jQuery, require.js, mermaid, widgets,
+#: MathJax): the view's sandbox would block them anyway, and they would come from a CDN.
+READ_ONLY_VIEW = {
+    "readonly.html.j2": "{%- extends 'index.html.j2' -%}"
+    "{%- block html_head_js -%}{%- endblock html_head_js -%}"
+    "{%- block jupyter_widgets -%}{%- endblock jupyter_widgets -%}",
+    "mathjax.html.j2": mathjax_macro(""),
+}
+
+
+def _render_notebook(path: Path) -> str:
+    exporter = HTMLExporter(  # type: ignore[no-untyped-call]  # nbconvert is untyped
+        template_name="classic",
+        template_file="readonly.html.j2",
+        extra_loaders=[DictLoader(READ_ONLY_VIEW)],
+    )
+    html: str = exporter.from_filename(str(path))[0]
+    return html
 
 
 class GradesExportHandler(CourseAccess):
@@ -399,6 +461,8 @@ def course_handlers() -> list[tuple[str, type, dict[str, Any]]]:
         ("api/assignment/([^/]+)/source", SourceFilesHandler, {}),
         ("api/assignment/([^/]+)/source/([^/]+)", SourceFileHandler, {}),
         ("api/roster/(group|csv)", RosterHandler, {}),
+        ("view/(source|release)/([^/]+)/", NotebookViewHandler, {}),
+        ("view/(source|release)/([^/]+)/([^/]+)", NotebookViewHandler, {}),
         ("export/grades.csv", GradesExportHandler, {}),
         ("export/([^/]+)/grades.csv", GradesExportHandler, {}),
     ]

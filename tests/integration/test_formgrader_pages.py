@@ -92,6 +92,14 @@ def test_header_links_only_to_services_the_user_may_use(pages_hub: Hub, hub_page
         assert links[title] == f"/services/{service}/"  # the brand
         assert {"Formgrader", "Hub"} <= set(links), links
         admin.screenshot(path=str(shots / f"{service}.png"), full_page=True)
+    # the stats dashboard: no "points" wording; at 420 px nothing wider than the screen
+    expect(admin.locator("#status")).to_contain_text("users with usage")
+    expect(admin.locator("#status")).not_to_contain_text("points")
+    admin.set_viewport_size({"width": 420, "height": 900})
+    admin.wait_for_load_state("networkidle")
+    assert admin.evaluate("document.documentElement.scrollWidth") <= 420
+    admin.screenshot(path=str(shots / "stats-420.png"), full_page=True)
+    admin.set_viewport_size({"width": 1280, "height": 900})
     admin.get_by_role("link", name="Formgrader").click()
     expect(admin).to_have_url(re.compile(r"/services/formgrader/$"))
     assert {"Idle culler", "Hub usage"} <= set(header_links(admin))
@@ -115,6 +123,33 @@ def test_header_links_only_to_services_the_user_may_use(pages_hub: Hub, hub_page
         assert links[f"Course {COURSE}"] == f"/services/formgrader/{COURSE}/", path
         page.screenshot(path=str(shots / f"nbgrader-{path.replace('/', '-')}.png"))
     assert teacher.problems == [], teacher.problems
+
+    # links that lead somewhere: instructions point at the course page, not at a terminal
+    assert page.locator("a[href$='/terminals/1']").count() == 0
+    note = page.locator("#collapseOne")
+    expect(note.locator("a", has_text="course page")).to_have_attribute(
+        "href", re.compile(rf"/services/formgrader/{COURSE}/$")
+    )
+    expect(note).not_to_contain_text("command line")
+    # the assignment's name and preview icon open a read-only view of its notebooks
+    page.goto(pages_hub.service_url("formgrader", f"{COURSE}/formgrader/manage_assignments"))
+    page.locator("#main-table td a", has_text="ps1").click()
+    expect(page).to_have_url(re.compile(rf"/{COURSE}/view/source/ps1/$"))
+    page.go_back()
+    page.locator("#main-table td.preview a").click()
+    expect(page).to_have_url(re.compile(rf"/{COURSE}/view/release/ps1/$"))
+    with page.expect_response(re.compile(r"problem1\.ipynb$")) as rendered:
+        page.get_by_role("link", name="problem1.ipynb").click()
+    assert rendered.value.headers["content-security-policy"].startswith("sandbox")
+    expect(page.locator("body")).to_contain_text("squares(n)")
+    page.screenshot(path=str(shots / "view-release.png"))
+    # the view's sandbox CSP blocks everything nbconvert's CSS asks for but its inline styles
+    # (on purpose); nothing else may go wrong
+    unexpected = [p for p in teacher.problems if not p.startswith("Loading the font")]
+    assert unexpected == [], unexpected
+    teacher.problems.clear()
+    page.go_back()
+
     page.get_by_role("link", name=f"Course {COURSE}").click()
     expect(page).to_have_url(re.compile(rf"/services/formgrader/{COURSE}/$"))
 
@@ -192,6 +227,14 @@ def test_course_page_runs_the_course(pages_hub: Hub, hub_page, shots, tmp_path: 
     expect(roster.locator("tr", has_text="rita@example.org")).to_contain_text("Right, Rita")
     page.goto(pages_hub.service_url("formgrader", f"{COURSE}/formgrader/manage_students"))
     expect(page.locator("#main-table")).to_contain_text("newcomer")
+    page.goto(pages_hub.service_url("formgrader", f"{COURSE}/formgrader/manage_submissions/ps1"))
+    submissions = page.locator("#main-table")
+    expect(submissions.locator("tr", has_text="rita")).to_contain_text("Right, Rita")
+    # (nbgrader prints a missing name, and a missing timestamp, as "None")
+    expect(submissions.locator("tr", has_text="wrong").locator("td").first).to_have_text(
+        re.compile(r"^wrong,\s*$")
+    )
+    page.screenshot(path=str(shots / "nbgrader-manage_submissions-names.png"))
     page.goto(pages_hub.service_url("formgrader", f"{COURSE}/"))
 
     # a new assignment from the browser: upload its notebook, generate, release
