@@ -11,6 +11,7 @@ there), and both templates' macro points there. Its settings are a file of ours
 from __future__ import annotations
 
 import json
+import sys
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -31,9 +32,14 @@ FEEDBACK_TEMPLATE = "feedback"
 
 
 def default_mathjax_dir() -> str:
-    """``node_modules/mathjax`` of the checkout this package runs from, if there is one."""
-    found = Path(__file__).resolve().parents[2] / "node_modules" / "mathjax"
-    return str(found) if (found / "MathJax.js").is_file() else ""
+    """Where deploy/install.sh linked MathJax into the venv, or the checkout's node_modules."""
+    for found in (
+        Path(sys.prefix) / "share" / "hubservices" / "mathjax",
+        Path(__file__).resolve().parents[2] / "node_modules" / "mathjax",
+    ):
+        if (found / "MathJax.js").is_file():
+            return str(found)
+    return ""
 
 
 def mathjax_url(service_prefix: str) -> str:
