@@ -266,6 +266,9 @@ class SourceFilesHandler(JobsAPI):
 
     @authenticated
     async def get(self, assignment_id: str) -> None:
+        await self.answer_files(assignment_id)
+
+    async def answer_files(self, assignment_id: str) -> None:
         loop = asyncio.get_running_loop()
         files = await loop.run_in_executor(None, source_files, self.course.root, assignment_id)
         self.write_json([{"name": f.name, "size": f.size} for f in files])
@@ -283,7 +286,7 @@ class SourceFilesHandler(JobsAPI):
             raise HTTPError(400, str(e)) from None
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(None, self._save, assignment_id, uploads)
-        await self.get(assignment_id)
+        await self.answer_files(assignment_id)
 
     def _save(self, assignment_id: str, uploads: list[Any]) -> None:
         for upload in uploads:
