@@ -52,11 +52,11 @@ class FormGrader(HubServiceApp):
         help="Hub group whose members grade a course; {course} stands for the course id.",
     ).tag(config=True)
 
-    @validate("grader_group_pattern")
+    @validate("grader_group_pattern", "student_group_pattern")
     def _one_course_placeholder(self, proposal: dict[str, Any]) -> str:
         pattern: str = proposal["value"]
         if pattern.count("{course}") != 1:
-            raise TraitError("grader_group_pattern must contain {course} exactly once")
+            raise TraitError(f"{proposal['trait'].name} must contain {{course}} exactly once")
         return pattern
 
     courses = Dict(
@@ -171,13 +171,6 @@ class FormGrader(HubServiceApp):
         "{course}-students",
         help="Hub group whose members are a course's students (the course page imports them).",
     ).tag(config=True)
-
-    @validate("student_group_pattern")
-    def _one_course_in_student_group(self, proposal: dict[str, Any]) -> str:
-        pattern: str = proposal["value"]
-        if pattern.count("{course}") != 1:
-            raise TraitError("student_group_pattern must contain {course} exactly once")
-        return pattern
 
     upload_limit = Integer(
         20 * 2**20, help="Largest source file (bytes) an instructor may upload on the course page."
