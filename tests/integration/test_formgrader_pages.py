@@ -252,7 +252,8 @@ def test_course_page_runs_the_course(pages_hub: Hub, hub_page, shots, tmp_path: 
 
     for name in ("Generate", "Release"):
         row.get_by_role("button", name=name, exact=True).click()
-        batch = page.locator("#batches tr", has_text=name).first
+        action = page.locator("td:nth-child(2)", has_text=re.compile(rf"^{name}$"))
+        batch = page.locator("#batches tr").filter(has=action).first
         expect(batch).to_contain_text("1 of 1 done", timeout=90_000)
         expect(batch).to_contain_text("teacher")
         expect(batch.locator("td").nth(4)).to_have_text(re.compile(r"^\d+ (s|min)"))
