@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Install hubservices into a virtualenv and configurable-http-proxy into ./node_modules.
+# Install hubservices into a virtualenv, configurable-http-proxy and MathJax into ./node_modules.
 # One script for every recipe: `make` (tests, demo) and the compose Dockerfile run it, so what
 # the tests install is what the image carries.
 #
@@ -15,3 +15,6 @@ spec=.
 "$venv/bin/python" -m pip install --quiet --upgrade pip
 "$venv/bin/python" -m pip install --quiet ${EDITABLE:+--editable} "$spec"
 npm ci --no-audit --no-fund --loglevel=error
+# the formgrader serves MathJax (TeX on the grading page and in feedback) from the venv
+mkdir -p "$venv/share/hubservices"
+ln -sfn "$PWD/node_modules/mathjax" "$venv/share/hubservices/mathjax"

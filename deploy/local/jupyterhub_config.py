@@ -37,7 +37,11 @@ c.JupyterHub.authenticator_class = "dummy"
 c.DummyAuthenticator.password = "demo"
 c.Authenticator.allowed_users = {"instructor", "student1", "student2", "student3"}
 c.Authenticator.admin_users = {"admin"}
-c.JupyterHub.load_groups = {"formgrade-course101": {"users": ["instructor"]}}
+c.JupyterHub.load_groups = {
+    "formgrade-course101": {"users": ["instructor"]},
+    # the course page imports this group as course101's roster
+    "course101-students": {"users": ["student1", "student2", "student3"]},
+}
 
 #: course101's nbgrader exchange, shared by the formgrader service and the students' servers.
 exchange = here / "exchange"

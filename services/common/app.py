@@ -36,6 +36,7 @@ from traitlets.config import Application, Configurable
 from traitlets.config.loader import KVArgParseConfigLoader
 
 from .. import __version__
+from .access import PEERS_ENV, AccessRule, Peer, parse_peers
 from .cli import CONFIG_ERROR, StrictArgLoader, secret_on_command_line, short_options
 from .db import Database
 from .files import private_dir
@@ -234,6 +235,8 @@ class HubServiceApp(Application):
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
+        #: The hub's other services (from ``hubservices-config``), for the page header's links.
+        self.peers: list[Peer] = []
         self.aliases, self.flags = short_options(self._short_option_classes(), self.extra_aliases)
 
     def _short_option_classes(self) -> list[type[Configurable]]:
@@ -279,6 +282,11 @@ class HubServiceApp(Application):
         except TraitError as e:
             self.log.critical("Bad config: %s", e)
             self.exit(CONFIG_ERROR)
+        try:
+            self.peers = parse_peers(os.environ.get(PEERS_ENV, ""))
+        except ValueError as e:
+            self.log.critical("%s", e)
+            self.exit(CONFIG_ERROR)
         if not self.api_token:
             self.log.critical(
                 "No hub API token: run me as a JupyterHub service or set $JUPYTERHUB_API_TOKEN"
@@ -317,14 +325,29 @@ class HubServiceApp(Application):
         """Hub scopes this service's token needs with the current options (for its role)."""
         return []
 
+    def access_rule(self) -> AccessRule:
+        """Who may use this service, as data (also given to the other services' headers)."""
+        return AccessRule(
+            admin=self.allow_admin,
+            users=frozenset(self.allowed_users),
+            groups=frozenset(self.allowed_groups),
+        )
+
     def user_allowed(self, model: dict[str, Any]) -> bool:
         """Whether a hub-authenticated user (or service) may use this service at all."""
-        if model.get("kind") == "service":
-            return model["name"] in self.allowed_users
-        return bool(
-            (self.allow_admin and model.get("admin"))
-            or model["name"] in self.allowed_users
-            or self.allowed_groups.intersection(model.get("groups", []))
+        return self.access_rule().allows(model)
+
+    def service_links(self, model: dict[str, Any] | None) -> list[tuple[str, str, bool]]:
+        """(title, URL, is this one) of each service of this hub that ``model`` may use."""
+        if not model:
+            return []
+        parent = self.service_prefix.rstrip("/").rpartition("/")[0] + "/"
+        others = (peer for peer in self.peers if peer.name != self.service_name)
+        peers = [Peer(self.service_name, self.title, self.access_rule()), *others]
+        return sorted(
+            (peer.title, f"{parent}{peer.name}/", peer.name == self.service_name)
+            for peer in peers
+            if peer.name == self.service_name or peer.rule.allows(model)
         )
 
     async def on_start(self) -> None:

@@ -19,6 +19,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from .access import PEERS_ENV, Peer, peers_json
 from .app import METRICS_SCOPE, HubServiceApp
 
 #: Where each service's application class lives.
@@ -47,11 +48,22 @@ def service_app_class(name: str) -> type[HubServiceApp]:
     return app_class
 
 
-def required_scopes(name: str, args: Sequence[str] = ()) -> list[str]:
-    """The scopes service ``name`` needs when started with ``args``."""
+def configured_app(name: str, args: Sequence[str] = ()) -> HubServiceApp:
+    """Service ``name``'s application with the configuration ``args`` give it (not started)."""
     app = service_app_class(name)()
     app.load_config(list(args))
-    return sorted(app.required_scopes())
+    return app
+
+
+def required_scopes(name: str, args: Sequence[str] = ()) -> list[str]:
+    """The scopes service ``name`` needs when started with ``args``."""
+    return sorted(configured_app(name, args).required_scopes())
+
+
+def peers_environment(apps: Mapping[str, HubServiceApp]) -> dict[str, str]:
+    """``$HUBSERVICES_PEERS``: each service's title and access rule, for the others' headers."""
+    peers = [Peer(name, app.title, app.access_rule()) for name, app in apps.items()]
+    return {PEERS_ENV: peers_json(peers)}
 
 
 def services_and_roles(
@@ -76,6 +88,8 @@ def services_and_roles(
     args = args or {}
     entries: list[dict[str, Any]] = []
     roles: list[dict[str, Any]] = []
+    apps = {name: configured_app(name, args.get(name, ())) for name in services}
+    peers = peers_environment(apps)
     for name in services:
         cls = service_app_class(name)
         port = ports.get(name, cls.default_port)
@@ -91,11 +105,11 @@ def services_and_roles(
                 "command": command,
                 "oauth_no_confirm": True,
                 # secrets (a database password) go here, not on the command line
-                "environment": dict(environment or {}),
+                "environment": {**peers, **(environment or {})},
                 "info": {"description": str(cls.description).strip().splitlines()[0]},
             }
         )
-        scopes = required_scopes(name, args.get(name, ()))
+        scopes = sorted(apps[name].required_scopes())
         if scopes:
             roles.append(
                 {

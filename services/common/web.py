@@ -154,6 +154,7 @@ class BaseHandler(HubOAuthenticated, SecureHandler):  # type: ignore[misc]  # ju
                 user=self.current_user,
                 xsrf_token=self.xsrf_token.decode() if self.current_user else "",
                 static_url=self.static_url,
+                hub_url=self.hub_auth.hub_prefix,
                 **namespace,
             )
         )

@@ -58,6 +58,7 @@ from traitlets.config import Config
 
 from ..common.web import APIHandler, BaseHandler
 from .courses import SANDBOX_CSP, Course, browser_safe_type, is_safe_id, page_csp
+from .mathjax import mathjax_macro
 from .templatecsp import TemplateScripts
 from .worker import nbgrader_config
 
@@ -70,19 +71,17 @@ T = TypeVar("T")
 TEMPLATE_DIRS = (handlers.template_path, os.path.join(handlers.template_path, "formgrade"))
 #: The grading page's template, as :data:`TEMPLATE_DIRS` name it.
 GRADING_TEMPLATE = "formgrade/index.html.j2"
-#: Where our script goes in an nbgrader page: the end of its template's ``<head>``.
+#: Where our script and header's stylesheet go in an nbgrader page: the end of its ``<head>``.
 HEAD_END = "</head>"
+#: Where our header goes: right after the page's ``<body>`` tag.
+BODY_START = re.compile(r"<body\b[^>]*>")
 #: A template nbgrader 0.9.6 lacks: its page for a missing submission notebook imports the
 #: grading page's macros by this name, and answered 500.
 NOT_IN_NBGRADER = {"formgrade_macros.tpl": "{% extends 'formgrade_macros.html.j2' %}"}
 
-#: No CDN: MathJax is not shipped with nbgrader, so the grading page loads none (TeX shows as
-#: source). Overrides nbconvert's ``mathjax`` macro, whose default is a CDN URL.
-NO_MATHJAX = {"mathjax.html.j2": "{%- macro mathjax(url='') -%}{%- endmacro -%}"}
-
 #: Added to every nbgrader page: nbgrader's "open in the notebook server" links point at a server
-#: that is not there (``/tree/...``), so they become plain text; and the grading page's wait for
-#: MathJax, which is not loaded, ends at once.
+#: that is not there (``/tree/...``), so they become plain text; and, if the service has no
+#: MathJax to serve, the grading page's wait for it ends at once.
 OWN_STATIC = Path(__file__).parent / "static"
 SHIMS = "formgrader/hubservices/shims.js"
 
@@ -262,6 +261,19 @@ class CourseAccess(LoopResponse, BaseHandler):
             raise UserNotAllowed(model)
         return model
 
+    @property
+    def course_url(self) -> str:
+        """The course page (``<prefix><course>/``), where every page of the course links."""
+        return f"{self.service.service_prefix}{self.course.id}/"
+
+    @property
+    def nav(self) -> list[tuple[str, str]]:
+        """The header's places for a course's pages: all courses, this course's page."""
+        return [
+            ("Courses", self.service.service_prefix),
+            (f"Course {self.course.id}", self.course_url),
+        ]
+
     def denied_message(self) -> str:
         model = getattr(self, "_cached_hub_user", None)
         if model:
@@ -339,14 +351,15 @@ Rendered = Callable[[str, Mapping[str, Any], str], str]
 
 
 class GradingPageExporter(HTMLExporter):
-    """nbgrader's grading-page exporter, without CDN MathJax, telling ``rendered`` its pages."""
+    """nbgrader's grading-page exporter, with our MathJax (:mod:`.mathjax`) instead of a
+    CDN's, telling ``rendered`` its pages."""
 
-    def __init__(self, config: Config, rendered: Rendered) -> None:
+    def __init__(self, config: Config, rendered: Rendered, mathjax_url: str) -> None:
         super().__init__(  # type: ignore[no-untyped-call]  # nbconvert's Exporter.__init__ has no annotations
             config=config,
             template_name="formgrade",
             extra_template_basedirs=[handlers.template_path],
-            extra_loaders=[DictLoader(NO_MATHJAX)],
+            extra_loaders=[DictLoader({"mathjax.html.j2": mathjax_macro(mathjax_url)})],
         )
         self.rendered = rendered
 
@@ -370,7 +383,7 @@ class CoursePage(CourseAccess):
 
     @property
     def exporter(self) -> GradingPageExporter:
-        return GradingPageExporter(self.runtime.config, self.rendered)
+        return GradingPageExporter(self.runtime.config, self.rendered, self.settings["mathjax_url"])
 
     def rendered(self, template: str, values: Mapping[str, Any], page: str) -> str:
         """``page``, rendered from ``template`` with ``values``: note its code; add our script."""
@@ -379,8 +392,25 @@ class CoursePage(CourseAccess):
             scripts |= self.allowed_code[0]
             event_handlers |= self.allowed_code[1]
         self.allowed_code = frozenset(scripts), frozenset(event_handlers)
-        script = f'<script src="{self.settings["base_url"]}/{SHIMS}"></script>'
-        return page.replace(HEAD_END, script + HEAD_END, 1)
+        head = (
+            f'<link rel="stylesheet" href="{self.static_url("header.css")}">'
+            f'<script src="{self.settings["base_url"]}/{SHIMS}"></script>'
+        )
+        page = page.replace(HEAD_END, head + HEAD_END, 1)
+        body = BODY_START.search(page)
+        return page if body is None else page[: body.end()] + self.header() + page[body.end() :]
+
+    def header(self) -> str:
+        """Our header (``header.html``, as on our own pages) for the top of nbgrader's page."""
+        template = self.templates.get_template("header.html")
+        return template.render(
+            service=self.service,
+            prefix=self.service.service_prefix,
+            user=self.current_user,
+            xsrf_token=self.xsrf_token.decode(),
+            hub_url=self.hub_auth.hub_prefix,
+            nav=self.nav,
+        )
 
     def finish(self, chunk: str | bytes | dict[Any, Any] | None = None) -> Future[None]:
         if self.allowed_code and not self.off_loop():

@@ -6,12 +6,15 @@ import os
 import re
 import sys
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
+from pathlib import Path
 from typing import Any, ClassVar
 
 from nbgrader.server_extensions.formgrader import handlers as nbgrader_pages
 from tornado.web import Application as TornadoApplication
 from traitlets import Bool, Dict, Enum, Float, Integer, TraitError, Unicode, default, validate
 
+from ..common.access import AccessRule, pattern_matches
 from ..common.app import STATIC_PREFIX, HubServiceApp
 from ..common.web import NotFoundHandler, Route
 from .adapter import (
@@ -24,6 +27,14 @@ from .courses import may_grade, parse_courses, path_pattern
 from .dask_executor import check_dask_settings, with_executor
 from .handlers import ActionHandler, CoursesHandler, FormgraderRootHandler, course_handlers
 from .jobs import Jobs, JobStore
+from .mathjax import (
+    LOCAL_CONFIG_DIR,
+    MathJaxFiles,
+    default_mathjax_dir,
+    mathjax_url,
+    with_feedback_template,
+    write_feedback_template,
+)
 from .sandbox import SandboxUnavailable, check_default_sandbox, with_sandbox_settings
 
 
@@ -41,11 +52,11 @@ class FormGrader(HubServiceApp):
         help="Hub group whose members grade a course; {course} stands for the course id.",
     ).tag(config=True)
 
-    @validate("grader_group_pattern")
+    @validate("grader_group_pattern", "student_group_pattern")
     def _one_course_placeholder(self, proposal: dict[str, Any]) -> str:
         pattern: str = proposal["value"]
         if pattern.count("{course}") != 1:
-            raise TraitError("grader_group_pattern must contain {course} exactly once")
+            raise TraitError(f"{proposal['trait'].name} must contain {{course}} exactly once")
         return pattern
 
     courses = Dict(
@@ -113,6 +124,23 @@ class FormGrader(HubServiceApp):
         own {"nbgrader": {"DaskExecute": {...}}} overrides them.""",
     ).tag(config=True)
 
+    mathjax_dir = Unicode(
+        help="""MathJax 2.7.7 to serve for TeX on the grading page and in feedback: the folder
+        holding MathJax.js (``make`` installs it into node_modules/mathjax). Empty: no MathJax
+        (TeX shows as written).""",
+    ).tag(config=True)
+
+    @default("mathjax_dir")
+    def _default_mathjax_dir(self) -> str:
+        return default_mathjax_dir()
+
+    @validate("mathjax_dir")
+    def _has_mathjax(self, proposal: dict[str, Any]) -> str:
+        folder: str = proposal["value"]
+        if folder and not (Path(folder) / "MathJax.js").is_file():
+            raise TraitError(f"mathjax_dir: no MathJax.js in {folder}")
+        return folder
+
     db_threads = Integer(
         8,
         help="""Threads for gradebook reads and writes (one database connection each), shared
@@ -121,14 +149,15 @@ class FormGrader(HubServiceApp):
 
     def graded_courses(self, model: dict[str, Any]) -> list[str]:
         """The course ids whose grader group this user is in (configured here or not)."""
-        before, after = self.grader_group_pattern.split("{course}")
-        pattern = re.compile(re.escape(before) + "(.+)" + re.escape(after))
-        matches = (pattern.fullmatch(group) for group in model.get("groups", []))
-        return sorted(m.group(1) for m in matches if m)
+        return pattern_matches(self.grader_group_pattern, model.get("groups", []))
+
+    def service_wide(self, model: dict[str, Any]) -> bool:
+        """Whether this user grades every course (admin, ``allowed_users``/``_groups``)."""
+        return super().access_rule().allows(model)
 
     def courses_of(self, model: dict[str, Any]) -> list[str]:
         """Courses on this user's list: all configured ones for service-wide graders."""
-        if super().user_allowed(model):
+        if self.service_wide(model):
             return sorted(set(self.graded_courses(model)) | set(self.runtimes))
         return self.graded_courses(model)
 
@@ -137,18 +166,48 @@ class FormGrader(HubServiceApp):
             model,
             course_id,
             group_pattern=self.grader_group_pattern,
-            service_wide=super().user_allowed(model),
+            service_wide=self.service_wide(model),
         )
 
-    def user_allowed(self, model: dict[str, Any]) -> bool:
-        return super().user_allowed(model) or bool(self.graded_courses(model))
+    def access_rule(self) -> AccessRule:
+        """Service-wide graders, and the members of any course's grader group."""
+        return replace(super().access_rule(), group_pattern=self.grader_group_pattern)
+
+    student_group_pattern = Unicode(
+        "{course}-students",
+        help="Hub group whose members are a course's students (the course page imports them).",
+    ).tag(config=True)
+
+    upload_limit = Integer(
+        20 * 2**20, help="Largest source file (bytes) an instructor may upload on the course page."
+    ).tag(config=True)
+
+    def student_group(self, course_id: str) -> str:
+        return self.student_group_pattern.format(course=course_id)
 
     def required_scopes(self) -> list[str]:
-        # users are identified through OAuth with their groups; the service calls no hub API
-        return []
+        # users are identified through OAuth with their groups; the course page reads each
+        # configured course's student group (and no other group) to import the roster
+        courses = parse_courses(self.courses, self.exchange)
+        return [f"read:groups!group={self.student_group(course)}" for course in sorted(courses)]
 
     def service_handlers(self) -> list[Route]:
-        return [("", CoursesHandler)]
+        routes: list[Route] = [("", CoursesHandler)]
+        if self.mathjax_dir:
+            routes += [
+                (
+                    r"mathjax/config/local/(hubservices\.js)",
+                    MathJaxFiles,
+                    {"path": str(LOCAL_CONFIG_DIR)},
+                ),
+                ("mathjax/(.*)", MathJaxFiles, {"path": self.mathjax_dir}),
+            ]
+        return routes
+
+    @property
+    def mathjax_url(self) -> str:
+        """Where pages load MathJax from; empty if there is none to serve."""
+        return mathjax_url(self.service_prefix) if self.mathjax_dir else ""
 
     # -- running ----------------------------------------------------------------------------
 
@@ -171,6 +230,8 @@ class FormGrader(HubServiceApp):
         bindir = os.path.dirname(sys.executable)
         os.environ["PATH"] = os.pathsep.join(filter(None, [bindir, os.environ.get("PATH")]))
         self.executor = ThreadPoolExecutor(self.db_threads, thread_name_prefix="gradebook")
+        templates = Path(self.data_dir) / "nbconvert"
+        write_feedback_template(templates, self.mathjax_url)
         for parsed in parse_courses(
             self.courses, self.exchange, self.reserved_course_ids()
         ).values():
@@ -180,6 +241,7 @@ class FormGrader(HubServiceApp):
                 allow_unsandboxed=self.allow_unsandboxed_autograde,
             )
             course = with_executor(course, self.autograde_executor, self.dask)
+            course = with_feedback_template(course, templates)
             self.runtimes[course.id] = CourseRuntime.open(course, self.executor)
         self.jobs = Jobs(
             JobStore(self.db),
@@ -249,5 +311,6 @@ class FormGrader(HubServiceApp):
             nbgrader_formgrader=FormgraderSettings(url_prefix=""),
             nbgrader_jinja2_env=nbgrader_templates(),
             nbgrader_bad_setup=False,
+            mathjax_url=self.mathjax_url,
             **settings,
         )

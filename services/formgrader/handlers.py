@@ -8,14 +8,28 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
+from jinja2 import DictLoader
+from nbconvert.exporters import HTMLExporter
 from nbgrader.coursedir import CourseDirectory
 from tornado.web import HTTPError, authenticated
 
+from ..common.hubapi import HubAPIError
 from ..common.web import BaseHandler, Setting
 from .adapter import CourseAccess, CourseAPIAccess
-from .courses import is_safe_id
+from .authoring import (
+    BadUpload,
+    Student,
+    check_upload,
+    roster_from_csv,
+    roster_from_group,
+    source_assignments,
+    source_file,
+    source_files,
+)
+from .courses import SANDBOX_CSP, is_safe_id
 from .export import SafeCsvExportPlugin
 from .jobs import Jobs, Submitted, job_to_dict
+from .mathjax import mathjax_macro
 
 if TYPE_CHECKING:
     from .app import FormGrader
@@ -81,21 +95,38 @@ class CourseHandler(CourseAccess):
     @authenticated
     async def get(self) -> None:
         loop = asyncio.get_running_loop()
-        assignments = await loop.run_in_executor(self.runtime.executor, self._assignments)
+        graded, students = await loop.run_in_executor(
+            self.runtime.executor, self.in_request_session, self._gradebook_view
+        )
         unsafe = await loop.run_in_executor(None, unsafe_submissions, self.coursedir)
+        drafts = await loop.run_in_executor(None, source_assignments, self.course.root)
+        service = cast("FormGrader", self.service)
         self.render_page(
             "course.html",
             course=self.course,
-            base=f"{self.service.service_prefix}{self.course.id}/",
-            assignments=assignments,
+            base=self.course_url,
+            assignments=sorted(set(graded) | set(drafts)),
+            students=students,
+            student_group=service.student_group(self.course.id),
+            upload_limit=service.upload_limit,
             unsafe=unsafe,
+            nav=self.nav,
         )
 
-    def _assignments(self) -> list[str]:
-        try:
-            return sorted(a.name for a in self.gradebook.assignments)
-        finally:
-            self.gradebook.db.remove()
+    def _gradebook_view(self) -> tuple[list[str], list[dict[str, str]]]:
+        """The gradebook's assignments, and its students as the roster shows them."""
+        assignments = [a.name for a in self.gradebook.assignments]
+        students = [
+            {
+                "id": s.id,
+                "first_name": s.first_name or "",
+                "last_name": s.last_name or "",
+                "email": s.email or "",
+            }
+            for s in sorted(self.gradebook.students, key=lambda s: s.id)
+            if is_safe_id(s.id)
+        ]
+        return assignments, students
 
 
 class FormgraderRootHandler(CourseAccess):
@@ -227,6 +258,157 @@ class CancelBatchHandler(BatchHandler):
         self.write_json(await self.found(batch_id))
 
 
+class SourceFilesHandler(JobsAPI):
+    """``<course>/api/assignment/<id>/source``: the assignment's source files (GET), or more of
+    them uploaded (POST, multipart ``file`` fields; a file of the same name is replaced)."""
+
+    @authenticated
+    async def get(self, assignment_id: str) -> None:
+        await self.answer_files(assignment_id)
+
+    async def answer_files(self, assignment_id: str) -> None:
+        loop = asyncio.get_running_loop()
+        files = await loop.run_in_executor(None, source_files, self.course.root, assignment_id)
+        self.write_json([{"name": f.name, "size": f.size} for f in files])
+
+    @authenticated
+    async def post(self, assignment_id: str) -> None:
+        uploads = self.request.files.get("file", [])
+        if not uploads:
+            raise HTTPError(400, "No file: send them as multipart fields named 'file'.")
+        limit = cast("FormGrader", self.service).upload_limit
+        try:
+            for upload in uploads:
+                check_upload(upload.filename, upload.body, limit)
+        except BadUpload as e:
+            raise HTTPError(400, str(e)) from None
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(None, self._save, assignment_id, uploads)
+        await self.answer_files(assignment_id)
+
+    def _save(self, assignment_id: str, uploads: list[Any]) -> None:
+        for upload in uploads:
+            path = source_file(self.course.root, assignment_id, upload.filename)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            partial = path.with_name(f".{path.name}.upload")
+            partial.write_bytes(upload.body)
+            partial.replace(path)  # never a half-written notebook under its own name
+
+
+class SourceFileHandler(CourseAccess):
+    """``<course>/api/assignment/<id>/source/<file>``: one source file, as a download."""
+
+    @authenticated
+    async def get(self, assignment_id: str, name: str) -> None:
+        path = source_file(self.course.root, assignment_id, name)
+        loop = asyncio.get_running_loop()
+        if not await loop.run_in_executor(None, path.is_file):
+            raise HTTPError(404, f"No file {name} in the source of {assignment_id}.")
+        body = await loop.run_in_executor(None, path.read_bytes)
+        # never rendered here: a notebook's HTML outputs must not run with our origin
+        self.set_header("Content-Type", "application/octet-stream")
+        self.set_header("Content-Disposition", f'attachment; filename="{name}"')
+        self.finish(body)
+
+
+class RosterHandler(JobsAPI):
+    """``POST <course>/api/roster/group``: the course's student group on the hub, or
+    ``POST <course>/api/roster/csv`` (multipart ``file``): added to the gradebook's students,
+    names updated. Answers the roster."""
+
+    @authenticated
+    async def post(self, source: str) -> None:
+        if source == "group":
+            students = await self._from_group()
+        else:
+            uploads = self.request.files.get("file", [])
+            if len(uploads) != 1:
+                raise HTTPError(400, "Send one CSV file as the multipart field 'file'.")
+            try:
+                students = roster_from_csv(uploads[0].body.decode("utf-8-sig"))
+            except (BadUpload, UnicodeDecodeError) as e:
+                raise HTTPError(400, f"{uploads[0].filename}: {e}") from None
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(
+            self.runtime.executor, self.in_request_session, lambda: self._add(students)
+        )
+        self.write_json({"added": [s.id for s in students]})
+
+    async def _from_group(self) -> list[Student]:
+        service = cast("FormGrader", self.service)
+        group = service.student_group(self.course.id)
+        try:
+            model = await service.hub.get("groups", group)
+        except HubAPIError as e:
+            raise HTTPError(400, f"Could not read the hub group {group}: {e}") from None
+        return roster_from_group(model.get("users", []))
+
+    def _add(self, students: list[Student]) -> None:
+        for student in students:
+            # what the source does not say is kept (a group import keeps a CSV's names)
+            known = {k: v for k, v in vars(student).items() if v and k != "id"}
+            row = self.gradebook.update_or_create_student(student.id, **known)
+            # nbgrader's pages print a missing name as "None"
+            row.first_name = row.first_name or ""
+            row.last_name = row.last_name or ""
+        self.gradebook.db.commit()
+
+
+class NotebookViewHandler(CourseAccess):
+    """``<course>/view/<source|release>/<assignment>/[<notebook>]``: an assignment's notebooks,
+    read-only: a list, or one notebook rendered by nbconvert. Where nbgrader's assignment name
+    and preview icon lead (they would open a notebook server). The rendered page runs no script
+    and has no origin of ours (a sandbox CSP): a notebook's outputs may hold anything."""
+
+    @authenticated
+    async def get(self, kind: str, assignment_id: str, name: str | None = None) -> None:
+        folder = self.course.root / kind / assignment_id
+        loop = asyncio.get_running_loop()
+        if name is None:
+            names = await loop.run_in_executor(None, _notebooks_in, folder)
+            self.render_page(
+                "view.html",
+                course=self.course,
+                kind=kind,
+                assignment=assignment_id,
+                notebooks=names,
+                nav=self.nav,
+            )
+            return
+        path = folder / name
+        if not name.endswith(".ipynb") or not await loop.run_in_executor(None, path.is_file):
+            raise HTTPError(404, f"No notebook {name} in {kind}/{assignment_id}.")
+        html = await loop.run_in_executor(None, _render_notebook, path)
+        self.set_header("Content-Security-Policy", SANDBOX_CSP)
+        self.finish(html)
+
+
+def _notebooks_in(folder: Path) -> list[str]:
+    if not folder.is_dir():
+        return []
+    return sorted(p.name for p in folder.glob("*.ipynb") if p.is_file() and is_safe_id(p.name))
+
+
+#: nbconvert's classic page without its scripts (jQuery, require.js, mermaid, widgets,
+#: MathJax): the view's sandbox would block them anyway, and they would come from a CDN.
+READ_ONLY_VIEW = {
+    "readonly.html.j2": "{%- extends 'index.html.j2' -%}"
+    "{%- block html_head_js -%}{%- endblock html_head_js -%}"
+    "{%- block jupyter_widgets -%}{%- endblock jupyter_widgets -%}",
+    "mathjax.html.j2": mathjax_macro(""),
+}
+
+
+def _render_notebook(path: Path) -> str:
+    exporter = HTMLExporter(  # type: ignore[no-untyped-call]  # nbconvert is untyped
+        template_name="classic",
+        template_file="readonly.html.j2",
+        extra_loaders=[DictLoader(READ_ONLY_VIEW)],
+    )
+    html: str = exporter.from_filename(str(path))[0]
+    return html
+
+
 class GradesExportHandler(CourseAccess):
     """``<course>/export/grades.csv`` and ``<course>/export/<assignment>/grades.csv``.
 
@@ -277,6 +459,11 @@ def course_handlers() -> list[tuple[str, type, dict[str, Any]]]:
             SubmissionActionHandler,
             {},
         ),
+        ("api/assignment/([^/]+)/source", SourceFilesHandler, {}),
+        ("api/assignment/([^/]+)/source/([^/]+)", SourceFileHandler, {}),
+        ("api/roster/(group|csv)", RosterHandler, {}),
+        ("view/(source|release)/([^/]+)/", NotebookViewHandler, {}),
+        ("view/(source|release)/([^/]+)/([^/]+)", NotebookViewHandler, {}),
         ("export/grades.csv", GradesExportHandler, {}),
         ("export/([^/]+)/grades.csv", GradesExportHandler, {}),
     ]

@@ -104,6 +104,10 @@ def batch_summary(batch: Batch, jobs: Iterable[Job]) -> dict[str, Any]:
         "total": len(jobs),
         **{state: counts[state] for state in (QUEUED, RUNNING, DONE, FAILED, CANCELLED)},
         "finished": not any(job.state in ACTIVE for job in jobs),
+        # when its last job ended, once none is left to run (how long the batch took)
+        "finished_at": None
+        if any(job.state in ACTIVE for job in jobs)
+        else _iso(max((job.finished_at for job in jobs if job.finished_at), default=None)),
         # student code that ran without the sandbox (allow_unsandboxed_autograde): flagged
         "unsandboxed": sum(job.isolation == UNSANDBOXED for job in jobs),
         "jobs": [job.id for job in jobs],

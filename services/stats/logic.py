@@ -324,7 +324,8 @@ def daily_usage(
     """Each user's usage on the UTC day starting at ``day``: what the roll-up stores.
 
     Sessions count on the day they started; server time is the overlap with the day (an open
-    session runs until ``now``); active time is the day's activity buckets.
+    session runs until ``now``); active time is the day's activity buckets, at most the server
+    time (a bucket counts whole, though the server may have run for part of it).
     """
     end = day + DAY
     sessions_by: Counter[str] = Counter()
@@ -341,7 +342,9 @@ def daily_usage(
             active[user] += bucket_seconds
     users = set(sessions_by) | set(seconds) | set(active)
     return {
-        user: DayUsage(sessions_by[user], float(seconds[user]), float(active[user]))
+        user: DayUsage(
+            sessions_by[user], float(seconds[user]), float(min(active[user], seconds[user]))
+        )
         for user in users
     }
 

@@ -110,6 +110,8 @@ def run_service(
     "argv, says",
     [
         (["--grader-group-pattern=graders"], "{course}"),
+        (["--student-group-pattern=students"], "student_group_pattern"),
+        (["--mathjax-dir=/nonexistent"], "no MathJax.js in /nonexistent"),
         (["--FormGrader.bind_url=ftp://x"], "bind_url"),
         (["--config=/nonexistent/config.py"], "/nonexistent/config.py"),
         # a typo must not leave the service running on defaults
@@ -168,6 +170,13 @@ def test_missing_token_is_one_line_and_exit_2() -> None:
     result = run_service("hubservices.cull", env={"JUPYTERHUB_API_TOKEN": ""})
     assert result.returncode == 2
     assert "JUPYTERHUB_API_TOKEN" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_bad_peers_from_hubservices_config_are_one_line_and_exit_2() -> None:
+    result = run_service("hubservices.stats", env={"HUBSERVICES_PEERS": '{"cull": {}}'})
+    assert result.returncode == 2
+    assert "HUBSERVICES_PEERS" in result.stderr and "Traceback" not in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
 
 

@@ -30,7 +30,6 @@ from hubservices.formgrader.adapter import (
     ACTIONS,
     GRADING_TEMPLATE,
     HEAD_END,
-    NO_MATHJAX,
     NOT_IN_NBGRADER,
     GradingPageExporter,
     LoopResponse,
@@ -159,6 +158,7 @@ def test_nbgraders_settings_keys_are_the_ones_we_provide_or_make_unused() -> Non
         "nbgrader_authenticator",
         "nbgrader_gradebook",
         "nbgrader_exporter",
+        # app.py: where our MathJax is served (read by our exporter; nbgrader's too, unused)
         "mathjax_url",
         # unused: read by FormgraderHandler, which our FormgraderRootHandler replaces
         "initial_config",
@@ -227,9 +227,9 @@ def test_nbgraders_templates_are_the_ones_we_read_with_the_marker_we_use() -> No
     # still missing from nbgrader (once it ships it, NOT_IN_NBGRADER goes)
     assert not (Path(handlers.template_path) / "formgrade_macros.tpl").exists()
     assert set(NOT_IN_NBGRADER) <= set(env.list_templates())
-    # nbconvert's macro that NO_MATHJAX replaces (it would load MathJax from a CDN)
-    grading = env.loader.get_source(env, GRADING_TEMPLATE)[0]
-    assert "{{ mathjax() }}" in grading and "macro mathjax(" in NO_MATHJAX["mathjax.html.j2"]
+    # nbconvert's macro that mathjax_macro replaces (it would load MathJax from a CDN)
+    for name in (GRADING_TEMPLATE, "feedback/index.html.j2"):
+        assert "{{ mathjax() }}" in env.loader.get_source(env, name)[0], name
 
 
 # -- CSP from the templates ------------------------------------------------------------------
@@ -298,7 +298,8 @@ def test_grading_page_allows_nbgraders_scripts_never_a_students() -> None:
         seen.append((template, values))
         return page
 
-    page, _ = GradingPageExporter(Config(), rendered).from_notebook_node(nb, resources=resources)
+    exporter = GradingPageExporter(Config(), rendered, mathjax_url="")
+    page, _ = exporter.from_notebook_node(nb, resources=resources)
     [(template, values)] = seen
     assert template == GRADING_TEMPLATE
     scripts, handlers_ = template_scripts().allowed(template, values)

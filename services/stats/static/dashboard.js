@@ -98,6 +98,15 @@ function duration(seconds) {
   return `${seconds / 86400} d`;
 }
 
+// An ISO 8601 time (the culls table's "at") in the reader's words and time zone.
+const timeFormat = new Intl.DateTimeFormat(undefined, { dateStyle: "medium", timeStyle: "short" });
+function humanTime(value) {
+  if (typeof value !== "string" || !/^\d{4}-\d\d-\d\dT\d\d:\d\d/.test(value)) return value;
+  const utc = /([zZ]|[+-]\d\d:?\d\d)$/.test(value) ? value : `${value}Z`;  // stored as UTC
+  const moment = new Date(utc);
+  return Number.isNaN(moment.getTime()) ? value : timeFormat.format(moment);
+}
+
 function table(box, columns, rows, numeric) {
   box.replaceChildren();
   if (!rows.length) {
@@ -148,10 +157,10 @@ async function load(root, range) {
   if (data.culls === null) {
     culls.replaceChildren(el("p", { class: "empty" }, "The cull service's records are not in this database."));
   } else {
-    table(culls, data.culls.columns, data.culls.rows, data.culls.columns.map(() => false));
+    table(culls, data.culls.columns.map((c) => c.replace(/_/g, " ")),
+      data.culls.rows.map((r) => r.map(humanTime)), data.culls.columns.map(() => false));
   }
-  const points = data.series.length;
-  status.textContent = `Last ${range}: ${data.users.length} users with usage, ${points} points. Times are UTC.`;
+  status.textContent = `Last ${range}: ${data.users.length} users with usage. Chart times are UTC.`;
 }
 
 document.addEventListener("DOMContentLoaded", () => {
