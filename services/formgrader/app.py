@@ -25,6 +25,7 @@ from .dask_executor import check_dask_settings, with_executor
 from .handlers import ActionHandler, CoursesHandler, FormgraderRootHandler, course_handlers
 from .jobs import Jobs, JobStore
 from .sandbox import SandboxUnavailable, check_default_sandbox, with_sandbox_settings
+from .studentpages import student_handlers
 
 
 class FormGrader(HubServiceApp):
@@ -135,14 +136,15 @@ class FormGrader(HubServiceApp):
         )
 
     def user_allowed(self, model: dict[str, Any]) -> bool:
-        return super().user_allowed(model) or bool(self.graded_courses(model))
+        """Every hub user: students see their own grades here; course routes ask more."""
+        return super().user_allowed(model) or model.get("kind", "user") == "user"
 
     def required_scopes(self) -> list[str]:
         # users are identified through OAuth with their groups; the service calls no hub API
         return []
 
     def service_handlers(self) -> list[Route]:
-        return [("", CoursesHandler)]
+        return [("", CoursesHandler), *student_handlers()]
 
     # -- running ----------------------------------------------------------------------------
 

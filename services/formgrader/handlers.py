@@ -16,6 +16,7 @@ from ..common.web import BaseHandler, Setting
 from .adapter import CourseAccess, CourseAPIAccess
 from .courses import is_safe_id
 from .jobs import Jobs, Submitted, job_to_dict
+from .studentpages import FEEDBACK_FRAMES_CSP, grades_of
 
 if TYPE_CHECKING:
     from .app import FormGrader
@@ -58,17 +59,20 @@ def unsafe_submissions(coursedir: CourseDirectory) -> list[tuple[str, str]]:
 
 
 class CoursesHandler(BaseHandler):
-    """``/``: the courses this user grades, with links to each."""
+    """``/``: the courses this user grades, with links to each, and their own grades."""
 
     course_ids: Setting[frozenset[str]] = Setting(frozenset)
 
     @authenticated
-    def get(self) -> None:
-        graded = cast("FormGrader", self.service).courses_of(self.current_user)
+    async def get(self) -> None:
+        service = cast("FormGrader", self.service)
+        graded = service.courses_of(self.current_user)
+        self.set_header("Content-Security-Policy", FEEDBACK_FRAMES_CSP)
         self.render_page(
             "index.html",
             courses=[c for c in graded if c in self.course_ids],
             unconfigured=[c for c in graded if c not in self.course_ids],
+            grades=await grades_of(service, self.current_user["name"]),
         )
 
 

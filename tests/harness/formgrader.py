@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import httpx
+import nbformat
 
 from tests.harness.hub import ROOT, Hub
 
+NBGRADER = str(Path(sys.executable).parent / "nbgrader")
 #: The demo course's first notebook, the source most formgrader tests start from.
 SAMPLE = ROOT / "deploy" / "local" / "course101" / "source" / "ps1" / "problem1.ipynb"
 
@@ -51,3 +57,39 @@ def wait_batch(grader: Grader, batch_id: int, timeout: float = 180) -> dict[str,
             return batch
         assert time.monotonic() < deadline, batch
         time.sleep(0.5)
+
+
+def student_run(hub: Hub, student: str, *args: str, course: str = "course1") -> None:
+    """Run an nbgrader student command as ``student``, with a home of their own, through the
+    exchange the test put in ``hub.exchange``."""
+    home = hub.workdir / "students" / student
+    home.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "USER": student, "LOGNAME": student, "HOME": str(home)}
+    exchange = f"--Exchange.root={hub.exchange}"  # type: ignore[attr-defined]
+    subprocess.run(
+        [
+            NBGRADER,
+            *args,
+            f"--course={course}",
+            f"--student={student}",
+            exchange,
+            f"--Exchange.assignment_dir={home}",
+        ],
+        cwd=home,
+        env=env,
+        check=True,
+        capture_output=True,
+    )
+
+
+def answer(hub: Hub, student: str, code: str, text: str) -> None:
+    """``student``'s fetched ps1 with ``code`` and ``text`` as the answers."""
+    path = hub.workdir / "students" / student / "ps1" / "problem1.ipynb"
+    nb = nbformat.read(path, as_version=4)
+    for cell in nb.cells:
+        grade_id = cell.metadata.get("nbgrader", {}).get("grade_id")
+        if grade_id == "squares":
+            cell.source = code
+        elif grade_id == "explain":
+            cell.source = text
+    nbformat.write(nb, path)

@@ -9,28 +9,23 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import re
 import shutil
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 
 import httpx
-import nbformat
 import psutil
 import pytest
 from playwright.sync_api import Dialog, expect
 
-from tests.harness.formgrader import SAMPLE, Grader, wait_batch
+from tests.harness.formgrader import SAMPLE, Grader, answer, student_run, wait_batch
 from tests.harness.hub import Hub
 
 pytestmark = pytest.mark.hub
 
-NBGRADER = str(Path(sys.executable).parent / "nbgrader")
 STUDENTS = {
     # a right answer that also prints what environment student code sees
     "student1": "import os\nprint('ENV', sorted(os.environ))\n"
@@ -72,40 +67,6 @@ def fg(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hub]:
         yield hub
     finally:
         hub.stop()
-
-
-def student_run(hub: Hub, student: str, *args: str) -> None:
-    """Run an nbgrader student command as ``student``, with a home of their own."""
-    home = hub.workdir / "students" / student
-    home.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "USER": student, "LOGNAME": student, "HOME": str(home)}
-    exchange = f"--Exchange.root={hub.exchange}"  # type: ignore[attr-defined]
-    subprocess.run(
-        [
-            NBGRADER,
-            *args,
-            "--course=course1",
-            f"--student={student}",
-            exchange,
-            f"--Exchange.assignment_dir={home}",
-        ],
-        cwd=home,
-        env=env,
-        check=True,
-        capture_output=True,
-    )
-
-
-def answer(hub: Hub, student: str, code: str, text: str) -> None:
-    path = hub.workdir / "students" / student / "ps1" / "problem1.ipynb"
-    nb = nbformat.read(path, as_version=4)
-    for cell in nb.cells:
-        grade_id = cell.metadata.get("nbgrader", {}).get("grade_id")
-        if grade_id == "squares":
-            cell.source = code
-        elif grade_id == "explain":
-            cell.source = text
-    nbformat.write(nb, path)
 
 
 def test_full_cycle(fg: Hub) -> None:
@@ -265,8 +226,10 @@ def test_permissions(fg: Hub) -> None:
     assert other.send("POST", "api/batches/1/cancel").status_code == 403
     assert Grader(fg, "teacher2", "course2").get("formgrader/api/assignments").status_code == 200
 
-    student = fg.browser("student9")
-    assert student.get("/services/formgrader/").status_code == 403
+    student = fg.browser("student9")  # in no gradebook: their (empty) grades page, no course
+    home = student.get("/services/formgrader/")
+    assert home.status_code == 200 and "No course lists you as a student" in home.text
+    assert "course1" not in home.text
     assert student.get("/services/formgrader/course1/formgrader/api/assignments").status_code == 403
 
     admin = Grader(fg, "admin")
