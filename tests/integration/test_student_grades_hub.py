@@ -14,6 +14,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from playwright.sync_api import Dialog
 
 from tests.harness.autograde import RIGHT
 from tests.harness.formgrader import SAMPLE, Grader, answer, student_run, wait_batch
@@ -151,7 +152,12 @@ def test_student_page_in_chromium(fg: Hub, hub_page, tmp_path: Path) -> None:
     page = browser.page
     browser.problems.clear()  # the hub's landing page is not ours
     dialogs: list[str] = []
-    page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+
+    def dismissed(dialog: Dialog) -> None:
+        dialogs.append(dialog.message)
+        dialog.dismiss()
+
+    page.on("dialog", dismissed)
     page.goto(f"{fg.url}{HOME}")
     row = page.locator("section.grades[data-course=course1] tr[data-assignment=ps1]")
     row.wait_for()
