@@ -20,7 +20,9 @@ from .adapter import (
     nbgrader_routes,
     nbgrader_templates,
 )
-from .courses import may_grade, parse_courses
+from .catalog import CourseStore
+from .catalogpages import Catalog, CourseRouter, catalog_handlers, course_catalog_handlers
+from .courses import Course, may_grade, parse_courses
 from .dask_executor import check_dask_settings, with_executor
 from .handlers import ActionHandler, CoursesHandler, FormgraderRootHandler, course_handlers
 from .jobs import Jobs, JobStore
@@ -68,6 +70,21 @@ class FormGrader(HubServiceApp):
     exchange = Unicode(
         "/srv/nbgrader/exchange", help="The nbgrader exchange of courses that name none."
     ).tag(config=True)
+
+    manage_courses = Bool(
+        True,
+        help="""Hub admins add, retitle and retire courses on the index page and api/courses
+        (creating each one's grader group on the hub: the service's role gets admin:groups),
+        and graders name co-graders on the course page. Off: config-file courses only.""",
+    ).tag(config=True)
+
+    courses_dir = Unicode(
+        help="Where courses added at run time get their directory (<courses_dir>/<course>)."
+    ).tag(config=True)
+
+    @default("courses_dir")
+    def _default_courses_dir(self) -> str:
+        return os.path.join(self.data_dir, "courses")
 
     max_workers = Integer(
         help="Long actions (autograde, generate, collect, feedback) run at once; others queue."
@@ -140,17 +157,24 @@ class FormGrader(HubServiceApp):
         return super().user_allowed(model) or model.get("kind", "user") == "user"
 
     def required_scopes(self) -> list[str]:
-        # users are identified through OAuth with their groups; the service calls no hub API
-        return []
+        # users are identified through OAuth with their groups; the hub API is only called to
+        # create grader groups (admin:groups: creating a group needs it, and it holds the
+        # `groups` scope that changes members) for courses added at run time
+        return ["admin:groups"] if self.manage_courses else []
 
     def service_handlers(self) -> list[Route]:
-        return [("", CoursesHandler), *student_handlers()]
+        return [("", CoursesHandler), *student_handlers(), *catalog_handlers()]
 
     # -- running ----------------------------------------------------------------------------
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.runtimes: dict[str, CourseRuntime] = {}
+        #: The courses served, by id: the jobs' view, kept in step with ``runtimes``.
+        self.served: dict[str, Course] = {}
+        self.config_course_ids: frozenset[str] = frozenset()
+        #: Finds a course's application per request; made with the web app.
+        self.course_router: CourseRouter | None = None
 
     def initialize(self, argv: list[str] | None = None) -> None:
         super().initialize(argv)
@@ -167,19 +191,14 @@ class FormGrader(HubServiceApp):
         bindir = os.path.dirname(sys.executable)
         os.environ["PATH"] = os.pathsep.join(filter(None, [bindir, os.environ.get("PATH")]))
         self.executor = ThreadPoolExecutor(self.db_threads, thread_name_prefix="gradebook")
-        for parsed in parse_courses(self.courses, self.exchange).values():
-            course = with_sandbox_settings(
-                parsed,
-                self.sandbox,
-                allow_unsandboxed=self.allow_unsandboxed_autograde,
-            )
-            course = with_executor(course, self.autograde_executor, self.dask)
-            self.runtimes[course.id] = CourseRuntime.open(course, self.executor)
+        configured = parse_courses(self.courses, self.exchange)
+        self.config_course_ids = frozenset(configured)
+        self.catalog = Catalog(self, CourseStore(self.db))
+        added = [self.catalog.course(stored.id) for stored in await self.catalog.load()]
+        for parsed in [*configured.values(), *added]:
+            self.serve_runtime(self.open_course(parsed))
         self.jobs = Jobs(
-            JobStore(self.db),
-            {course_id: runtime.course for course_id, runtime in self.runtimes.items()},
-            max_parallel=self.max_workers,
-            timeout=self.job_timeout,
+            JobStore(self.db), self.served, max_parallel=self.max_workers, timeout=self.job_timeout
         )
         self.log.info("Courses: %s", ", ".join(self.runtimes) or "none")
         if self.autograde_executor == "dask":
@@ -192,6 +211,31 @@ class FormGrader(HubServiceApp):
             self.log.warning("Autograde %s: %s", unsandboxed, e)
         await self.jobs.resume()
 
+    def open_course(self, parsed: Course) -> CourseRuntime:
+        """A course (config or run time) with the service's sandbox and executor, its gradebook
+        open (created if new: blocking)."""
+        course = with_sandbox_settings(
+            parsed, self.sandbox, allow_unsandboxed=self.allow_unsandboxed_autograde
+        )
+        course = with_executor(course, self.autograde_executor, self.dask)
+        return CourseRuntime.open(course, self.executor)
+
+    def serve_runtime(self, runtime: CourseRuntime) -> None:
+        """Serve an open course: its routes (once the web app exists) and its jobs."""
+        self.runtimes[runtime.course.id] = runtime
+        self.served[runtime.course.id] = runtime.course
+        if self.course_router is not None:
+            self.course_router.apps[runtime.course.id] = self.course_app(runtime)
+
+    def stop_serving(self, course_id: str) -> None:
+        """A retired course: no route, no new job; its files and gradebook stay."""
+        if self.course_router is not None:
+            self.course_router.apps.pop(course_id, None)
+        self.served.pop(course_id, None)
+        runtime = self.runtimes.pop(course_id, None)
+        if runtime is not None:
+            runtime.close()
+
     async def on_stop(self) -> None:
         await self.jobs.stop()
         self.executor.shutdown(wait=False, cancel_futures=True)
@@ -199,18 +243,17 @@ class FormGrader(HubServiceApp):
             runtime.close()
 
     def web_settings(self) -> dict[str, Any]:
-        return {"jobs": self.jobs, "course_ids": frozenset(self.runtimes)}
+        return {"jobs": self.jobs}
 
     def make_web_app(self) -> TornadoApplication:
-        """Our routes, and one application per course (opened by on_start) under
-        ``<prefix><course>/``."""
+        """Our routes, and one application per course under ``<prefix><course>/``, looked up
+        per request (:class:`CourseRouter`): courses come and go while the service runs."""
         self.web_app = super().make_web_app()
+        self.course_router = CourseRouter(self.service_prefix)
+        for runtime in self.runtimes.values():
+            self.serve_runtime(runtime)
         self.web_app.add_handlers(
-            ".*$",
-            [
-                (f"{self.service_prefix}{re.escape(course_id)}(?:/.*)?", self.course_app(runtime))
-                for course_id, runtime in self.runtimes.items()
-            ],
+            ".*$", [(f"{re.escape(self.service_prefix)}[^/]+(?:/.*)?", self.course_router)]
         )
         return self.web_app
 
@@ -219,6 +262,7 @@ class FormGrader(HubServiceApp):
         base_url = f"{self.service_prefix}{runtime.course.id}"
         routes = [
             *course_handlers(),
+            *course_catalog_handlers(),
             *nbgrader_routes(
                 ActionHandler, {nbgrader_pages.FormgraderHandler: FormgraderRootHandler}
             ),
