@@ -26,6 +26,8 @@ from .courses import Course, may_grade, parse_courses
 from .dask_executor import check_dask_settings, with_executor
 from .handlers import ActionHandler, CoursesHandler, FormgraderRootHandler, course_handlers
 from .jobs import Jobs, JobStore
+from .lms import LmsSettings, parse_lms
+from .lmspages import lms_handlers
 from .sandbox import SandboxUnavailable, check_default_sandbox, with_sandbox_settings
 from .studentpages import student_handlers
 
@@ -85,6 +87,22 @@ class FormGrader(HubServiceApp):
     @default("courses_dir")
     def _default_courses_dir(self) -> str:
         return os.path.join(self.data_dir, "courses")
+
+    lms = Dict(
+        help="""LMS exports per course: {"course101": {"logins": {"hub name": "lms login"} or
+        "/path/pairs.csv" (hub_name,lms_login lines), "canvas_column": "SIS Login ID" (or "ID",
+        "SIS User ID"), "moodle_column": "Username" (or "Email address", "ID number")}}.
+        Unmapped hub names are exported as they are.""",
+    ).tag(config=True)
+
+    @validate("lms")
+    def _valid_lms(self, proposal: dict[str, Any]) -> dict[str, Any]:
+        lms: dict[str, Any] = proposal["value"]
+        try:
+            parse_lms(lms)
+        except ValueError as e:
+            raise TraitError(f"lms: {e}") from None
+        return lms
 
     max_workers = Integer(
         help="Long actions (autograde, generate, collect, feedback) run at once; others queue."
@@ -191,6 +209,7 @@ class FormGrader(HubServiceApp):
         bindir = os.path.dirname(sys.executable)
         os.environ["PATH"] = os.pathsep.join(filter(None, [bindir, os.environ.get("PATH")]))
         self.executor = ThreadPoolExecutor(self.db_threads, thread_name_prefix="gradebook")
+        self.lms_settings: dict[str, LmsSettings] = parse_lms(self.lms)
         configured = parse_courses(self.courses, self.exchange)
         self.config_course_ids = frozenset(configured)
         self.catalog = Catalog(self, CourseStore(self.db))
@@ -263,6 +282,7 @@ class FormGrader(HubServiceApp):
         routes = [
             *course_handlers(),
             *course_catalog_handlers(),
+            *lms_handlers(),
             *nbgrader_routes(
                 ActionHandler, {nbgrader_pages.FormgraderHandler: FormgraderRootHandler}
             ),
