@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -46,6 +47,32 @@ class Grader:
         if isinstance(result, dict) and "success" in result:
             assert result["success"], result
         return result
+
+
+def formgrader_hub(work: Path, graders: dict[str, list[str]], more_config: str = "") -> Hub:
+    """A hub (not started) serving only the formgrader, with one config course per key of
+    ``graders`` (root ``work/courses/<course>``) whose hub group holds those users.
+
+    ``hub.exchange`` is the exchange of every course; ``hub.course_root`` the first one's root.
+    """
+    exchange = work / "exchange"
+    exchange.mkdir(mode=0o777)
+    courses = {name: {"root": str(work / "courses" / name)} for name in graders}
+    config = work / "formgrader_config.py"
+    config.write_text(
+        f"c.FormGrader.courses = {json.dumps(courses)}\n"
+        f"c.FormGrader.exchange = {str(exchange)!r}\n{more_config}"
+    )
+    groups = {f"formgrade-{course}": {"users": users} for course, users in graders.items()}
+    hub = Hub(
+        work,
+        services=["formgrader"],
+        service_args={"formgrader": [f"--config={config}"]},
+        extra_config=f"c.JupyterHub.load_groups = {groups!r}\n",
+    )
+    hub.exchange = exchange  # type: ignore[attr-defined]
+    hub.course_root = work / "courses" / next(iter(graders))  # type: ignore[attr-defined]
+    return hub
 
 
 def wait_batch(grader: Grader, batch_id: int, timeout: float = 180) -> dict[str, Any]:

@@ -6,7 +6,6 @@ One hub of our own for the module (formgrader only, course1 from config); tests 
 
 from __future__ import annotations
 
-import json
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,7 +14,7 @@ import httpx
 import psutil
 import pytest
 
-from tests.harness.formgrader import SAMPLE, Grader
+from tests.harness.formgrader import SAMPLE, Grader, formgrader_hub
 from tests.harness.hub import Hub
 
 pytestmark = pytest.mark.hub
@@ -25,20 +24,7 @@ HOME = "/services/formgrader/"
 
 @pytest.fixture(scope="module")
 def fg(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hub]:
-    work = tmp_path_factory.mktemp("catalog")
-    exchange = work / "exchange"
-    exchange.mkdir(mode=0o777)
-    courses = {"course1": {"root": str(work / "course1")}}
-    config = work / "formgrader_config.py"
-    config.write_text(
-        f"c.FormGrader.courses = {json.dumps(courses)}\nc.FormGrader.exchange = {str(exchange)!r}\n"
-    )
-    hub = Hub(
-        work,
-        services=["formgrader"],
-        service_args={"formgrader": [f"--config={config}"]},
-        extra_config='c.JupyterHub.load_groups = {"formgrade-course1": {"users": ["teacher1"]}}\n',
-    )
+    hub = formgrader_hub(tmp_path_factory.mktemp("catalog"), {"course1": ["teacher1"]})
     hub.start()
     try:
         yield hub

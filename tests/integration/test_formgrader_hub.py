@@ -21,7 +21,14 @@ import psutil
 import pytest
 from playwright.sync_api import Dialog, expect
 
-from tests.harness.formgrader import SAMPLE, Grader, answer, student_run, wait_batch
+from tests.harness.formgrader import (
+    SAMPLE,
+    Grader,
+    answer,
+    formgrader_hub,
+    student_run,
+    wait_batch,
+)
 from tests.harness.hub import Hub
 
 pytestmark = pytest.mark.hub
@@ -43,26 +50,10 @@ XSS = "<script>document.title = 'pwned'</script><img src=x onerror=\"alert(1)\">
 @pytest.fixture(scope="module")
 def fg(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hub]:
     work = tmp_path_factory.mktemp("fghub")
-    exchange = work / "exchange"
-    exchange.mkdir(mode=0o777)
-    courses = {
-        name: {"root": str(work / "courses" / name), "exchange": str(exchange)}
-        for name in ("course1", "course2")
-    }
-    config = work / "formgrader_config.py"
-    config.write_text(
-        f"c.FormGrader.courses = {json.dumps(courses)}\nc.FormGrader.max_workers = 2\n"
-    )
-    hub = Hub(
-        work,
-        services=["formgrader"],
-        service_args={"formgrader": [f"--config={config}"]},
-        extra_config='c.JupyterHub.load_groups = {"formgrade-course1": {"users": ["teacher1"]},'
-        ' "formgrade-course2": {"users": ["teacher2"]}}\n',
+    hub = formgrader_hub(
+        work, {"course1": ["teacher1"], "course2": ["teacher2"]}, "c.FormGrader.max_workers = 2\n"
     )
     hub.start()
-    hub.exchange = exchange  # type: ignore[attr-defined]
-    hub.course_root = Path(courses["course1"]["root"])  # type: ignore[attr-defined]
     try:
         yield hub
     finally:

@@ -6,7 +6,6 @@ One hub of our own for the module (formgrader only, one course); the tests run i
 
 from __future__ import annotations
 
-import json
 import re
 import shutil
 from collections.abc import Iterator
@@ -17,7 +16,14 @@ import pytest
 from playwright.sync_api import Dialog
 
 from tests.harness.autograde import RIGHT
-from tests.harness.formgrader import SAMPLE, Grader, answer, student_run, wait_batch
+from tests.harness.formgrader import (
+    SAMPLE,
+    Grader,
+    answer,
+    formgrader_hub,
+    student_run,
+    wait_batch,
+)
 from tests.harness.hub import Hub
 
 pytestmark = pytest.mark.hub
@@ -29,21 +35,8 @@ HOME = "/services/formgrader/"
 
 @pytest.fixture(scope="module")
 def fg(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hub]:
-    work = tmp_path_factory.mktemp("grades")
-    exchange = work / "exchange"
-    exchange.mkdir(mode=0o777)
-    courses = {"course1": {"root": str(work / "course1"), "exchange": str(exchange)}}
-    config = work / "formgrader_config.py"
-    config.write_text(f"c.FormGrader.courses = {json.dumps(courses)}\n")
-    hub = Hub(
-        work,
-        services=["formgrader"],
-        service_args={"formgrader": [f"--config={config}"]},
-        extra_config='c.JupyterHub.load_groups = {"formgrade-course1": {"users": ["teacher1"]}}\n',
-    )
+    hub = formgrader_hub(tmp_path_factory.mktemp("grades"), {"course1": ["teacher1"]})
     hub.start()
-    hub.exchange = exchange  # type: ignore[attr-defined]
-    hub.course_root = Path(courses["course1"]["root"])  # type: ignore[attr-defined]
     try:
         yield hub
     finally:
