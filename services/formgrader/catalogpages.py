@@ -5,7 +5,9 @@ routes of hub admins (``api/courses``, the index page's forms) and of a course's
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 
@@ -13,6 +15,7 @@ from tornado.httputil import HTTPServerRequest
 from tornado.routing import Router
 from tornado.web import Application, HTTPError, authenticated
 
+from ..common.hubapi import HubAPIError
 from ..common.web import APIHandler, BaseHandler
 from .adapter import CourseAccess, CourseAPIAccess
 from .catalog import CourseError, CourseStore, GraderGroups, StoredCourse, check_new_course
@@ -130,10 +133,8 @@ class CatalogAccess(BaseHandler):
         return service.catalog
 
     async def changed(self, change: Any) -> StoredCourse:
-        try:
+        with course_errors():
             stored: StoredCourse = await change
-        except CourseError as e:
-            raise HTTPError(e.status, str(e)) from None
         return stored
 
 
@@ -191,6 +192,18 @@ class CoursesForm(CatalogAccess):
         self.redirect(self.service.service_prefix)
 
 
+@contextlib.contextmanager
+def course_errors() -> Iterator[None]:
+    """A refused change as its HTTP status; a hub that fails as a 503 naming it (nothing was
+    stored: a course's group is made before its row, and an existing group is reused)."""
+    try:
+        yield
+    except CourseError as e:
+        raise HTTPError(e.status, str(e)) from None
+    except HubAPIError as e:
+        raise HTTPError(503, f"The hub failed; nothing changed here. ({e})") from None
+
+
 def json_body(handler: BaseHandler) -> dict[str, Any]:
     """The request's JSON object; a 400 saying so otherwise."""
     try:
@@ -221,15 +234,17 @@ class GradersAccess(CourseAccess):
 
     async def change(self, action: str, user: str) -> None:
         groups = self.groups
-        try:
+        with course_errors():
             if action == "add":
                 await groups.add(self.course.id, user)
             elif action == "remove":
                 await groups.remove(self.course.id, user)
             else:
                 raise HTTPError(400, "action must be add or remove")
-        except CourseError as e:
-            raise HTTPError(e.status, str(e)) from None
+
+    async def members(self) -> list[str]:
+        with course_errors():
+            return await self.groups.members(self.course.id)
 
 
 class GradersPage(GradersAccess):
@@ -242,7 +257,7 @@ class GradersPage(GradersAccess):
             "graders.html",
             course=self.course,
             group=groups.group(self.course.id),
-            graders=await groups.members(self.course.id),
+            graders=await self.members(),
             base=f"{self.service.service_prefix}{self.course.id}/",
         )
 
@@ -274,7 +289,7 @@ class GradersAPI(GradersAccess, CourseAPIAccess):
         self.write_json(
             {
                 "group": groups.group(self.course.id),
-                "graders": await groups.members(self.course.id),
+                "graders": await self.members(),
             }
         )
 

@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from tornado.web import HTTPError
 
 from hubservices.common.db import Database
+from hubservices.common.hubapi import HubAPI
 from hubservices.formgrader.catalog import (
     CourseError,
     CourseStore,
+    GraderGroups,
     check_new_course,
     check_title,
     check_user_name,
 )
+from hubservices.formgrader.catalogpages import course_errors
+from tests.unit.fakehub import FakeHub, Reply, error
 
 
 def test_a_new_course_follows_the_course_id_rule() -> None:
@@ -70,3 +76,44 @@ def test_store_adds_retitles_and_retires_across_a_restart(tmp_path: Path) -> Non
     [course] = opened().all()
     assert (course.id, course.title, course.created_by) == ("c2", "Course 2", "admin")
     assert course.retired_at is not None
+
+
+# -- the hub's side, with faults (a fake hub) ---------------------------------------------------
+
+
+@pytest.fixture
+async def groups() -> AsyncIterator[tuple[FakeHub, GraderGroups]]:
+    fake = FakeHub(users=["dana"])
+    await fake.start()
+    async with HubAPI(fake.url, "token", retries=1, backoff_base=0.01) as api:
+        yield fake, GraderGroups(api, "formgrade-{course}")
+    await fake.stop()
+
+
+async def test_an_existing_group_is_kept_and_a_deleted_one_made_again(
+    groups: tuple[FakeHub, GraderGroups],
+) -> None:
+    fake, graders = groups
+    fake.script("POST", "/groups/formgrade-c1", error(409, "Group formgrade-c1 already exists"))
+    await graders.create("c1")  # made by hand before: fine
+    fake.script(
+        "POST", "/groups/formgrade-c1/users", error(404, "No such group"), Reply(200, {})
+    )
+    fake.script("POST", "/groups/formgrade-c1", Reply(201, {}))
+    await graders.add("c1", "dana")
+    assert [r.method for r in fake.requests_to("/groups/formgrade-c1/users")] == ["POST", "POST"]
+
+
+async def test_hub_refusals_and_failures_become_clear_answers(
+    groups: tuple[FakeHub, GraderGroups],
+) -> None:
+    fake, graders = groups
+    fake.script("POST", "/groups/formgrade-c1/users", error(400, "No such user: nobody"))
+    with pytest.raises(HTTPError) as refused, course_errors():
+        await graders.add("c1", "nobody")
+    assert refused.value.status_code == 400 and "No such user: nobody" in str(refused.value)
+    fake.script("POST", "/groups/formgrade-c2", *[error(500, "boom")] * 3)
+    with pytest.raises(HTTPError) as failed, course_errors():
+        await graders.create("c2")
+    assert failed.value.status_code == 503 and "nothing changed" in str(failed.value)
+    assert "token" not in str(failed.value)
