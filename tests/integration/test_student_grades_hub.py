@@ -186,3 +186,13 @@ def test_student_page_in_chromium(fg: Hub, hub_page, tmp_path: Path) -> None:
     assert row.locator("td.score").inner_text() == "not released yet"
     assert other.locator("iframe").count() == 0
     other.screenshot(path=str(fg.workdir / "student2-grades.png"), full_page=True)
+
+
+def test_a_new_submission_hides_the_grade_until_its_feedback_is_released(fg: Hub) -> None:
+    teacher = Grader(fg, "teacher1")
+    student_run(fg, "student1", "submit", "ps1")
+    teacher.ok("POST", "formgrader/api/assignment/ps1/collect")
+    [row] = grades(fg, "student1")["course1"]
+    assert row["submitted"] and not row["released"] and "score" not in row, row
+    feedback = logged_in(fg, "student1").get(HOME + "api/feedback/course1/ps1/problem1")
+    assert feedback.status_code == 404
