@@ -23,10 +23,14 @@ from .adapter import (
     nbgrader_routes,
     nbgrader_templates,
 )
-from .courses import may_grade, parse_courses, path_pattern
+from .catalog import CourseStore
+from .catalogpages import Catalog, CourseRouter, catalog_handlers, course_catalog_handlers
+from .courses import Course, may_grade, parse_courses, path_pattern
 from .dask_executor import check_dask_settings, with_executor
 from .handlers import ActionHandler, CoursesHandler, FormgraderRootHandler, course_handlers
 from .jobs import Jobs, JobStore
+from .lms import LmsSettings, parse_lms
+from .lmspages import lms_handlers
 from .mathjax import (
     LOCAL_CONFIG_DIR,
     MathJaxFiles,
@@ -36,6 +40,7 @@ from .mathjax import (
     write_feedback_template,
 )
 from .sandbox import SandboxUnavailable, check_default_sandbox, with_sandbox_settings
+from .studentpages import student_handlers
 
 
 class FormGrader(HubServiceApp):
@@ -84,6 +89,37 @@ class FormGrader(HubServiceApp):
     exchange = Unicode(
         "/srv/nbgrader/exchange", help="The nbgrader exchange of courses that name none."
     ).tag(config=True)
+
+    manage_courses = Bool(
+        True,
+        help="""Hub admins add, retitle and retire courses on the index page and api/courses
+        (creating each one's grader group on the hub: the service's role gets admin:groups),
+        and graders name co-graders on the course page. Off: config-file courses only.""",
+    ).tag(config=True)
+
+    courses_dir = Unicode(
+        help="Where courses added at run time get their directory (<courses_dir>/<course>)."
+    ).tag(config=True)
+
+    @default("courses_dir")
+    def _default_courses_dir(self) -> str:
+        return os.path.join(self.data_dir, "courses")
+
+    lms = Dict(
+        help="""LMS exports per course: {"course101": {"logins": {"hub name": "lms login"} or
+        "/path/pairs.csv" (hub_name,lms_login lines), "canvas_column": "SIS Login ID" (or "ID",
+        "SIS User ID"), "moodle_column": "Username" (or "Email address", "ID number")}}.
+        Unmapped hub names are exported as they are.""",
+    ).tag(config=True)
+
+    @validate("lms")
+    def _valid_lms(self, proposal: dict[str, Any]) -> dict[str, Any]:
+        lms: dict[str, Any] = proposal["value"]
+        try:
+            parse_lms(lms)
+        except ValueError as e:
+            raise TraitError(f"lms: {e}") from None
+        return lms
 
     max_workers = Integer(
         help="Long actions (autograde, generate, collect, feedback) run at once; others queue."
@@ -173,6 +209,10 @@ class FormGrader(HubServiceApp):
         """Service-wide graders, and the members of any course's grader group."""
         return replace(super().access_rule(), group_pattern=self.grader_group_pattern)
 
+    def user_allowed(self, model: dict[str, Any]) -> bool:
+        """Every hub user: students see their own grades here; course routes ask more."""
+        return super().user_allowed(model) or model.get("kind", "user") == "user"
+
     student_group_pattern = Unicode(
         "{course}-students",
         help="Hub group whose members are a course's students (the course page imports them).",
@@ -186,13 +226,17 @@ class FormGrader(HubServiceApp):
         return self.student_group_pattern.format(course=course_id)
 
     def required_scopes(self) -> list[str]:
-        # users are identified through OAuth with their groups; the course page reads each
-        # configured course's student group (and no other group) to import the roster
+        # users are identified through OAuth with their groups. Courses added at run time need
+        # admin:groups (creating a grader group needs it; it holds `groups`, which changes
+        # members, and read:groups, which reads any course's student group for its roster).
+        # Without them: each configured course's student group, and no other group.
+        if self.manage_courses:
+            return ["admin:groups"]
         courses = parse_courses(self.courses, self.exchange)
         return [f"read:groups!group={self.student_group(course)}" for course in sorted(courses)]
 
     def service_handlers(self) -> list[Route]:
-        routes: list[Route] = [("", CoursesHandler)]
+        routes: list[Route] = [("", CoursesHandler), *student_handlers(), *catalog_handlers()]
         if self.mathjax_dir:
             routes += [
                 (
@@ -214,6 +258,11 @@ class FormGrader(HubServiceApp):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.runtimes: dict[str, CourseRuntime] = {}
+        #: The courses served, by id: the jobs' view, kept in step with ``runtimes``.
+        self.served: dict[str, Course] = {}
+        self.config_course_ids: frozenset[str] = frozenset()
+        #: Finds a course's application per request; made with the web app.
+        self.course_router: CourseRouter | None = None
 
     def initialize(self, argv: list[str] | None = None) -> None:
         super().initialize(argv)
@@ -230,24 +279,17 @@ class FormGrader(HubServiceApp):
         bindir = os.path.dirname(sys.executable)
         os.environ["PATH"] = os.pathsep.join(filter(None, [bindir, os.environ.get("PATH")]))
         self.executor = ThreadPoolExecutor(self.db_threads, thread_name_prefix="gradebook")
-        templates = Path(self.data_dir) / "nbconvert"
-        write_feedback_template(templates, self.mathjax_url)
-        for parsed in parse_courses(
-            self.courses, self.exchange, self.reserved_course_ids()
-        ).values():
-            course = with_sandbox_settings(
-                parsed,
-                self.sandbox,
-                allow_unsandboxed=self.allow_unsandboxed_autograde,
-            )
-            course = with_executor(course, self.autograde_executor, self.dask)
-            course = with_feedback_template(course, templates)
-            self.runtimes[course.id] = CourseRuntime.open(course, self.executor)
+        self.feedback_templates = Path(self.data_dir) / "nbconvert"
+        write_feedback_template(self.feedback_templates, self.mathjax_url)
+        self.lms_settings: dict[str, LmsSettings] = parse_lms(self.lms)
+        configured = parse_courses(self.courses, self.exchange, self.reserved_course_ids())
+        self.config_course_ids = frozenset(configured)
+        self.catalog = Catalog(self, CourseStore(self.db))
+        added = [self.catalog.course(stored.id) for stored in await self.catalog.load()]
+        for parsed in [*configured.values(), *added]:
+            self.serve_runtime(self.open_course(parsed))
         self.jobs = Jobs(
-            JobStore(self.db),
-            {course_id: runtime.course for course_id, runtime in self.runtimes.items()},
-            max_parallel=self.max_workers,
-            timeout=self.job_timeout,
+            JobStore(self.db), self.served, max_parallel=self.max_workers, timeout=self.job_timeout
         )
         self.log.info("Courses: %s", ", ".join(self.runtimes) or "none")
         if self.autograde_executor == "dask":
@@ -260,6 +302,32 @@ class FormGrader(HubServiceApp):
             self.log.warning("Autograde %s: %s", unsandboxed, e)
         await self.jobs.resume()
 
+    def open_course(self, parsed: Course) -> CourseRuntime:
+        """A course (config or run time) with the service's sandbox and executor, its gradebook
+        open (created if new: blocking)."""
+        course = with_sandbox_settings(
+            parsed, self.sandbox, allow_unsandboxed=self.allow_unsandboxed_autograde
+        )
+        course = with_executor(course, self.autograde_executor, self.dask)
+        course = with_feedback_template(course, self.feedback_templates)
+        return CourseRuntime.open(course, self.executor)
+
+    def serve_runtime(self, runtime: CourseRuntime) -> None:
+        """Serve an open course: its routes (once the web app exists) and its jobs."""
+        self.runtimes[runtime.course.id] = runtime
+        self.served[runtime.course.id] = runtime.course
+        if self.course_router is not None:
+            self.course_router.apps[runtime.course.id] = self.course_app(runtime)
+
+    def stop_serving(self, course_id: str) -> None:
+        """A retired course: no route, no new job; its files and gradebook stay."""
+        if self.course_router is not None:
+            self.course_router.apps.pop(course_id, None)
+        self.served.pop(course_id, None)
+        runtime = self.runtimes.pop(course_id, None)
+        if runtime is not None:
+            runtime.close()
+
     async def on_stop(self) -> None:
         await self.jobs.stop()
         self.executor.shutdown(wait=False, cancel_futures=True)
@@ -267,18 +335,17 @@ class FormGrader(HubServiceApp):
             runtime.close()
 
     def web_settings(self) -> dict[str, Any]:
-        return {"jobs": self.jobs, "course_ids": frozenset(self.runtimes)}
+        return {"jobs": self.jobs}
 
     def make_web_app(self) -> TornadoApplication:
-        """Our routes, and one application per course (opened by on_start) under
-        ``<prefix><course>/``."""
+        """Our routes, and one application per course under ``<prefix><course>/``, looked up
+        per request (:class:`CourseRouter`): courses come and go while the service runs."""
         self.web_app = super().make_web_app()
+        self.course_router = CourseRouter(self.service_prefix)
+        for runtime in self.runtimes.values():
+            self.serve_runtime(runtime)
         self.web_app.add_handlers(
-            ".*$",
-            [
-                (f"{self.course_base_pattern(course_id)}(?:/.*)?", self.course_app(runtime))
-                for course_id, runtime in self.runtimes.items()
-            ],
+            ".*$", [(f"{re.escape(self.service_prefix)}[^/]+(?:/.*)?", self.course_router)]
         )
         return self.web_app
 
@@ -292,6 +359,8 @@ class FormGrader(HubServiceApp):
         base_pattern = self.course_base_pattern(runtime.course.id)
         routes = [
             *course_handlers(),
+            *course_catalog_handlers(),
+            *lms_handlers(),
             *nbgrader_routes(
                 ActionHandler, {nbgrader_pages.FormgraderHandler: FormgraderRootHandler}
             ),

@@ -30,6 +30,7 @@ from .courses import SANDBOX_CSP, is_safe_id
 from .export import SafeCsvExportPlugin
 from .jobs import Jobs, Submitted, job_to_dict
 from .mathjax import mathjax_macro
+from .studentpages import FEEDBACK_FRAMES_CSP, grades_of
 
 if TYPE_CHECKING:
     from .app import FormGrader
@@ -72,17 +73,20 @@ def unsafe_submissions(coursedir: CourseDirectory) -> list[tuple[str, str]]:
 
 
 class CoursesHandler(BaseHandler):
-    """``/``: the courses this user grades, with links to each."""
-
-    course_ids: Setting[frozenset[str]] = Setting(frozenset)
+    """``/``: the courses this user grades, with links to each, and their own grades."""
 
     @authenticated
-    def get(self) -> None:
-        graded = cast("FormGrader", self.service).courses_of(self.current_user)
+    async def get(self) -> None:
+        service = cast("FormGrader", self.service)
+        graded = service.courses_of(self.current_user)
+        manages = service.manage_courses and bool(self.current_user.get("admin"))
+        self.set_header("Content-Security-Policy", FEEDBACK_FRAMES_CSP)
         self.render_page(
             "index.html",
-            courses=[c for c in graded if c in self.course_ids],
-            unconfigured=[c for c in graded if c not in self.course_ids],
+            courses=[c for c in graded if c in service.runtimes],
+            unconfigured=[c for c in graded if c not in service.runtimes],
+            grades=await grades_of(service, self.current_user["name"]),
+            catalog=service.catalog.listing() if manages else None,
         )
 
 

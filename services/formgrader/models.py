@@ -89,3 +89,17 @@ class Job(Base):
     def args(self) -> list[str]:
         """The ids the NbGraderAPI method takes."""
         return [self.assignment, self.student] if self.student else [self.assignment]
+
+
+class CourseRecord(Base):
+    """A course a hub admin added at run time (config-file courses are not stored here)."""
+
+    __tablename__ = "formgrader_courses"
+
+    id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    title: Mapped[str] = mapped_column(String(200))
+    created_by: Mapped[str] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(DateTime())
+    #: Set when retired: no longer served; its files and gradebook stay, its id stays taken.
+    retired_at: Mapped[datetime | None] = mapped_column(DateTime())
+    retired_by: Mapped[str | None] = mapped_column(String(255))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -10,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import nbformat
 
 from tests.harness.hub import ROOT, Hub
 
@@ -48,6 +50,32 @@ class Grader:
         return result
 
 
+def formgrader_hub(work: Path, graders: dict[str, list[str]], more_config: str = "") -> Hub:
+    """A hub (not started) serving only the formgrader, with one config course per key of
+    ``graders`` (root ``work/courses/<course>``) whose hub group holds those users.
+
+    ``hub.exchange`` is the exchange of every course; ``hub.course_root`` the first one's root.
+    """
+    exchange = work / "exchange"
+    exchange.mkdir(mode=0o777)
+    courses = {name: {"root": str(work / "courses" / name)} for name in graders}
+    config = work / "formgrader_config.py"
+    config.write_text(
+        f"c.FormGrader.courses = {json.dumps(courses)}\n"
+        f"c.FormGrader.exchange = {str(exchange)!r}\n{more_config}"
+    )
+    groups = {f"formgrade-{course}": {"users": users} for course, users in graders.items()}
+    hub = Hub(
+        work,
+        services=["formgrader"],
+        service_args={"formgrader": [f"--config={config}"]},
+        extra_config=f"c.JupyterHub.load_groups = {groups!r}\n",
+    )
+    hub.exchange = exchange  # type: ignore[attr-defined]
+    hub.course_root = work / "courses" / next(iter(graders))  # type: ignore[attr-defined]
+    return hub
+
+
 def wait_batch(grader: Grader, batch_id: int, timeout: float = 180) -> dict[str, Any]:
     """The batch's progress once every job of it has finished."""
     deadline = time.monotonic() + timeout
@@ -59,7 +87,14 @@ def wait_batch(grader: Grader, batch_id: int, timeout: float = 180) -> dict[str,
         time.sleep(0.5)
 
 
-def student_run(home: Path, exchange: Path, course: str, student: str, *args: str) -> None:
+def student_run(hub: Hub, student: str, *args: str, course: str = "course1") -> None:
+    """Run an nbgrader student command as ``student``, with a home of their own, through the
+    exchange the test put in ``hub.exchange``."""
+    home = hub.workdir / "students" / student
+    run_as_student(home, hub.exchange, course, student, *args)  # type: ignore[attr-defined]
+
+
+def run_as_student(home: Path, exchange: Path, course: str, student: str, *args: str) -> None:
     """An nbgrader student command (``fetch_assignment ps1``...) run as ``student`` would in
     their own home, through the course's exchange."""
     home.mkdir(parents=True, exist_ok=True)
@@ -78,3 +113,16 @@ def student_run(home: Path, exchange: Path, course: str, student: str, *args: st
         check=True,
         capture_output=True,
     )
+
+
+def answer(hub: Hub, student: str, code: str, text: str) -> None:
+    """``student``'s fetched ps1 with ``code`` and ``text`` as the answers."""
+    path = hub.workdir / "students" / student / "ps1" / "problem1.ipynb"
+    nb = nbformat.read(path, as_version=4)
+    for cell in nb.cells:
+        grade_id = cell.metadata.get("nbgrader", {}).get("grade_id")
+        if grade_id == "squares":
+            cell.source = code
+        elif grade_id == "explain":
+            cell.source = text
+    nbformat.write(nb, path)

@@ -6,6 +6,8 @@ The harness loads ``deploy/local/jupyterhub_config.py`` and only swaps in free p
 
 from __future__ import annotations
 
+import csv
+import io
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -13,7 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.harness.formgrader import Grader
+from tests.harness.formgrader import Grader, wait_batch
 from tests.harness.hub import ROOT, Hub
 
 pytestmark = pytest.mark.hub
@@ -91,3 +93,54 @@ def test_every_service_page_answers_the_admin(demo: Hub) -> None:
     for name in ("cull", "stats", "formgrader"):
         r: httpx.Response = admin.get(demo.service_url(name))
         assert r.status_code == 200, (name, r.text[:300])
+
+
+def test_student1_sees_ps1_grade_once_the_instructor_releases_it(demo: Hub) -> None:
+    """After the cycle above: autograde, feedback, release; student1's page at each step."""
+    teacher = Grader(demo, "instructor", "course101")
+    student = demo.browser("student1")
+    home = "/services/formgrader/"
+    assert student.get(home).status_code == 200  # logs in to the service
+
+    def ps1() -> dict[str, Any]:
+        [row] = student.get(home + "api/grades").json()["course101"]
+        return dict(row)
+
+    for action in ("autograde", "generate_feedback"):
+        r = teacher.send("POST", f"api/assignment/ps1/{action}")
+        assert r.status_code == 202, r.text
+        assert wait_batch(teacher, r.json()["batch"])["failures"] == []
+    assert ps1()["submitted"] and not ps1()["released"] and "score" not in ps1()
+    assert "not released yet" in student.get(home).text
+
+    r = teacher.send("POST", "api/assignment/ps1/release_feedback")
+    assert wait_batch(teacher, r.json()["batch"])["failures"] == []
+    row = ps1()
+    assert row["released"] and row["max_score"] == 3 and row["feedback"] == ["problem1"]
+    page = student.get(home).text
+    assert f"{row['score']:g} / 3" in page and 'src="/services/formgrader/api/feedback/' in page
+
+
+def test_canvas_and_moodle_exports_of_course101(demo: Hub) -> None:
+    """ps1 graded above: both LMS layouts, student1 under the demo's LMS login."""
+    teacher = Grader(demo, "instructor", "course101")
+
+    def rows(path: str) -> list[list[str]]:
+        r = teacher.get(path)
+        assert r.status_code == 200 and r.headers["Content-Type"].startswith("text/csv"), path
+        return list(csv.reader(io.StringIO(r.text)))
+
+    canvas = rows("export/canvas.csv")
+    assert canvas[0] == ["Student", "ID", "SIS User ID", "SIS Login ID", "Section", "ps1"]
+    assert canvas[1] == ["Points Possible", "", "", "", "", "3"]
+    [student1] = [row for row in canvas[2:] if row[3] == "student1@lms.example"]
+    assert float(student1[5]) >= 0
+    moodle = rows("export/moodle.csv")
+    assert moodle[0] == ["Email address", "First name", "Last name", "ps1"]
+    assert [row[3] for row in moodle[1:] if row[0] == "student1@lms.example"] == [student1[5]]
+    assert rows("export/ps1/canvas.csv") == canvas
+    assert teacher.get("export/nope/moodle.csv").status_code == 404
+    assert (
+        demo.browser("student1").get("/services/formgrader/course101/export/canvas.csv").status_code
+        == 403
+    )

@@ -20,13 +20,18 @@ from datetime import datetime
 from pathlib import Path
 
 import httpx
-import nbformat
 import psutil
 import pytest
 from playwright.sync_api import Dialog, expect
 
-from tests.harness.formgrader import SAMPLE, Grader, wait_batch
-from tests.harness.formgrader import student_run as run_as_student
+from tests.harness.formgrader import (
+    SAMPLE,
+    Grader,
+    answer,
+    formgrader_hub,
+    student_run,
+    wait_batch,
+)
 from tests.harness.hub import Hub
 
 pytestmark = pytest.mark.hub
@@ -48,48 +53,14 @@ XSS = "<script>document.title = 'pwned'</script><img src=x onerror=\"alert(1)\">
 @pytest.fixture(scope="module")
 def fg(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hub]:
     work = tmp_path_factory.mktemp("fghub")
-    exchange = work / "exchange"
-    exchange.mkdir(mode=0o777)
-    courses = {
-        name: {"root": str(work / "courses" / name), "exchange": str(exchange)}
-        for name in ("course1", "course2")
-    }
-    config = work / "formgrader_config.py"
-    config.write_text(
-        f"c.FormGrader.courses = {json.dumps(courses)}\nc.FormGrader.max_workers = 2\n"
-    )
-    hub = Hub(
-        work,
-        services=["formgrader"],
-        service_args={"formgrader": [f"--config={config}"]},
-        extra_config='c.JupyterHub.load_groups = {"formgrade-course1": {"users": ["teacher1"]},'
-        ' "formgrade-course2": {"users": ["teacher2"]}}\n',
+    hub = formgrader_hub(
+        work, {"course1": ["teacher1"], "course2": ["teacher2"]}, "c.FormGrader.max_workers = 2\n"
     )
     hub.start()
-    hub.exchange = exchange  # type: ignore[attr-defined]
-    hub.course_root = Path(courses["course1"]["root"])  # type: ignore[attr-defined]
     try:
         yield hub
     finally:
         hub.stop()
-
-
-def student_run(hub: Hub, student: str, *args: str) -> None:
-    """Run an nbgrader student command as ``student`` of course1, with a home of their own."""
-    home = hub.workdir / "students" / student
-    run_as_student(home, hub.exchange, "course1", student, *args)  # type: ignore[attr-defined]
-
-
-def answer(hub: Hub, student: str, code: str, text: str) -> None:
-    path = hub.workdir / "students" / student / "ps1" / "problem1.ipynb"
-    nb = nbformat.read(path, as_version=4)
-    for cell in nb.cells:
-        grade_id = cell.metadata.get("nbgrader", {}).get("grade_id")
-        if grade_id == "squares":
-            cell.source = code
-        elif grade_id == "explain":
-            cell.source = text
-    nbformat.write(nb, path)
 
 
 def test_full_cycle(fg: Hub) -> None:
@@ -249,8 +220,10 @@ def test_permissions(fg: Hub) -> None:
     assert other.send("POST", "api/batches/1/cancel").status_code == 403
     assert Grader(fg, "teacher2", "course2").get("formgrader/api/assignments").status_code == 200
 
-    student = fg.browser("student9")
-    assert student.get("/services/formgrader/").status_code == 403
+    student = fg.browser("student9")  # in no gradebook: their (empty) grades page, no course
+    home = student.get("/services/formgrader/")
+    assert home.status_code == 200 and "No course lists you as a student" in home.text
+    assert "course1" not in home.text
     assert student.get("/services/formgrader/course1/formgrader/api/assignments").status_code == 403
 
     admin = Grader(fg, "admin")

@@ -214,7 +214,9 @@ def test_formgrader_courses_come_from_grader_groups() -> None:
     model = {"name": "i", "groups": ["formgrade-course101", "formgrade-bio 2", "students"]}
     assert app.graded_courses(model) == ["bio 2", "course101"]
     assert app.user_allowed(model)
-    assert not app.user_allowed({"name": "s", "groups": ["students"], "admin": False})
+    # anyone may come in (to their own grades); a course's pages ask for its group
+    student = {"name": "s", "groups": ["students"], "admin": False}
+    assert app.user_allowed(student) and not app.may_grade_course(student, "course101")
     app.grader_group_pattern = "{course}-graders"
     assert app.graded_courses({"groups": ["phys-graders", "formgrade-x"]}) == ["phys"]
 

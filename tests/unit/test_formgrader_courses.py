@@ -208,10 +208,14 @@ def test_app_courses_of_users() -> None:
     student = {"kind": "user", "name": "s", "admin": False, "groups": ["students"]}
     assert app.courses_of(teacher) == ["c1"]
     assert app.courses_of(admin) == ["c1", "c2"]
-    assert not app.user_allowed(student)
+    # every user may come in (to their own grades page); courses stay their graders'
+    assert app.user_allowed(student) and not app.may_grade_course(student, "c1")
+    assert not app.user_allowed({"kind": "service", "name": "other"})
     assert app.may_grade_course(teacher, "c1") and not app.may_grade_course(teacher, "c2")
     assert app.may_grade_course(admin, "c2")
-    assert app.required_scopes() == []
+    # creating grader groups for courses added at run time, and nothing more
+    assert app.required_scopes() == ["admin:groups"]
+    assert FormGrader(manage_courses=False).required_scopes() == []
 
 
 def test_worker_env_drops_tokens_and_secrets() -> None:

@@ -21,3 +21,10 @@ c.FormGrader.courses = {
         "nbgrader": {"ExchangeCollect": {"check_owner": False}},
     }
 }
+# LMS exports (course page > Grades for the LMS): the demo's students as the LMS knows them
+c.FormGrader.lms = {
+    "course101": {
+        "logins": {f"student{i}": f"student{i}@lms.example" for i in (1, 2, 3)},
+        "moodle_column": "Email address",
+    }
+}
