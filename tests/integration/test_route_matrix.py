@@ -16,10 +16,11 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import secrets
 import shutil
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -33,6 +34,8 @@ from hubservices.common.app import HubServiceApp
 from hubservices.common.hubapi import HubAPI
 from hubservices.cull.app import Culler
 from hubservices.formgrader.app import FormGrader
+from hubservices.formgrader.catalogpages import CourseRouter
+from hubservices.formgrader.courses import path_pattern
 from hubservices.stats.app import Stats
 from tests.harness.autograde import RIGHT
 from tests.harness.formgrader import SAMPLE, Grader, wait_batch
@@ -74,12 +77,10 @@ CALLERS = {
 # -- who may: a row's access, and what it means for each caller --------------------------------
 
 PUBLIC = "public"  #: everyone, anonymous included
+USERS = "users"  #: every hub user, each seeing their own (servers, grades)
 ADMINS = "admins"  #: hub admins (cull and stats have no other users by default)
-GRADERS = "graders"  #: any course's grader, and admins (the formgrader's own pages)
 COURSE = "course"  #: the course's graders, and admins
-#: PENDING issue 12 item 3 (the `stats` helper changes the metrics scope): admins and the metrics
-#: token only. Before that change every OAuth cookie holds the default scope, so students get 200:
-#: adjust here, and only here, at merge.
+#: /metrics: hub admins and a token with the metrics scope (Prometheus's) only.
 METRICS = "admins and the metrics token"
 #: Not under the service prefix: the proxy sends these paths to the hub, never to the service.
 #: Asked at the service's own port instead, where they find no file.
@@ -87,8 +88,8 @@ OUTSIDE = "outside the prefix"
 
 ALLOWED = {
     PUBLIC: set(CALLERS),
+    USERS: {"student", "other grader", "grader", "admin", "token +scope"},
     ADMINS: {"admin", "token +scope"},
-    GRADERS: {"other grader", "grader", "admin", "token +scope"},
     COURSE: {"grader", "admin", "token +scope"},
     METRICS: {"admin", "token +scope"},
     OUTSIDE: set(CALLERS),
@@ -98,7 +99,7 @@ ALLOWED = {
 LOGIN = "login"
 #: A method the route does not have: 405, or 403 where the XSRF check comes first.
 REFUSED = (403, 405)
-STATE_CHANGES = ("POST", "PUT", "DELETE")
+STATE_CHANGES = ("POST", "PUT", "PATCH", "DELETE")
 
 
 @dataclass(frozen=True)
@@ -114,10 +115,14 @@ class Row:
     answers: dict[str, int]
     page: bool = False
     body: Any = None  #: JSON body of PUT/POST
+    #: Methods only admins may use, where the route's GET is for more callers.
+    admin_methods: tuple[str, ...] = ()
 
     def expected(self, caller: str, method: str) -> int | str | tuple[int, ...]:
         if caller == "cookie, no XSRF":
             return 403 if method in self.answers else REFUSED
+        if method in self.admin_methods and caller not in ALLOWED[ADMINS]:
+            return 403
         if caller in ALLOWED[self.access]:
             return self.answers[method]
         if caller == "anonymous" and self.page and method == "GET":
@@ -153,7 +158,11 @@ def common_rows(access: str, api_user: str) -> dict[str, Row]:
 NBGRADER_ACTION = {"POST": 200}  # nbgrader's long actions, run as jobs, answered when done
 MATRIX: dict[tuple[str, str], Row] = {
     **{("cull", route): row for route, row in common_rows(ADMINS, ADMINS).items()},
-    ("cull", ""): page("", ADMINS, GET=200, POST=303),  # POST: "run a cycle now"
+    # every user: their own servers; POST "run a cycle now": admins
+    ("cull", ""): Row("", USERS, {"GET": 200, "POST": 303}, page=True, admin_methods=("POST",)),
+    # "keep it running": a form naming the caller's own server; asked without one, it is
+    # refused for all (the own-server rule, with forms, is tested with the cull pages)
+    ("cull", "keep"): page("keep", USERS, POST=403),
     ("cull", "api/status"): api("api/status", ADMINS, GET=200),
     ("cull", "api/cycles"): api("api/cycles", ADMINS, GET=200, POST=202),
     ("cull", "api/culls"): api("api/culls", ADMINS, GET=200),
@@ -164,8 +173,29 @@ MATRIX: dict[tuple[str, str], Row] = {
     ("stats", "api/usage"): api("api/usage", ADMINS, GET=200),
     ("stats", "api/users/([^/]+)/sessions"): api("api/users/admin/sessions", ADMINS, GET=200),
     ("stats", "assets/(.*)"): page("assets/dashboard.js", PUBLIC, GET=200),  # the dashboard's JS
-    **{("formgrader", route): row for route, row in common_rows(GRADERS, GRADERS).items()},
-    ("formgrader", ""): page("", GRADERS, GET=200),  # the courses this user grades
+    **{("formgrader", route): row for route, row in common_rows(USERS, USERS).items()},
+    # every user: the courses they grade, and their own grades as a student
+    ("formgrader", ""): page("", USERS, GET=200),
+    ("formgrader", "api/grades"): api("api/grades", USERS, GET=200),
+    # released feedback of the caller's own (none here)
+    ("formgrader", "api/feedback/([^/]+)/([^/]+)/([^/]+)"): page(
+        "api/feedback/course1/ps1/problem1", USERS, GET=404
+    ),
+    # courses at run time (admins); bodies that change nothing: the access check comes first
+    ("formgrader", "api/courses"): api("api/courses", ADMINS, {}, GET=200, POST=400),
+    ("formgrader", "api/courses/([^/]+)"): api(
+        "api/courses/course1",
+        ADMINS,
+        {},
+        PATCH=409,
+        DELETE=409,  # a config course
+    ),
+    ("formgrader", "courses"): page("courses", ADMINS, POST=400),
+    # MathJax for the grading page and for feedback opened from students' own servers
+    ("formgrader", "mathjax/(.*)"): page("mathjax/MathJax.js", PUBLIC, GET=200),
+    ("formgrader", "mathjax/config/local/(hubservices\\.js)"): page(
+        "mathjax/config/local/hubservices.js", PUBLIC, GET=200
+    ),
     # our course routes
     ("formgrader", "<course>/"): page("course1/", COURSE, GET=200),
     ("formgrader", "<course>/api/jobs"): api("course1/api/jobs", COURSE, GET=200),
@@ -188,6 +218,39 @@ MATRIX: dict[tuple[str, str], Row] = {
         "formgrader",
         "<course>/api/submission/([^/]+)/([^/]+)/(autograde|generate_feedback|release_feedback)",
     ): api("course1/api/submission/ps1/student1/generate_feedback", COURSE, POST=202),
+    ("formgrader", "<course>/graders"): page("course1/graders", COURSE, GET=200, POST=400),
+    ("formgrader", "<course>/api/graders"): api(
+        "course1/api/graders", COURSE, {}, GET=200, POST=400
+    ),
+    ("formgrader", "<course>/api/graders/([^/]+)"): api(
+        "course1/api/graders/nobody", COURSE, DELETE=400
+    ),
+    ("formgrader", "<course>/api/assignment/([^/]+)/source"): api(
+        "course1/api/assignment/ps1/source",
+        COURSE,
+        GET=200,
+        POST=400,  # no file sent
+    ),
+    ("formgrader", "<course>/api/assignment/([^/]+)/source/([^/]+)"): page(
+        "course1/api/assignment/ps1/source/problem1.ipynb", COURSE, GET=200
+    ),
+    ("formgrader", "<course>/api/roster/(group|csv)"): api(
+        "course1/api/roster/csv",
+        COURSE,
+        POST=400,  # no file sent
+    ),
+    ("formgrader", "<course>/view/(source|release)/([^/]+)/"): page(
+        "course1/view/source/ps1/", COURSE, GET=200
+    ),
+    ("formgrader", "<course>/view/(source|release)/([^/]+)/([^/]+)"): page(
+        "course1/view/source/ps1/problem1.ipynb", COURSE, GET=200
+    ),
+    ("formgrader", "<course>/export/(canvas|moodle).csv"): page(
+        "course1/export/canvas.csv", COURSE, GET=200
+    ),
+    ("formgrader", "<course>/export/([^/]+)/(canvas|moodle).csv"): page(
+        "course1/export/ps1/moodle.csv", COURSE, GET=200
+    ),
     ("formgrader", "<course>/export/grades.csv"): page(
         "course1/export/grades.csv", COURSE, GET=200
     ),
@@ -333,13 +396,19 @@ class Route:
     key: str  #: relative to the prefix; ``<course>/`` for a course application's routes
     matchers: tuple[re.Pattern[str], ...]
     handler: type = field(repr=False)
+    #: Under the formgrader's course router: a path of no course goes on to the next rules.
+    falls_through: bool = False
 
     def matches(self, path: str) -> bool:
         return all(matcher.match(path) for matcher in self.matchers)
 
 
 def walk(
-    service: str, prefix: str, router: RuleRouter, outer: tuple[re.Pattern[str], ...] = ()
+    service: str,
+    prefix: str,
+    router: RuleRouter,
+    outer: tuple[re.Pattern[str], ...] = (),
+    course_base: str | None = None,
 ) -> list[Route]:
     """The handler routes under ``router``, in tornado's order, nested applications included.
 
@@ -353,15 +422,22 @@ def walk(
         path: tuple[re.Pattern[str], ...] = ()
         if isinstance(matcher, PathMatches):
             path = (matcher.regex,)
-        if isinstance(target, Application):
-            routes += walk(service, prefix, target.default_router, outer + path)
+        if isinstance(target, CourseRouter):  # each course's application, looked up by id
+            for course_id, app in target.apps.items():
+                base = re.escape(prefix) + path_pattern(course_id)
+                routes += [
+                    replace(route, falls_through=True)
+                    for route in walk(service, prefix, app.default_router, outer + path, base)
+                ]
+        elif isinstance(target, Application):
+            routes += walk(service, prefix, target.default_router, outer + path, course_base)
         elif isinstance(target, RuleRouter):
-            routes += walk(service, prefix, target, outer + path)
+            routes += walk(service, prefix, target, outer + path, course_base)
         else:
             assert isinstance(matcher, PathMatches), rule
             pattern = matcher.regex.pattern.removesuffix("$")
-            if outer:  # a course application: <prefix><course>(?:/.*)? outside
-                base = outer[0].pattern.removesuffix("(?:/.*)?$")
+            if outer:  # a course application, under <prefix><course>
+                base = course_base or outer[0].pattern.removesuffix("(?:/.*)?$")
                 if not pattern.startswith(base + "/"):
                     assert target is StaticFileHandler, f"{pattern} can never be reached"
                     continue
@@ -388,7 +464,10 @@ async def route_table(name: str, work: Path, **options: Any) -> list[Route]:
 def dispatched(routes: list[Route], path: str) -> Route | None:
     """The route tornado picks for ``path``: the first outer match, then the first inner one."""
     for route in routes:
-        if route.matchers[0].match(path):
+        if route.falls_through:
+            if route.matches(path):
+                return route
+        elif route.matchers[0].match(path):
             outer = route.matchers[0]
             return next((r for r in routes if r.matchers[0] is outer and r.matches(path)), None)
     return None
@@ -422,6 +501,7 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
         # stats polls often, so that the admin's server is on record for its sessions route
         service_args={"formgrader": [f"--config={config}"], "stats": ["--poll-interval=2"]},
         extra_config=f"c.JupyterHub.load_groups = {json.dumps(groups)}\n",
+        prometheus_token=secrets.token_hex(32),
     )
     opened = work / "opened"
     routes = []
@@ -488,14 +568,14 @@ async def make_tokens(hub: Hub) -> dict[str, dict[str, str]]:
     async with HubAPI(hub.api_url, hub.admin_token) as api:
         without = await api.create_token("admin", scopes=["read:users:name!user"])
         tokens: dict[str, dict[str, str]] = {"token -scope": {}, "token +scope": {}}
-        for name, app in SERVICES.items():
+        for name in SERVICES:
             tokens["token -scope"][name] = tokens["token -scope"][f"{name}/metrics"] = without
             tokens["token +scope"][name] = await api.create_token(
                 "admin", scopes=[f"access:services!service={name}"]
             )
-            tokens["token +scope"][f"{name}/metrics"] = await api.create_token(
-                "admin", scopes=[app(service_prefix=f"/services/{name}/").metrics_scope]
-            )
+            # the metrics scope is held by the prometheus service the snippet adds, and no user
+            assert hub.prometheus_token is not None
+            tokens["token +scope"][f"{name}/metrics"] = hub.prometheus_token
     return tokens
 
 
