@@ -38,7 +38,7 @@ import re
 import threading
 from collections.abc import Callable, Mapping
 from concurrent.futures import Executor, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
@@ -107,6 +107,8 @@ class CourseRuntime:
     #: Where the course's gradebook calls run.
     executor: Executor
     owns_executor: bool
+    #: Changes are taken in the order they arrive (see :meth:`CourseAccess.prepare`).
+    arrivals: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     @classmethod
     def open(cls, course: Course, shared: Executor) -> CourseRuntime:
@@ -295,8 +297,18 @@ class CourseAccess(LoopResponse, BaseHandler):
             self.current_user = None
 
     async def prepare(self) -> None:
-        """Who this is (replaces jupyter_server's identity provider); no unsafe ids in the path."""
-        await self.identify()
+        """Who this is (replaces jupyter_server's identity provider); no unsafe ids in the path.
+
+        A grader's page saves a score, then its extra credit, in two requests sent at once,
+        each with the whole grade: identified in turn (a FIFO lock), they reach the gradebook
+        thread in the order they arrived, as they do in nbgrader's single-threaded server;
+        otherwise the first can overwrite the second.
+        """
+        if self.request.method in ("GET", "HEAD", "OPTIONS"):
+            await self.identify()
+        else:
+            async with self.runtime.arrivals:
+                await self.identify()
         for value in [*self.path_args, *self.path_kwargs.values()]:
             if not is_safe_id(value):
                 raise web.HTTPError(400, f"{value!r} is not a valid id")
