@@ -8,9 +8,12 @@ with the figures and the command that reproduces each.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import sqlite3
+import subprocess
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -24,6 +27,7 @@ from tests.unit.fakehub import FakeHub, Reply, error
 
 pytestmark = pytest.mark.hub
 
+TOKEN = "full-disk-culler-" + os.urandom(8).hex()
 LIGHT = 'c.JupyterHub.spawner_class = "tests.harness.lightspawner.LightSpawner"\n'
 
 
@@ -188,3 +192,59 @@ async def test_429_and_5xx_storms_are_waited_out(tmp_path: Path) -> None:
 def culls_in(data: Path) -> list[tuple]:
     with sqlite3.connect(data / "hubservices.sqlite") as db:
         return db.execute("SELECT user, server, outcome FROM culls").fetchall()
+
+
+@contextlib.contextmanager
+def small_disk(path: Path, size: str = "4m") -> Iterator[Path]:
+    """A tmpfs of ``size`` at ``path`` (root only: the machines that run the tests)."""
+    path.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], capture_output=True
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=False)
+
+
+def fill(disk: Path) -> Path:
+    """Write zeros into ``disk`` until it is full; the file to delete to free it again."""
+    filler = disk / "filler"
+    with filler.open("wb") as out, contextlib.suppress(OSError):
+        while True:
+            out.write(b"\0" * 65536)
+            out.flush()
+    return filler
+
+
+async def test_a_full_disk_under_the_audit_database_loses_no_row(tmp_path: Path) -> None:
+    """The audit database's disk fills up: no server is stopped without its row; once space
+    is freed, the row lands and the stop goes out."""
+    hub = Hub(tmp_path / "hub", services=[], extra_config=LIGHT + registered("cull", TOKEN))
+    with hub, small_disk(tmp_path / "disk") as disk:
+        culler = ExternalService(
+            "cull", TOKEN, hub.api_url, disk / "cull", "--timeout=600", "--cull-every=2"
+        )
+        try:
+            await culler.wait_for("Cycle 2:")  # the database and its first rows are written
+            filler = fill(disk)
+            async with HubAPI(hub.api_url, hub.admin_token) as api:
+                await api.create_users(["sleeper"])
+                await api.post("users", "sleeper", "server", json={"idle_seconds": 4000})
+                await culler.wait_for("Audit write")
+                await asyncio.sleep(3)  # more cycles on a full disk
+                assert (await api.get_user("sleeper")).get("servers"), "stopped, unrecorded"
+                filler.unlink()
+                deadline = time.monotonic() + 60
+                while (await api.get_user("sleeper")).get("servers"):
+                    assert time.monotonic() < deadline, "not culled once the disk had space"
+                    await asyncio.sleep(0.5)
+            deadline = time.monotonic() + 30
+            while ("sleeper", "", "stopped") not in culls_in(disk / "cull"):
+                assert time.monotonic() < deadline, culls_in(disk / "cull")
+                await asyncio.sleep(0.5)
+        finally:
+            out = culler.stop()
+    assert "Traceback" not in out, out
