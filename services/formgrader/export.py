@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from nbgrader.api import Gradebook, MissingEntry
+from nbgrader.api import Gradebook, MissingEntry, SubmittedAssignment
 from nbgrader.plugins.export import CsvExportPlugin
 
 from ..common.csvsafe import csv_text
@@ -32,6 +32,11 @@ GRADE_FIELDS = (
     "score",
     "max_score",
 )
+
+
+def exported_score(submission: SubmittedAssignment) -> float:
+    """A submission's score as ``nbgrader export`` gives it: less its late penalty, at least 0."""
+    return float(max(0.0, submission.score - (submission.late_submission_penalty or 0.0)))
 
 
 class SafeCsvExportPlugin(CsvExportPlugin):  # type: ignore[misc]  # nbgrader is untyped
@@ -70,5 +75,5 @@ class SafeCsvExportPlugin(CsvExportPlugin):  # type: ignore[misc]  # nbgrader is
                     row["timestamp"] = submission.timestamp
                     row["raw_score"] = submission.score
                     row["late_submission_penalty"] = penalty
-                    row["score"] = max(0.0, submission.score - (penalty or 0.0))
+                    row["score"] = exported_score(submission)
                 yield {key: "" if value is None else value for key, value in row.items()}

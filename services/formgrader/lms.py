@@ -26,6 +26,7 @@ from typing import Any
 from nbgrader.api import Gradebook, MissingEntry
 
 from ..common.csvsafe import neutralize
+from .export import exported_score
 
 CANVAS_FIXED = ("Student", "ID", "SIS User ID", "SIS Login ID", "Section")
 #: Canvas columns that may carry the LMS login.
@@ -182,6 +183,5 @@ def grade_table(gradebook: Gradebook, assignment: str | None) -> GradeTable:
             except MissingEntry:
                 scores[student_id, a.name] = 0.0
             else:
-                late = submission.late_submission_penalty or 0.0
-                scores[student_id, a.name] = max(0.0, submission.score - late)
+                scores[student_id, a.name] = exported_score(submission)
     return GradeTable([(a.name, a.max_score) for a in assignments], students, scores)
