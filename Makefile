@@ -7,7 +7,9 @@ PY := $(VENV)/bin/python
 PROXY := node_modules/.bin/configurable-http-proxy
 APT_PACKAGES := postgresql prometheus chromium bubblewrap
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
-PYTEST_ARGS ?=
+# two workers, a test module each (module fixtures such as a module's hub stay whole): most of
+# the suite waits on real hubs, so two at a time fit the 2 cores CI has
+PYTEST_ARGS ?= -n 2 --dist loadfile
 
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 

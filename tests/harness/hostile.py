@@ -30,13 +30,18 @@ HONEST_MARK = "HONEST1-PRIVATE-91c2"
 #: Marks a sleeper process of a hostile submission, to look for it afterwards.
 SLEEPER_SECONDS = 3597
 #: The sandbox's uid and gid here: not nobody's, so that other sandboxes on the machine (other
-#: tests running at the same time) are not taken for leftovers of this one.
+#: tests running at the same time) are not taken for leftovers of this one. Each hub of hostile
+#: batches gets its own (the local executor's, the Dask executor's), as they may run at once.
 SANDBOX_UID = 65531
+DASK_SANDBOX_UID = 65530
+
+
+def limits(uid: int) -> dict[str, int]:
+    """Small sandbox limits, and the sandbox's uid and gid."""
+    return {"sandbox_uid": uid, "sandbox_gid": uid, **LIMITS}
 
 
 LIMITS = {
-    "sandbox_uid": SANDBOX_UID,
-    "sandbox_gid": SANDBOX_UID,
     "memory_limit": 256 * 2**20,
     "cpu_limit": 10,
     "process_limit": 64,
@@ -96,9 +101,9 @@ def hostile_answers(paths: dict[str, str], port: int) -> dict[str, str]:
 
 
 @contextlib.contextmanager
-def sandbox_hub(work: Path, more_config: str = "") -> Iterator[Hub]:
-    """A hub whose formgrader has course1 and course2, two workers, small sandbox limits and
-    ``more_config`` (lines of its config file); stopped at the end."""
+def sandbox_hub(work: Path, more_config: str = "", uid: int = SANDBOX_UID) -> Iterator[Hub]:
+    """A hub whose formgrader has course1 and course2, two workers, small sandbox limits (as
+    ``uid``) and ``more_config`` (lines of its config file); stopped at the end."""
     exchange = work / "exchange"
     exchange.mkdir(mode=0o777)
     courses: dict[str, dict[str, object]] = {
@@ -110,7 +115,7 @@ def sandbox_hub(work: Path, more_config: str = "") -> Iterator[Hub]:
     config.write_text(
         f"c.FormGrader.courses = {json.dumps(courses)}\n"
         "c.FormGrader.max_workers = 2\n"
-        f"c.FormGrader.sandbox = {LIMITS!r}\n" + more_config
+        f"c.FormGrader.sandbox = {limits(uid)!r}\n" + more_config
     )
     hub = Hub(work, services=["formgrader"], service_args={"formgrader": [f"--config={config}"]})
     hub.start()
@@ -158,15 +163,17 @@ def submit(root: Path, student: str, code: str, extra: str = "") -> None:
     nbformat.write(released, folder / "problem1.ipynb")
 
 
-def sandbox_processes() -> list[psutil.Process]:
-    """Processes of the sandbox's uid, or sleeping as the hostile sleeper does."""
+def sandbox_processes(uid: int = SANDBOX_UID) -> list[psutil.Process]:
+    """Processes of the sandbox's ``uid``, or sleeping as the hostile sleeper does as any uid
+    but another test's sandbox."""
     sleeper = ["sleep", str(SLEEPER_SECONDS)]
-    return [
-        proc
-        for proc in psutil.process_iter(["uids", "cmdline"])
-        if (proc.info["uids"] and proc.info["uids"].real == SANDBOX_UID)
-        or proc.info["cmdline"] == sleeper
-    ]
+    others = {SANDBOX_UID, DASK_SANDBOX_UID} - {uid}
+    found = []
+    for proc in psutil.process_iter(["uids", "cmdline"]):
+        owner = proc.info["uids"].real if proc.info["uids"] else None
+        if owner == uid or (proc.info["cmdline"] == sleeper and owner not in others):
+            found.append(proc)
+    return found
 
 
 def scratch_dirs() -> set[str]:

@@ -16,7 +16,12 @@ from pathlib import Path
 import pytest
 
 from tests.harness.dask_cluster import DaskCluster, dask_cluster
-from tests.harness.hostile import hostile_batch, sandbox_hub, sandbox_processes
+from tests.harness.hostile import (
+    DASK_SANDBOX_UID,
+    hostile_batch,
+    sandbox_hub,
+    sandbox_processes,
+)
 from tests.harness.hub import Hub
 
 pytestmark = pytest.mark.hub
@@ -36,7 +41,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DaskCluster]:
 def dask_hub(tmp_path_factory: pytest.TempPathFactory, cluster: DaskCluster) -> Iterator[Hub]:
     dask = {"scheduler_address": cluster.address}
     more_config = f'c.FormGrader.autograde_executor = "dask"\nc.FormGrader.dask = {dask!r}\n'
-    with sandbox_hub(tmp_path_factory.mktemp("daskhub"), more_config) as hub:
+    with sandbox_hub(tmp_path_factory.mktemp("daskhub"), more_config, DASK_SANDBOX_UID) as hub:
         yield hub
 
 
@@ -55,5 +60,5 @@ def test_hostile_submissions_on_dask_next_to_honest_ones(
     assert ran_on == set(cluster.worker_addresses().values())
 
     # nothing left behind: no sandbox process (the sleeper included), no copy on a worker
-    assert sandbox_processes() == []
+    assert sandbox_processes(DASK_SANDBOX_UID) == []
     assert worker_leftovers(cluster) == []

@@ -98,7 +98,8 @@ def test_full_cycle(fg: Hub) -> None:
     other = Grader(fg, "admin")
     started = time.monotonic()
     jobs = other.ok("GET", "api/jobs")["jobs"]
-    assert time.monotonic() - started < 1.0
+    # at once: not after the autograde (student3's code alone sleeps 4 s), on a loaded machine
+    assert time.monotonic() - started < 3.0
     assert any(j["state"] == "running" and j["action"] == "autograde" for j in jobs)
     batch = wait_batch(teacher, queued["batch"])
     assert (batch["total"], batch["done"], batch["failures"]) == (3, 3, [])
