@@ -325,7 +325,8 @@ def daily_usage(
 
     Sessions count on the day they started; server time is the overlap with the day (an open
     session runs until ``now``); active time is the day's activity buckets, at most the server
-    time (a bucket counts whole, though the server may have run for part of it).
+    time of a user who ran a server that day (a bucket counts whole, though the server may have
+    run for part of it). A user active on the hub without a server is still active.
     """
     end = day + DAY
     sessions_by: Counter[str] = Counter()
@@ -343,7 +344,9 @@ def daily_usage(
     users = set(sessions_by) | set(seconds) | set(active)
     return {
         user: DayUsage(
-            sessions_by[user], float(seconds[user]), float(min(active[user], seconds[user]))
+            sessions_by[user],
+            float(seconds[user]),
+            float(min(active[user], seconds[user]) if seconds[user] else active[user]),
         )
         for user in users
     }

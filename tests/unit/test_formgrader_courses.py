@@ -97,7 +97,7 @@ def refused_in_one_line(result: subprocess.CompletedProcess, says: str) -> None:
 def test_the_service_s_own_route_names_are_reserved() -> None:
     """A course named like a route of the service would take it over under the same URL."""
     assert FormGrader().reserved_course_ids() == {
-        "oauth_callback", "health", "metrics", "logout", "api", "static",
+        "oauth_callback", "health", "metrics", "logout", "api", "static", "courses", "mathjax",
     }  # fmt: skip
 
 

@@ -197,8 +197,9 @@ def test_daily_usage_splits_sessions_at_midnight() -> None:
     usage = logic.daily_usage(day, spans, buckets, 900, now)
     assert usage["ann"] == logic.DayUsage(1, 7200.0, 900.0)
     assert usage["bob"] == logic.DayUsage(1, 3600.0, 0.0)
-    # active time is at most server time: a whole bucket against no (or a short) server
-    assert usage["cy"] == logic.DayUsage(0, 0.0, 0.0)
+    # active on the hub without a server: active all the same
+    assert usage["cy"] == logic.DayUsage(0, 0.0, 900.0)
+    # active time is at most server time: a whole bucket against a short server
     short = [SessionSpan("dee", day + timedelta(minutes=1), day + timedelta(minutes=6))]
     dee = logic.daily_usage(day, short, [("dee", day)], 900, now)["dee"]
     assert dee.active_seconds == dee.server_seconds == 300.0
