@@ -10,7 +10,19 @@ import sys
 import time
 from pathlib import Path
 
+from hubservices.common.hubconfig import required_scopes
+
 from . import free_port
+
+
+def registered(name: str, token: str) -> str:
+    """``jupyterhub_config.py`` lines for ``name`` as an external service with ``token`` and
+    the least-privilege role ``hubservices-config`` would give it."""
+    return f"""
+c.JupyterHub.services.append({{"name": {name!r}, "api_token": {token!r}}})
+c.JupyterHub.load_roles.append({{"name": "hubservices-{name}", "services": [{name!r}],
+    "scopes": {required_scopes(name)!r}}})
+"""
 
 
 class ExternalService:

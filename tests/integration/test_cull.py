@@ -18,7 +18,7 @@ from tornado.httpclient import HTTPRequest
 from tornado.websocket import websocket_connect
 
 from hubservices.common.hubapi import HubAPI
-from tests.harness.external import ExternalService
+from tests.harness.external import ExternalService, registered
 from tests.harness.hub import Hub
 
 pytestmark = pytest.mark.hub
@@ -331,13 +331,11 @@ async def test_hub_restarting_mid_cycle_is_survived(tmp_path: Path) -> None:
         tmp_path / "hub",
         services=[],
         extra_config=LIGHT
-        + f"""
+        + """
 c.JupyterHub.cleanup_servers = False
 c.LightSpawner.stop_delay = 1.0
-c.JupyterHub.services.append({{"name": "cull", "api_token": {token!r}}})
-c.JupyterHub.load_roles.append({{"name": "cull", "services": ["cull"],
-    "scopes": ["list:users", "read:users:activity", "read:servers", "delete:servers"]}})
-""",
+"""
+        + registered("cull", token),
     )
     hub.start()
     culler = None
@@ -488,13 +486,6 @@ async def test_a_busy_kernel_keeps_its_server(tmp_path: Path) -> None:
         hub.stop()
 
 
-EXTERNAL_CULL_ROLE = """
-c.JupyterHub.services.append({{"name": "cull", "api_token": {token!r}}})
-c.JupyterHub.load_roles.append({{"name": "cull", "services": ["cull"],
-    "scopes": ["list:users", "read:users:activity", "read:servers", "delete:servers"]}})
-"""
-
-
 def slow_stop_hub(tmp_path: Path, token: str, stop_delay: float) -> Hub:
     """A hub whose servers take ``stop_delay`` s to stop, for a culler run by hand."""
     return Hub(
@@ -502,7 +493,7 @@ def slow_stop_hub(tmp_path: Path, token: str, stop_delay: float) -> Hub:
         services=[],
         extra_config=LIGHT
         + f"c.LightSpawner.stop_delay = {stop_delay}\n"
-        + EXTERNAL_CULL_ROLE.format(token=token),
+        + registered("cull", token),
     )
 
 

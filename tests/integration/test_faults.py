@@ -21,7 +21,7 @@ import pytest
 
 from hubservices.common.hubapi import HubAPI
 from hubservices.common.hubconfig import required_scopes
-from tests.harness.external import ExternalService
+from tests.harness.external import ExternalService, registered
 from tests.harness.hub import Hub
 from tests.unit.fakehub import FakeHub, Reply, error
 
@@ -29,15 +29,6 @@ pytestmark = pytest.mark.hub
 
 TOKEN = "full-disk-culler-" + os.urandom(8).hex()
 LIGHT = 'c.JupyterHub.spawner_class = "tests.harness.lightspawner.LightSpawner"\n'
-
-
-def registered(name: str, token: str) -> str:
-    """Hub config for an external service with its least-privilege role."""
-    return f"""
-c.JupyterHub.services.append({{"name": {name!r}, "api_token": {token!r}}})
-c.JupyterHub.load_roles.append({{"name": "hubservices-{name}", "services": [{name!r}],
-    "scopes": {required_scopes(name)!r}}})
-"""
 
 
 def sessions_of(data: Path, user: str) -> list[tuple]:
