@@ -27,7 +27,7 @@ SMTP_PASSWORD_ENV = "HUBSERVICES_SMTP_PASSWORD"
 
 
 class Culler(HubServiceApp):
-    """Stops idle servers and, if asked, removes idle users; its status page is for hub admins."""
+    """Stops idle servers, removes idle users if asked; shows each user their own servers."""
 
     service_name: ClassVar[str] = "cull"
     title: ClassVar[str] = "Idle culler"
