@@ -419,7 +419,9 @@ async def measure(
 async def listing_time(api_url: str, token: str, concurrency: int, repeat: int = 3) -> float:
     """Median seconds to list the ready users through the proxy, as our culler lists them."""
     times = []
-    async with our_culler(api_url, token, concurrency).make_hub_api() as api:
+    culler = our_culler(api_url, token, concurrency)
+    culler.make_metrics()  # its hub client counts requests there
+    async with culler.make_hub_api() as api:
         for _ in range(repeat):
             tic = time.perf_counter()
             await api.list_users(state="ready")

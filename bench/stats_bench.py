@@ -66,14 +66,17 @@ def open_db(path: Path) -> Database:
     return db
 
 
-class CountingTransport(httpx.AsyncHTTPTransport):
-    """Counts the requests our hub client sends."""
+class HubCost:
+    """Counts the requests our hub client sends and the seconds spent waiting for answers
+    (the client's request observer), so a poll's time splits into the hub's and ours."""
 
-    requests = 0
+    def __init__(self) -> None:
+        self.requests = 0
+        self.seconds = 0.0
 
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        CountingTransport.requests += 1
-        return await super().handle_async_request(request)
+    def __call__(self, method: str, route: str, code: str, seconds: float) -> None:
+        self.requests += 1
+        self.seconds += seconds
 
 
 def scrape_samples(text: str) -> dict[tuple[str, tuple], float]:
@@ -115,24 +118,34 @@ async def poll_on_hub(args: argparse.Namespace, hub: Hub, workdir: Path) -> None
         await populate(api, args.users, args.servers, groups=10)
         stats_token = await api.create_token("admin", scopes=["access:services!service=stats"])
     auth = {"Authorization": f"Bearer {stats_token}"}
-    transport = CountingTransport()
+    cost = HubCost()
     async with (
-        HubAPI(hub.api_url, hub.admin_token, transport=transport, page_size=200) as client,
+        HubAPI(hub.api_url, hub.admin_token, observer=cost, page_size=200) as client,
         httpx.AsyncClient(timeout=30) as http,
     ):
         db = open_db(workdir / "poll.sqlite")
         store = StatsStore(db, bucket_seconds=900, retention=None)
         metrics = PollMetrics(CollectorRegistry())
-        poller = Poller(client, store, metrics, interval=60, groups={"course0"})
-        for label in ("first poll (opens 2,000 sessions, 10,000 memberships)", "steady poll"):
+        poller = Poller(
+            client, store, metrics, interval=60, sync_interval=3600, groups={"course0"}
+        )
+        polls = [
+            ("full sync, the first (opens 2,000 sessions, 10,000 memberships)", True),
+            ("full sync, nothing changed", True),
+            ("steady poll (users with a running or pending server)", False),
+        ]
+        for label, full in polls:
+            if full:
+                poller.synced = None  # the next poll is a full sync
             await after_service_poll(http, hub, auth)
-            before, t = CountingTransport.requests, time.monotonic()
+            before, waited, t = cost.requests, cost.seconds, time.monotonic()
             await poller.poll()
             elapsed = time.monotonic() - t
             assert metrics.poll_errors._value.get() == 0, "poll failed"
             figure(
                 f"poll of {args.users:,} users, {args.servers:,} servers: {label}",
-                f"{elapsed:.2f} s, {CountingTransport.requests - before} hub requests",
+                f"{elapsed:.2f} s ({cost.seconds - waited:.2f} s waiting for the hub), "
+                f"{cost.requests - before} hub requests",
             )
         assert poller.last is not None
         assert poller.last.summary.users == args.users + 1
@@ -160,17 +173,22 @@ async def poll_on_hub(args: argparse.Namespace, hub: Hub, workdir: Path) -> None
             )
 
 
+def service_polls(kind: str, sample: str = "count") -> tuple[str, tuple]:
+    """The key of the stats service's poll histogram sample for polls of ``kind``."""
+    return (f"hubservices_stats_poll_duration_seconds_{sample}", (("kind", kind),))
+
+
 async def after_service_poll(http: httpx.AsyncClient, hub: Hub, auth: dict) -> None:
     """Wait until the stats service (polling every 20 s) has just finished a poll, so that the
     hub serves the benchmark's poll alone: a poll overlapping the service's takes up to twice
     as long, which is the hub's single event loop serving two, not the poller."""
     url = hub.service_url("stats", "metrics")
-    count = ("hubservices_stats_poll_duration_seconds_count", ())
 
     async def polls() -> float:
         r = await http.get(url, headers=auth)
         r.raise_for_status()
-        return scrape_samples(r.text).get(count, 0)
+        samples = scrape_samples(r.text)
+        return sum(samples.get(service_polls(kind), 0) for kind in ("active", "full"))
 
     seen = await polls()
     deadline = time.monotonic() + 60
@@ -181,10 +199,10 @@ async def after_service_poll(http: httpx.AsyncClient, hub: Hub, auth: dict) -> N
 
 
 async def service_poll_time(http: httpx.Client, hub: Hub, auth: dict, users: int) -> None:
-    """The poll time the stats service reports, once its polls see every user."""
+    """The steady poll time the stats service reports, once its polls see every user."""
     url = hub.service_url("stats", "metrics")
-    duration = ("hubservices_stats_poll_duration_seconds_sum", ())
-    count = ("hubservices_stats_poll_duration_seconds_count", ())
+    duration = service_polls("active", "sum")
+    count = service_polls("active")
     deadline = time.monotonic() + 120
     first = None
     while time.monotonic() < deadline:
@@ -192,17 +210,20 @@ async def service_poll_time(http: httpx.Client, hub: Hub, auth: dict, users: int
         if m.get(("hubservices_stats_users", ())) == users:
             if first is None:
                 first = m
-            elif m[count] > first[count]:
-                polls = m[count] - first[count]
-                seconds = (m[duration] - first[duration]) / polls
-                figure("poll by the stats service itself (its histogram)", f"{seconds:.2f} s")
+            elif m.get(count, 0) > first.get(count, 0):
+                polls = m[count] - first.get(count, 0)
+                seconds = (m[duration] - first.get(duration, 0)) / polls
+                figure(
+                    "steady poll by the stats service itself (its histogram)", f"{seconds:.2f} s"
+                )
                 return
         await asyncio.sleep(1)
     figure("poll by the stats service itself", "not measured (no poll within 120 s)")
 
 
 class DayHub:
-    """Hands the poller a simulated hub: ``active`` users working 09:00-17:00, with servers."""
+    """Hands the poller a simulated hub: ``active`` users working 09:00-17:00, with servers
+    (and, asked for ``state=active``, only those)."""
 
     hub_version = "bench"
 
@@ -213,8 +234,11 @@ class DayHub:
     async def paginate(self, *segments: str, params: Any = None) -> AsyncIterator[dict]:
         working = 9 <= self.now.hour < 17
         start = logic.iso(self.now.replace(hour=9, minute=0))
+        only_active = (params or {}).get("state") == "active"
         for i in range(self.users):
             busy = working and i < self.active
+            if only_active and not busy:
+                continue
             last = self.now if busy else datetime(2026, 1, 1)
             servers = {}
             if busy:
@@ -238,7 +262,7 @@ async def bench_storage(args: argparse.Namespace, workdir: Path) -> None:
     store = StatsStore(db, bucket_seconds=900, retention=None)
     hub = DayHub(users=1000, active=200)
     metrics = PollMetrics(CollectorRegistry())
-    poller = Poller(hub, store, metrics, interval=60, groups=set())
+    poller = Poller(hub, store, metrics, interval=60, sync_interval=3600, groups=set())
     with mock.patch.object(poller_module, "utcnow", lambda: hub.now):
         await simulate_day(poller, hub, path)
 

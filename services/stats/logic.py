@@ -118,6 +118,26 @@ def snapshot_from_users(
     return HubSnapshot(taken, hub_version, activity, servers, frozenset(memberships))
 
 
+def merge_active(synced: HubSnapshot, active: HubSnapshot) -> HubSnapshot:
+    """The hub as a steady poll sees it: the last full sync, updated by the active users.
+
+    ``active`` comes from ``GET /users?state=active``, which lists every user with a running
+    or pending server, so its servers are all the live servers there are, and its users' last
+    activity and groups are fresh. Users without a server keep what the full sync saw: a user
+    created, deleted, renamed or active on the hub without a server since then shows at the
+    next sync.
+    """
+    users = {**synced.users, **active.users}
+    memberships = {(g, u) for g, u in synced.memberships if u not in active.users}
+    return HubSnapshot(
+        active.taken,
+        active.hub_version,
+        users,
+        active.servers,
+        frozenset(memberships | active.memberships),
+    )
+
+
 # -- sessions ---------------------------------------------------------------------------------
 
 
