@@ -376,10 +376,13 @@ async def run_bare_stops(
 
 
 def tree_cpu(proc: psutil.Process) -> float:
-    """CPU seconds used so far by a process and its children (the hub and its proxy)."""
+    """CPU seconds used so far by a process and its children (the hub and its proxy), but not
+    by our services the hub started: their work is not the hub's."""
     total = 0.0
     for p in [proc, *proc.children(recursive=True)]:
         with contextlib.suppress(psutil.NoSuchProcess):
+            if any(arg.startswith("hubservices.") for arg in p.cmdline()):
+                continue
             times = p.cpu_times()
             total += times.user + times.system
     return total
@@ -463,43 +466,56 @@ class Result:
 
 async def bench(args: argparse.Namespace, hub: Hub, workdir: Path) -> Result:
     layout = Layout.make(args.users, args.servers, args.idle)
+    async with HubAPI(hub.api_url, hub.admin_token, concurrency=50, page_size=200) as direct:
+        print(f"filling the hub: {args.users} users, {args.servers} servers...", flush=True)
+        filled = await fill(direct, layout)
+        print("  " + ", ".join(f"{k} {v:.0f}s" for k, v in filled.items()), flush=True)
+        return await compare(args, hub, direct, layout, workdir, filled)
+
+
+async def compare(
+    args: argparse.Namespace,
+    hub: Hub,
+    direct: HubAPI,
+    layout: Layout,
+    workdir: Path,
+    filled: dict[str, float],
+) -> Result:
+    """On a filled hub: the listing, then one cycle of each culler (and the bare stops),
+    restoring the idle servers in between."""
     hub_root = hub.api_url.rsplit("/hub/api", 1)[0]
     proxy = CountingProxy(hub_root)
     api_url = proxy.start() + "/hub/api"
     culler: Culler | None = None
     try:
-        async with HubAPI(hub.api_url, hub.admin_token, concurrency=50, page_size=200) as direct:
-            print(f"filling the hub: {args.users} users, {args.servers} servers...", flush=True)
-            filled = await fill(direct, layout)
-            print("  " + ", ".join(f"{k} {v:.0f}s" for k, v in filled.items()), flush=True)
-            # A token the hub generated, as a managed service gets: the harness's own token came
-            # from the config, and the hub hashes those 16,384 times on every request.
-            scopes = our_culler(api_url, "", args.concurrency).required_scopes()
-            token = await direct.create_token("admin", scopes=scopes)
-            listing = await listing_time(api_url, token, args.concurrency)
-            pages = proxy.reset().kinds["GET /users (list page)"] // 3
-            print(f"listing the ready users: {listing:.2f}s ({pages} pages)", flush=True)
-            culler = our_culler(api_url, token, args.concurrency, workdir)
-            await culler.open()  # as the service starts: not part of the cycle measured
-            order = ["ours", "reference"]
-            if args.order == "reference-first":
-                order.reverse()
-            order.append(BARE)
-            runs: dict[str, Run] = {}
-            for i, name in enumerate(order):
-                if i:
-                    await start_servers(direct, layout.idle, set(layout.idle))
-                    await wait_ready(direct, len(layout.running), len(layout.idle))
-                    print("  restored the idle servers", flush=True)
-                print(f"cycle of {name}...", flush=True)
-                if name == "ours":
-                    cycle = run_ours(culler)
-                elif name == BARE:
-                    cycle = run_bare_stops(api_url, token, args.concurrency, layout.idle)
-                else:
-                    cycle = run_reference(api_url, token, args.concurrency)
-                runs[name] = await measure(name, cycle, proxy, direct, hub, len(layout.idle))
-                print(f"  {runs[name].wall:.2f}s, {runs[name].traffic.total} requests", flush=True)
+        # A token the hub generated, as a managed service gets: the harness's own token came
+        # from the config, and the hub hashes those 16,384 times on every request.
+        scopes = our_culler(api_url, "", args.concurrency).required_scopes()
+        token = await direct.create_token("admin", scopes=scopes)
+        listing = await listing_time(api_url, token, args.concurrency)
+        pages = proxy.reset().kinds["GET /users (list page)"] // 3
+        print(f"listing the ready users: {listing:.2f}s ({pages} pages)", flush=True)
+        culler = our_culler(api_url, token, args.concurrency, workdir)
+        await culler.open()  # as the service starts: not part of the cycle measured
+        order = ["ours", "reference"]
+        if args.order == "reference-first":
+            order.reverse()
+        order.append(BARE)
+        runs: dict[str, Run] = {}
+        for i, name in enumerate(order):
+            if i:
+                await start_servers(direct, layout.idle, set(layout.idle))
+                await wait_ready(direct, len(layout.running), len(layout.idle))
+                print("  restored the idle servers", flush=True)
+            print(f"cycle of {name}...", flush=True)
+            if name == "ours":
+                cycle = run_ours(culler)
+            elif name == BARE:
+                cycle = run_bare_stops(api_url, token, args.concurrency, layout.idle)
+            else:
+                cycle = run_reference(api_url, token, args.concurrency)
+            runs[name] = await measure(name, cycle, proxy, direct, hub, len(layout.idle))
+            print(f"  {runs[name].wall:.2f}s, {runs[name].traffic.total} requests", flush=True)
     finally:
         proxy.stop()
         if culler is not None:
