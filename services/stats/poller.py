@@ -121,9 +121,10 @@ class Poller:
         if self.state is None:
             self.state = await self._store(self.store.load_state)
         params = None if full else {"state": "active"}
-        # pages of the client's page_size
-        users = [u async for u in self.hub.paginate("users", params=params)]
-        snapshot = logic.snapshot_from_users(users, utcnow(), self.hub.hub_version)
+        builder = logic.SnapshotBuilder()
+        async for user in self.hub.paginate("users", params=params):  # a page at a time
+            builder.add(user)
+        snapshot = builder.build(utcnow(), self.hub.hub_version)
         if not full:
             assert self.known is not None  # _sync_due is true until a full sync succeeded
             snapshot = logic.merge_active(self.known, snapshot)
