@@ -24,7 +24,7 @@ from playwright.sync_api import Page, Route
 
 from tests.harness import free_port
 from tests.harness.chromium import BrowserPage
-from tests.harness.formgrader import SAMPLE, run_as_student
+from tests.harness.formgrader import GRADING_READY, SAMPLE, run_as_student, submission_of
 from tests.harness.hub import ROOT, Hub
 from tests.harness.nbgrader_reference import reference_hub_config, write_reference_config
 
@@ -48,11 +48,6 @@ ON_PURPOSE: dict[tuple[str, str], str] = {
 #: suite guards every other control meanwhile; the test fails when one of them is fixed, so
 #: that it leaves this list.
 KNOWN_BUGS: dict[tuple[str, str], str] = {}
-#: The grading page has started (window load) and shown the submission's grades and comments.
-GRADING_READY = (
-    "() => window.formgrader && formgrader.loaded && formgrader.grades.loaded"
-    " && formgrader.comments.loaded && window.MathJax && MathJax.loaded"
-)
 
 
 @dataclass
@@ -249,12 +244,6 @@ def grading(side: Side, page: Page) -> None:
     see(side, page, "help", "dialog", help_dialog.inner_text())
     snapshot(side, page, "help")
     page.keyboard.press("Escape")
-
-
-def submission_of(url: str) -> str:
-    """The submission a grading page URL shows (the page rewrites its ``?index=`` itself)."""
-    found = re.search(r"/submissions/([0-9a-f]{32})/?(\?|$)", url)
-    return found.group(1) if found else ""
 
 
 def grading_order(root: Path) -> dict[str, str]:
