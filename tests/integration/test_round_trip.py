@@ -51,9 +51,11 @@ class Steps:
         folder.mkdir()
         self.count = 0
 
-    def shot(self, page: Page, name: str) -> None:
+    def shot(self, page: Page, name: str, full_page: bool = True) -> None:
+        """``full_page=False`` for the grading page: a whole-page capture draws its sticky
+        navbar where the window had scrolled to, over the notebook."""
         self.count += 1
-        page.screenshot(path=self.folder / f"{self.count:02d}-{name}.png", full_page=True)
+        page.screenshot(path=self.folder / f"{self.count:02d}-{name}.png", full_page=full_page)
 
 
 #: The course page's buttons whose name (aria-label) is not their text, and their batch's name.
@@ -106,6 +108,8 @@ def grade(page: Page, score: str) -> None:
     field.fill(score)
     with page.expect_response(lambda r: r.request.method == "PUT"):
         field.press("Escape")
+    # the page scrolls to the input it focused, animated: a screenshot waits for the end
+    page.wait_for_function("() => !$('html, body').is(':animated')")
 
 
 def student_of(page: Page) -> str:
@@ -161,7 +165,7 @@ def test_a_course_from_upload_to_feedback_in_the_browser(
     page.locator("#main-table a", has_text="Submission #1").click()
     first = student_of(page)
     grade(page, MANUAL[first])
-    steps.shot(page, "graded-first")
+    steps.shot(page, "graded-first", full_page=False)
     first_url = page.url
     page.locator("li.next a").click()
     page.wait_for_url(lambda url: submission_of(url) not in ("", submission_of(first_url)))
@@ -169,7 +173,7 @@ def test_a_course_from_upload_to_feedback_in_the_browser(
     second = student_of(page)
     assert {first, second} == set(STUDENTS)
     grade(page, MANUAL[second])
-    steps.shot(page, "graded-second")
+    steps.shot(page, "graded-second", full_page=False)
     page.locator("li.previous a").click()
     page.wait_for_url(lambda url: submission_of(url) == submission_of(first_url))
     page.wait_for_function(GRADING_READY, timeout=60_000)
