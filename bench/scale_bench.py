@@ -17,6 +17,7 @@ Run from the project root: ``.venv/bin/python -m bench.scale_bench [--write-docs
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 import tempfile
 import time
@@ -28,7 +29,14 @@ import psutil
 from prometheus_client import CollectorRegistry
 
 from bench import cull_bench
-from bench.common import add_output_options, docs_section, percentile, publish, run_on_hub
+from bench.common import (
+    Databases,
+    add_output_options,
+    docs_section,
+    percentile,
+    publish,
+    run_on_hub,
+)
 from bench.cull_bench import Layout, compare, fill, tree_cpu
 from bench.stats_bench import HubCost, after_service_poll, open_db
 from hubservices.common.hubapi import HubAPI
@@ -80,7 +88,7 @@ async def stats_figures(
         HubAPI(hub.api_url, token, observer=cost, page_size=200) as client,
         httpx.AsyncClient(timeout=60) as http,
     ):
-        db = open_db(workdir / "scale-stats.sqlite")
+        db = open_db(f"sqlite:///{workdir / 'scale-stats.sqlite'}")
         store = StatsStore(db, bucket_seconds=900, retention=None)
         metrics = PollMetrics(CollectorRegistry())
         poller = Poller(
@@ -149,7 +157,7 @@ async def stats_figures(
     return rows
 
 
-async def bench(args: argparse.Namespace, hub: Hub, workdir: Path) -> list[str]:
+async def bench(args: argparse.Namespace, hub: Hub, workdir: Path, dbs: Databases) -> list[str]:
     layout = Layout.make(args.users, args.servers, args.idle)
     async with HubAPI(hub.api_url, hub.admin_token, concurrency=50, page_size=200) as direct:
         print(f"filling the hub: {args.users} users, {args.servers} servers...", flush=True)
@@ -157,7 +165,7 @@ async def bench(args: argparse.Namespace, hub: Hub, workdir: Path) -> list[str]:
         filled["groups"] = await add_groups(direct, layout.users, args.groups)
         print("  " + ", ".join(f"{k} {v:.0f}s" for k, v in filled.items()), flush=True)
         stats_rows = await stats_figures(args, hub, direct, workdir)
-        culled = await compare(args, hub, direct, layout, workdir, filled)
+        culled = await compare(args, hub, direct, layout, dbs, filled)
     return [
         "| | wall | hub requests | waiting for the hub | hub CPU | target |",
         "|---|---:|---:|---:|---:|---|",
@@ -172,7 +180,7 @@ async def bench(args: argparse.Namespace, hub: Hub, workdir: Path) -> list[str]:
         "",
         "Where our cycle's time goes:",
         "",
-        *cull_bench.breakdown(culled),
+        *cull_bench.breakdowns(culled),
         "",
         "Filling the hub took " + ", ".join(f"{k} {v:.0f} s" for k, v in filled.items()) + ".",
     ]
@@ -198,6 +206,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add_output_options(parser, TITLE)
     args = parser.parse_args(argv)
     args.order = "ours-first"  # what cull_bench's comparison reads
+    args.db = "sqlite"
     return args
 
 
@@ -211,7 +220,9 @@ def main(argv: list[str] | None = None) -> int:
         extra_config=cull_bench.hub_config(args) + "c.JupyterHub.authenticate_prometheus = False\n",
     )
     print(f"hub in {workdir}", flush=True)
-    lines = run_on_hub(hub, workdir, lambda: bench(args, hub, workdir), keep=args.keep)
+    with Databases(workdir) as dbs:
+        run = functools.partial(bench, args, hub, workdir, dbs)
+        lines = run_on_hub(hub, workdir, run, keep=args.keep)
     intro = (
         f"JupyterHub {jupyterhub.__version__} with LightSpawner, {args.users:,} users in "
         f"{args.groups} groups, {args.servers:,} running servers; the stats service attached "

@@ -1,15 +1,20 @@
 """Stats service benchmark (issue 4): one run, figures printed as a Markdown table.
 
-- ``poll``: a real hub with 10,000 users (in 10 groups) and 2,000 running LightSpawner servers.
-  Wall time and hub requests of one poll (first poll: opens every session; steady poll:
-  nothing changed), by our Poller in this process on a temporary SQLite file, and the poll time
-  the stats service itself reports under that hub (least-privilege token). Scrape latency p50 /
-  p99 of ``/services/stats/metrics`` next to the hub's own ``/hub/metrics``, both through the
-  proxy, sequentially, in the same run.
-- ``storage``: bytes per active user-day, from a simulated day of one-minute polls (no hub).
-- ``report``: the usage report over a simulated year (1,000 users x 365 days) on SQLite.
+Every part runs once per database of ``--db`` (SQLite, a PostgreSQL the benchmark starts, or
+both: the default), its figures side by side in one table:
 
-Run from the project root: ``.venv/bin/python -m bench.stats_bench [--only poll|storage|report]``.
+- ``poll``: a real hub (its own database: SQLite) with 10,000 users (in 10 groups) and 2,000
+  running LightSpawner servers, a hub per database. Wall time and hub requests of each poll (a
+  first full sync: opens every session; a full sync with nothing changed; a steady poll: users
+  with a server), by our Poller in this process on a fresh database, and the steady poll time
+  the stats service itself (on a database of its own) reports under that hub (least-privilege
+  token). Scrape latency p50 / p99 of ``/services/stats/metrics`` next to the hub's own
+  ``/hub/metrics``, both through the proxy, sequentially, in the same run.
+- ``storage``: bytes per active user-day, from a simulated day of one-minute polls (no hub).
+- ``report``: the usage report over a simulated year (1,000 users x 365 days).
+
+Run from the project root: ``.venv/bin/python -m bench.stats_bench [--only poll|storage|report]
+[--db sqlite|postgresql|both]``.
 Targets: poll of 10k users under 5 s; scrape p99 no worse than the hub's; report under 1 s.
 """
 
@@ -17,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import statistics
 import tempfile
 import time
@@ -31,7 +37,15 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import insert
 
-from bench.common import percentile, run_on_hub
+from bench.common import (
+    DATABASES,
+    Databases,
+    add_db_option,
+    chosen_databases,
+    database_bytes,
+    percentile,
+    run_on_hub,
+)
 from hubservices.common.db import Database
 from hubservices.common.hubapi import HubAPI
 from hubservices.stats import logic
@@ -48,17 +62,18 @@ c.JupyterHub.concurrent_spawn_limit = 0
 c.JupyterHub.authenticate_prometheus = False
 c.JupyterHub.cleanup_servers = True
 """
-figures: list[tuple[str, str]] = []
+#: Each measurement's result by database (a DATABASES key), in the order first measured.
+figures: dict[str, dict[str, str]] = {}
 
 
-def figure(name: str, value: str) -> None:
-    figures.append((name, value))
-    print(f"{name}: {value}", flush=True)
+def figure(name: str, value: str, db: str) -> None:
+    figures.setdefault(name, {})[db] = value
+    print(f"[{DATABASES[db]}] {name}: {value}", flush=True)
 
 
-def open_db(path: Path) -> Database:
+def open_db(url: str) -> Database:
     db = Database(
-        f"sqlite:///{path}",
+        url,
         migrations="hubservices.stats.migrations",
         version_table="alembic_version_stats",
     )
@@ -87,7 +102,7 @@ def scrape_samples(text: str) -> dict[tuple[str, tuple], float]:
     }
 
 
-async def populate(api: HubAPI, users: int, servers: int, groups: int) -> None:
+async def populate(api: HubAPI, users: int, servers: int, groups: int, db: str) -> None:
     names = [f"u{i:05d}" for i in range(users)]
     t = time.monotonic()
     for i in range(0, users, 1000):
@@ -96,26 +111,30 @@ async def populate(api: HubAPI, users: int, servers: int, groups: int) -> None:
     for g in range(groups):
         await api.create_group(f"course{g}")
         await api.add_group_users(f"course{g}", names[g * size : (g + 1) * size])
-    figure("setup: users and groups created in", f"{time.monotonic() - t:.1f} s")
+    figure("setup: users and groups created in", f"{time.monotonic() - t:.1f} s", db)
     t = time.monotonic()
     await asyncio.gather(*(api.start_server(name) for name in names[:servers]))
-    figure("setup: servers started in", f"{time.monotonic() - t:.1f} s")
+    figure("setup: servers started in", f"{time.monotonic() - t:.1f} s", db)
 
 
-def bench_poll(args: argparse.Namespace, workdir: Path) -> None:
-    """The poll and scrape figures on a real hub, stopped (and checked) whatever happens."""
+def bench_poll(args: argparse.Namespace, workdir: Path, dbs: Databases, db: str) -> None:
+    """The poll and scrape figures on a real hub, stopped (and checked) whatever happens; our
+    poller and the stats service each on a fresh database of kind ``db``."""
+    service_db = dbs.new(db, "stats_service")
     hub = Hub(
-        workdir / "hub",
+        workdir / f"hub-{db}",
         services=["stats"],
-        service_args={"stats": ["--poll-interval=20"]},
+        service_args={"stats": ["--poll-interval=20", f"--db-url={service_db}"]},
         extra_config=HUB_CONFIG,
     )
-    run_on_hub(hub, workdir / "hub", lambda: poll_on_hub(args, hub, workdir), keep=args.keep)
+    poll_db = dbs.new(db, "stats_poll")
+    run = functools.partial(poll_on_hub, args, hub, poll_db, db)
+    run_on_hub(hub, hub.workdir, run, keep=args.keep)
 
 
-async def poll_on_hub(args: argparse.Namespace, hub: Hub, workdir: Path) -> None:
+async def poll_on_hub(args: argparse.Namespace, hub: Hub, db_url: str, kind: str) -> None:
     async with HubAPI(hub.api_url, hub.admin_token, concurrency=50) as api:
-        await populate(api, args.users, args.servers, groups=10)
+        await populate(api, args.users, args.servers, groups=10, db=kind)
         stats_token = await api.create_token("admin", scopes=["access:services!service=stats"])
     auth = {"Authorization": f"Bearer {stats_token}"}
     cost = HubCost()
@@ -123,12 +142,13 @@ async def poll_on_hub(args: argparse.Namespace, hub: Hub, workdir: Path) -> None
         HubAPI(hub.api_url, hub.admin_token, observer=cost, page_size=200) as client,
         httpx.AsyncClient(timeout=30) as http,
     ):
-        db = open_db(workdir / "poll.sqlite")
+        db = open_db(db_url)
         store = StatsStore(db, bucket_seconds=900, retention=None)
         metrics = PollMetrics(CollectorRegistry())
         poller = Poller(client, store, metrics, interval=60, sync_interval=3600, groups={"course0"})
+        first = f"the first (opens {args.servers:,} sessions, {args.users:,} memberships)"
         polls = [
-            ("full sync, the first (opens 2,000 sessions, 10,000 memberships)", True),
+            (f"full sync, {first}", True),
             ("full sync, nothing changed", True),
             ("steady poll (users with a running or pending server)", False),
         ]
@@ -144,13 +164,14 @@ async def poll_on_hub(args: argparse.Namespace, hub: Hub, workdir: Path) -> None
                 f"poll of {args.users:,} users, {args.servers:,} servers: {label}",
                 f"{elapsed:.2f} s ({cost.seconds - waited:.2f} s waiting for the hub), "
                 f"{cost.requests - before} hub requests",
+                kind,
             )
         assert poller.last is not None
         assert poller.last.summary.users == args.users + 1
         db.dispose()
 
     with httpx.Client(timeout=30) as http:
-        await service_poll_time(http, hub, auth, args.users + 1)
+        await service_poll_time(http, hub, auth, args.users + 1, kind)
         for name, url, headers in [
             ("stats /services/stats/metrics", hub.service_url("stats", "metrics"), auth),
             ("hub /hub/metrics", f"{hub.url}/hub/metrics", {}),
@@ -165,9 +186,10 @@ async def poll_on_hub(args: argparse.Namespace, hub: Hub, workdir: Path) -> None
                 r.raise_for_status()
                 size = len(r.content)
             figure(
-                f"scrape {name} ({args.scrapes} sequential, {size:,} bytes)",
+                f"scrape {name} ({args.scrapes} sequential)",
                 f"p50 {percentile(times, 50) * 1000:.1f} ms, "
-                f"p99 {percentile(times, 99) * 1000:.1f} ms",
+                f"p99 {percentile(times, 99) * 1000:.1f} ms ({size:,} bytes)",
+                kind,
             )
 
 
@@ -198,7 +220,12 @@ async def after_service_poll(
         await asyncio.sleep(0.2)
 
 
-async def service_poll_time(http: httpx.Client, hub: Hub, auth: dict, users: int) -> None:
+POLL_BY_SERVICE = "steady poll by the stats service itself (its histogram)"
+
+
+async def service_poll_time(
+    http: httpx.Client, hub: Hub, auth: dict, users: int, kind: str
+) -> None:
     """The steady poll time the stats service reports, once its polls see every user."""
     url = hub.service_url("stats", "metrics")
     duration = service_polls("active", "sum")
@@ -213,12 +240,10 @@ async def service_poll_time(http: httpx.Client, hub: Hub, auth: dict, users: int
             elif m.get(count, 0) > first.get(count, 0):
                 polls = m[count] - first.get(count, 0)
                 seconds = (m[duration] - first.get(duration, 0)) / polls
-                figure(
-                    "steady poll by the stats service itself (its histogram)", f"{seconds:.2f} s"
-                )
+                figure(POLL_BY_SERVICE, f"{seconds:.2f} s", kind)
                 return
         await asyncio.sleep(1)
-    figure("poll by the stats service itself", "not measured (no poll within 120 s)")
+    figure(POLL_BY_SERVICE, "not measured (no poll within 120 s)", kind)
 
 
 class DayHub:
@@ -256,25 +281,24 @@ class DayHub:
             }
 
 
-async def bench_storage(args: argparse.Namespace, workdir: Path) -> None:
-    path = workdir / "storage.sqlite"
-    db = open_db(path)
+async def bench_storage(url: str, kind: str) -> None:
+    db = open_db(url)
     store = StatsStore(db, bucket_seconds=900, retention=None)
     hub = DayHub(users=1000, active=200)
     metrics = PollMetrics(CollectorRegistry())
     poller = Poller(hub, store, metrics, interval=60, sync_interval=3600, groups=set())
     with mock.patch.object(poller_module, "utcnow", lambda: hub.now):
-        await simulate_day(poller, hub, path)
+        await simulate_day(poller, hub, url, kind)
 
 
-async def simulate_day(poller: Poller, hub: DayHub, path: Path) -> None:
+async def simulate_day(poller: Poller, hub: DayHub, url: str, kind: str) -> None:
     """A first poll, then a day of one-minute polls, then the next day's roll-up; the growth."""
     store = poller.store
     db = store.db
     await poller.poll()  # the first poll stores every user's membership and old activity
     db.dispose()
-    before = path.stat().st_size
-    db = open_db(path)
+    before = database_bytes(url, vacuum=True)
+    db = open_db(url)
     store.db = db
     t = time.monotonic()
     for _ in range(24 * 60):
@@ -284,16 +308,19 @@ async def simulate_day(poller: Poller, hub: DayHub, path: Path) -> None:
     hub.now += timedelta(days=1)  # next day: roll-up of the simulated day
     await poller.poll()
     db.dispose()
-    grown = path.stat().st_size - before
+    raw = database_bytes(url) - before
+    grown = database_bytes(url, vacuum=True) - before
+    dead = "" if raw == grown else f", {raw:,} before VACUUM FULL"
     figure(
         "storage: a simulated day (1,000 users, 200 active 8 h, 1,440 polls)",
-        f"{grown / hub.active:,.0f} bytes per active user-day "
-        f"(file grew {grown:,} bytes; polls took {elapsed / 1440 * 1000:.1f} ms each)",
+        f"{grown / hub.active:,.0f} bytes per active user-day (database grew {grown:,} "
+        f"bytes{dead}; polls took {elapsed / 1440 * 1000:.1f} ms each)",
+        kind,
     )
 
 
-def bench_report(args: argparse.Namespace, workdir: Path) -> None:
-    db = open_db(workdir / "report.sqlite")
+def bench_report(args: argparse.Namespace, url: str, kind: str) -> None:
+    db = open_db(url)
     store = StatsStore(db, bucket_seconds=900, retention=None)
     first = datetime(2025, 1, 1)
     days = args.report_days
@@ -330,6 +357,7 @@ def bench_report(args: argparse.Namespace, workdir: Path) -> None:
         figure(
             f"usage report over {days} days x {args.report_users:,} users, {label}",
             f"{statistics.median(times) * 1000:.0f} ms median of 5 ({len(rows)} rows)",
+            kind,
         )
     db.dispose()
 
@@ -343,18 +371,23 @@ def main() -> None:
     parser.add_argument("--report-users", type=int, default=1_000)
     parser.add_argument("--report-days", type=int, default=365)
     parser.add_argument("--keep", action="store_true", help="keep the hub's directory and log")
+    add_db_option(parser)
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="stats-bench-") as tmp:
+    kinds = chosen_databases(args)
+    with tempfile.TemporaryDirectory(prefix="stats-bench-") as tmp, Databases(Path(tmp)) as dbs:
         workdir = Path(tmp)
-        if args.only in (None, "report"):
-            bench_report(args, workdir)
-        if args.only in (None, "storage"):
-            asyncio.run(bench_storage(args, workdir))
-        if args.only in (None, "poll"):
-            bench_poll(args, workdir)
-    print("\n| measurement | result |\n|---|---|")
-    for name, value in figures:
-        print(f"| {name} | {value} |")
+        for kind in kinds:
+            if args.only in (None, "report"):
+                bench_report(args, dbs.new(kind, "stats_report"), kind)
+            if args.only in (None, "storage"):
+                asyncio.run(bench_storage(dbs.new(kind, "stats_storage"), kind))
+        for kind in kinds:
+            if args.only in (None, "poll"):
+                bench_poll(args, workdir, dbs, kind)
+    print("\n| measurement | " + " | ".join(DATABASES[k] for k in kinds) + " |")
+    print("|---|" + "---|" * len(kinds))
+    for name, values in figures.items():
+        print(f"| {name} | " + " | ".join(values.get(k, "-") for k in kinds) + " |")
 
 
 if __name__ == "__main__":
