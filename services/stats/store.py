@@ -6,25 +6,36 @@ and each is one transaction: a failed poll leaves the stored history as it was.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Generator, Iterable, Iterator, Sequence
+from contextlib import closing
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import (
     ColumnElement,
+    DateTime,
+    Float,
+    Integer,
     MetaData,
+    SQLColumnExpression,
     Table,
+    and_,
+    case,
     delete,
+    distinct,
     exists,
     func,
     insert,
     inspect,
+    literal,
     or_,
     select,
     update,
 )
+from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.functions import FunctionElement
 
 from ..common.db import Database
 from . import logic
@@ -48,6 +59,8 @@ CULLS_TABLE = "culls"
 CULL_COLUMNS = ("at", "kind", "user", "server", "reason", "outcome")
 #: Rows per IN (...) list, well below the bind-parameter limits of SQLite and PostgreSQL.
 CHUNK = 500
+#: Rows a report reads from the database at a time (a server-side cursor on PostgreSQL).
+BATCH = 1000
 #: Dashboard ranges: name -> (length, step).
 RANGES = {
     "day": (timedelta(days=1), timedelta(minutes=15)),
@@ -272,61 +285,109 @@ class StatsStore:
     # -- reports ------------------------------------------------------------------------------
 
     def usage(self, query: UsageQuery, now: datetime) -> list[UserUsage]:
-        """The usage report: rolled-up days from the daily table, later days from raw rows.
+        """The usage report as a list (small reports; exports stream :meth:`usage_rows`)."""
+        with self.db.session() as session:
+            return list(self._usage_rows(session, query, now))
 
-        With ``group``, a user's day counts only if they were in the group that day.
+    def usage_rows(self, query: UsageQuery, now: datetime) -> Generator[UserUsage, None, None]:
+        """The usage report row by row, sorted by server hours, in one transaction.
+
+        Rolled-up days come from the daily table, summed and sorted by the database and read in
+        batches (a server-side cursor on PostgreSQL); the live days (not rolled up yet) are
+        computed from raw rows. Only the users with live usage are held in memory, so an export
+        of every user does not grow the service with the number of users. With ``group``, a
+        user's day counts only if they were in the group that day.
         """
         with self.db.session() as session:
-            split = min(max(self.rolled_until(session, now), query.start), query.end)
-            members = None
-            if query.group is not None:
-                members = self._memberships(session, query.group)
-            rows: list[UserUsage] = []
-            if query.start < split:
-                rows += self._rolled_usage(session, query, split)
-            live_end = min(query.end, logic.day_start(now) + DAY)
-            if split < live_end:
-                for day, per_user in self._day_usage(session, split, live_end, now).items():
-                    rows += [
-                        r
-                        for r in logic.usage_from_day(per_user)
-                        if (query.user is None or r.user == query.user)
-                        and (members is None or _member_on(members, r.user, day))
-                    ]
-            return logic.merge_usage(rows)
+            yield from self._usage_rows(session, query, now)
 
-    def _rolled_usage(self, session: Session, query: UsageQuery, end: datetime) -> list[UserUsage]:
+    def _usage_rows(
+        self, session: Session, query: UsageQuery, now: datetime
+    ) -> Iterator[UserUsage]:
+        split = min(max(self.rolled_until(session, now), query.start), query.end)
+        live = self._live_rows(session, query, split, now)
+        if query.start >= split:
+            return iter(logic.merge_sorted_usage([], live, []))
+        rolled_of_live = [
+            row
+            for chunk in _chunks(sorted(live))
+            for row in self._rolled(session, query, split, users=chunk)
+        ]
+        return logic.merge_sorted_usage(
+            self._rolled(session, query, split, ordered=True), live, rolled_of_live
+        )
+
+    def _live_rows(
+        self, session: Session, query: UsageQuery, split: datetime, now: datetime
+    ) -> dict[str, list[UserUsage]]:
+        """The report's rows of the days from ``split`` on (not rolled up yet), per user."""
+        live_end = min(query.end, logic.day_start(now) + DAY)
+        if split >= live_end:
+            return {}
+        members = self._memberships(session, query.group) if query.group is not None else None
+        days = self._day_usage(session, split, live_end, now)
+        return logic.live_rows(
+            {
+                day: {
+                    user: u
+                    for user, u in per_user.items()
+                    if (query.user is None or user == query.user)
+                    and (members is None or logic.member_on(members, user, day))
+                }
+                for day, per_user in days.items()
+            }
+        )
+
+    def _rolled(
+        self,
+        session: Session,
+        query: UsageQuery,
+        end: datetime,
+        *,
+        ordered: bool = False,
+        users: Sequence[str] | None = None,
+    ) -> Generator[UserUsage, None, None]:
+        """Per-user sums of the daily table from ``query.start`` to ``end``; ``ordered``: in the
+        report's order, read in batches; ``users``: only these."""
         filters: list[ColumnElement[bool]] = [DailyUsage.day >= query.start, DailyUsage.day < end]
         if query.user is not None:
             filters.append(DailyUsage.user == query.user)
+        if users is not None:
+            filters.append(DailyUsage.user.in_(users))
         if query.group is not None:
             # A semi-join on the memberships, so the statement's size does not grow with the
             # group's (one OR term per membership failed at about 1,000 on SQLite), and a day
-            # counts once however many of the user's memberships it overlaps. Membership is
-            # kept per day: the days a member was in the group at some time, as _member_on.
+            # counts once however many of the user's memberships it overlaps.
             filters.append(
                 exists().where(
                     GroupMembership.group == query.group,
                     GroupMembership.user == DailyUsage.user,
-                    DailyUsage.day >= func.date(GroupMembership.joined),
-                    or_(GroupMembership.left.is_(None), DailyUsage.day < GroupMembership.left),
+                    _member_that_day(DailyUsage.day),
                 )
             )
-        result = session.execute(
+        server = func.sum(DailyUsage.server_seconds)
+        statement = (
             select(
                 DailyUsage.user,
                 func.sum(DailyUsage.sessions),
-                func.sum(DailyUsage.server_seconds),
+                server,
                 func.sum(DailyUsage.active_seconds),
                 func.count(),
             )
             .where(*filters)
             .group_by(DailyUsage.user)
         )
-        return [
-            UserUsage(user, int(n), float(server) / 3600, float(active) / 3600, int(days))
-            for user, n, server, active, days in result
-        ]
+        if ordered:
+            statement = statement.order_by(server.desc(), self._by_code_point(DailyUsage.user))
+        result = session.execute(statement, execution_options={"yield_per": BATCH})
+        for user, n, server_seconds, active, days in result:
+            yield UserUsage(
+                user, int(n), float(server_seconds) / 3600, float(active) / 3600, int(days)
+            )
+
+    def _by_code_point(self, column: SQLColumnExpression[str]) -> SQLColumnExpression[str]:
+        """``column`` ordered as Python orders strings (PostgreSQL's collation may not be)."""
+        return column.collate("C") if self.db.engine.dialect.name == "postgresql" else column
 
     def _memberships(
         self, session: Session, group: str
@@ -371,51 +432,48 @@ class StatsStore:
     # -- dashboard ----------------------------------------------------------------------------
 
     def dashboard(self, range_name: str, now: datetime, top: int = 20) -> dict[str, Any]:
-        """Everything the dashboard draws for one range, in one JSON-able dict."""
+        """Everything the dashboard draws for one range, in one JSON-able dict.
+
+        Each part is a grouped query over the daily roll-ups or over indexed raw rows in the
+        range, plus the live days (not rolled up yet) computed once from raw rows; nothing reads
+        every user's report.
+        """
         length, step = RANGES[range_name]
         start = logic.floor_time(now - length, int(step.total_seconds())) + step
         end = logic.floor_time(now, int(step.total_seconds())) + step
-        with self.db.session() as session:
-            if step < DAY:
-                spans = self._spans(session, start, end)
-                buckets = session.execute(
-                    select(ActivityBucket.user, ActivityBucket.bucket).where(
-                        ActivityBucket.bucket >= start, ActivityBucket.bucket < end
-                    )
-                ).all()
-                series = logic.time_series(start, end, step, spans, buckets, now)
-            else:
-                series = self._daily_series(session, start, end, now)
-            durations = [
-                (ended - started).total_seconds()
-                for started, ended in session.execute(
-                    select(ServerSession.started, ServerSession.ended).where(
-                        ServerSession.ended >= start
-                    )
-                )
-                if ended is not None
-            ]
-            groups = session.execute(
-                select(GroupMembership.group, func.count())
-                .where(GroupMembership.left.is_(None))
-                .group_by(GroupMembership.group)
-                .order_by(func.count().desc(), GroupMembership.group)
-                .limit(top)
-            ).all()
         first_day, last_day = logic.day_start(start), logic.day_start(now) + DAY
-        report = UsageQuery(first_day, last_day, None, None, "json")
-        users = self.usage(report, now)[:top]
-        group_rows = []
-        for group, members in groups:
-            rows = self.usage(UsageQuery(first_day, last_day, None, group, "json"), now)
-            group_rows.append(
-                {
-                    "group": group,
-                    "members": members,
-                    "active_users": sum(1 for r in rows if r.active_hours > 0),
-                    "server_hours": round(sum(r.server_hours for r in rows), 3),
-                }
-            )
+        with self.db.session() as session:
+            split = min(max(self.rolled_until(session, now), first_day), last_day)
+            live = self._day_usage(session, split, last_day, now) if split < last_day else {}
+            if step < DAY:
+                series = logic.time_series(
+                    start,
+                    end,
+                    step,
+                    self._spans(session, start, end),
+                    self._active_per_step(session, start, end, step),
+                    now,
+                )
+            else:
+                series = self._daily_series(session, start, end, split, live)
+            groups = [
+                (group, members)
+                for group, members in session.execute(
+                    select(GroupMembership.group, func.count())
+                    .where(GroupMembership.left.is_(None))
+                    .group_by(GroupMembership.group)
+                    .order_by(func.count().desc(), GroupMembership.group)
+                    .limit(top)
+                )
+            ]
+            report = UsageQuery(first_day, last_day, None, None, "json")
+            with closing(self._rolled(session, report, split, ordered=True)) as rolled:
+                # read only as far as the top needs: the cursor is closed before the rest
+                users = logic.top_usage(
+                    rolled if first_day < split else iter(()), logic.live_rows(live), top
+                )
+            group_rows = self._group_usage(session, groups, first_day, split, live)
+            lengths = self._session_lengths(session, start)
         return {
             "range": range_name,
             "step_seconds": step.total_seconds(),
@@ -423,19 +481,136 @@ class StatsStore:
                 {"t": logic.iso(t), "active_users": a, "running_servers": r} for t, a, r in series
             ],
             "users": [u.as_dict() for u in users],
-            "groups": group_rows,
-            "session_lengths": {
-                "buckets": list(logic.DURATION_BUCKETS),
-                "counts": logic.duration_histogram(durations),
-            },
+            "groups": [g.as_dict() for g in group_rows],
+            "session_lengths": {"buckets": list(logic.DURATION_BUCKETS), "counts": lengths},
             "culls": self.recent_culls(),
         }
 
+    def _active_per_step(
+        self, session: Session, start: datetime, end: datetime, step: timedelta
+    ) -> dict[int, int]:
+        """:func:`logic.active_per_step`, counted by the database from the bucket index."""
+        index = _whole(
+            _seconds_between(literal(start, DateTime()), ActivityBucket.bucket)
+            / step.total_seconds()
+        )
+        steps = (
+            select(index.label("i"), ActivityBucket.user)
+            .where(ActivityBucket.bucket >= start, ActivityBucket.bucket < end)
+            .subquery()
+        )
+        result = session.execute(
+            select(steps.c.i, func.count(distinct(steps.c.user))).group_by(steps.c.i)
+        )
+        return {int(i): n for i, n in result}
+
+    def _session_lengths(self, session: Session, since: datetime) -> list[int]:
+        """:func:`logic.duration_histogram` of the runs ended since ``since``, counted by the
+        database (the index on ``ended``) instead of reading every run."""
+        seconds = _seconds_between(ServerSession.started, ServerSession.ended)
+        bucket = case(
+            *((seconds <= edge, i) for i, edge in enumerate(logic.DURATION_BUCKETS)),
+            else_=len(logic.DURATION_BUCKETS),
+        )
+        runs = (
+            select(bucket.label("b"))
+            .where(ServerSession.ended.is_not(None), ServerSession.ended >= since)
+            .subquery()
+        )
+        counts = [0] * (len(logic.DURATION_BUCKETS) + 1)
+        for i, n in session.execute(select(runs.c.b, func.count()).group_by(runs.c.b)):
+            counts[int(i)] = n
+        return counts
+
+    def _group_usage(
+        self,
+        session: Session,
+        groups: list[tuple[str, int]],
+        start: datetime,
+        split: datetime,
+        live: dict[datetime, dict[str, DayUsage]],
+    ) -> list[logic.GroupUsage]:
+        """The dashboard's group table: one grouped query over the roll-ups for all the groups,
+        plus the live days; the same numbers as each group's usage report."""
+        names = [group for group, _ in groups]
+        rolled: dict[str, tuple[int, float]] = {}
+        if names and start < split:
+            # one row per (group, user, day) however many memberships overlap the day
+            days = (
+                select(
+                    GroupMembership.group.label("grp"),
+                    DailyUsage.user,
+                    DailyUsage.day,
+                    DailyUsage.server_seconds,
+                    DailyUsage.active_seconds,
+                )
+                .join(
+                    GroupMembership,
+                    and_(GroupMembership.user == DailyUsage.user, _member_that_day(DailyUsage.day)),
+                )
+                .where(
+                    GroupMembership.group.in_(names),
+                    DailyUsage.day >= start,
+                    DailyUsage.day < split,
+                )
+                .distinct()
+                .subquery()
+            )
+            active = distinct(case((days.c.active_seconds > 0, days.c.user)))
+            rolled = {
+                group: (int(n), float(seconds or 0.0))
+                for group, n, seconds in session.execute(
+                    select(
+                        days.c.grp, func.count(active), func.sum(days.c.server_seconds)
+                    ).group_by(days.c.grp)
+                )
+            }
+        users = sorted({user for per_user in live.values() for user in per_user})
+        memberships: dict[str, dict[str, list[tuple[datetime, datetime | None]]]] = {}
+        active_before: set[tuple[str, str]] = set()
+        for chunk in _chunks(users):
+            for group, user, joined, left in session.execute(
+                select(
+                    GroupMembership.group,
+                    GroupMembership.user,
+                    GroupMembership.joined,
+                    GroupMembership.left,
+                ).where(GroupMembership.group.in_(names), GroupMembership.user.in_(chunk))
+            ):
+                memberships.setdefault(group, {}).setdefault(user, []).append((joined, left))
+            if start < split:
+                active_before.update(
+                    (group, user)
+                    for group, user in session.execute(
+                        select(GroupMembership.group, DailyUsage.user)
+                        .join(
+                            GroupMembership,
+                            and_(
+                                GroupMembership.user == DailyUsage.user,
+                                _member_that_day(DailyUsage.day),
+                            ),
+                        )
+                        .where(
+                            GroupMembership.group.in_(names),
+                            DailyUsage.user.in_(chunk),
+                            DailyUsage.active_seconds > 0,
+                            DailyUsage.day >= start,
+                            DailyUsage.day < split,
+                        )
+                        .distinct()
+                    )
+                )
+        return logic.group_usage(groups, rolled, live, memberships, active_before)
+
     def _daily_series(
-        self, session: Session, start: datetime, end: datetime, now: datetime
+        self,
+        session: Session,
+        start: datetime,
+        end: datetime,
+        split: datetime,
+        live: dict[datetime, dict[str, DayUsage]],
     ) -> list[tuple[datetime, int, int]]:
-        """Per day: users active, users with a running server (roll-ups, then raw rows)."""
-        split = min(self.rolled_until(session, now), end)
+        """Per day: users active, users with a running server (roll-ups, then the live days)."""
         points: dict[datetime, tuple[int, int]] = {}
         for day, active, running in session.execute(
             select(
@@ -443,15 +618,16 @@ class StatsStore:
                 func.count().filter(DailyUsage.active_seconds > 0),
                 func.count().filter(DailyUsage.server_seconds > 0),
             )
-            .where(DailyUsage.day >= start, DailyUsage.day < split)
+            .where(DailyUsage.day >= start, DailyUsage.day < min(split, end))
             .group_by(DailyUsage.day)
         ):
             points[day] = (active, running)
-        for day, per_user in self._day_usage(session, max(split, start), end, now).items():
-            points[day] = (
-                sum(1 for u in per_user.values() if u.active_seconds > 0),
-                sum(1 for u in per_user.values() if u.server_seconds > 0),
-            )
+        for day, per_user in live.items():
+            if start <= day < end:
+                points[day] = (
+                    sum(1 for u in per_user.values() if u.active_seconds > 0),
+                    sum(1 for u in per_user.values() if u.server_seconds > 0),
+                )
         days = int((end - start) / DAY)
         return [(d, *points.get(d, (0, 0))) for d in (start + i * DAY for i in range(days))]
 
@@ -476,14 +652,57 @@ def _open(row: ServerSession) -> OpenSession:
     return OpenSession(row.id, row.user, row.server, row.started, row.last_activity, row.last_seen)
 
 
-def _member_on(
-    members: dict[str, list[tuple[datetime, datetime | None]]], user: str, day: datetime
-) -> bool:
-    """Whether ``user`` was in the group at some time on ``day``."""
-    return any(
-        joined < day + DAY and (left is None or left > day)
-        for joined, left in members.get(user, [])
+def _member_that_day(day: SQLColumnExpression[datetime]) -> ColumnElement[bool]:
+    """In a query joined with the memberships: the membership overlaps ``day`` (the days a
+    member was in the group at some time, as :func:`logic.member_on`)."""
+    return and_(
+        day >= func.date(GroupMembership.joined),
+        or_(GroupMembership.left.is_(None), day < GroupMembership.left),
     )
+
+
+class _seconds_between(FunctionElement[float]):
+    """``end - start`` in seconds, to the microsecond, on SQLite and PostgreSQL."""
+
+    type = Float()
+    inherit_cache = True
+    name = "seconds_between"
+
+
+@compiles(_seconds_between, "postgresql")
+def _seconds_between_postgresql(element: _seconds_between, compiler: Any, **kw: Any) -> str:
+    start, end = (compiler.process(c, **kw) for c in element.clauses)
+    return f"EXTRACT(EPOCH FROM ({end} - {start}))"
+
+
+@compiles(_seconds_between, "sqlite")
+def _seconds_between_sqlite(element: _seconds_between, compiler: Any, **kw: Any) -> str:
+    # SQLAlchemy stores 'YYYY-MM-DD HH:MM:SS.ffffff'; SQLite's date functions keep only
+    # milliseconds, so whole seconds from strftime and the microseconds from the text.
+    start, end = (compiler.process(c, **kw) for c in element.clauses)
+    return (
+        f"((CAST(strftime('%s', {end}) AS INTEGER) - CAST(strftime('%s', {start}) AS INTEGER))"
+        f" + (CAST(substr({end}, 21) AS INTEGER) - CAST(substr({start}, 21) AS INTEGER))"
+        " / 1000000.0)"
+    )
+
+
+class _whole(FunctionElement[int]):
+    """The whole part of a number that is not negative."""
+
+    type = Integer()
+    inherit_cache = True
+    name = "whole"
+
+
+@compiles(_whole, "postgresql")
+def _whole_postgresql(element: _whole, compiler: Any, **kw: Any) -> str:
+    return f"CAST(FLOOR({compiler.process(element.clauses, **kw)}) AS INTEGER)"
+
+
+@compiles(_whole, "sqlite")
+def _whole_sqlite(element: _whole, compiler: Any, **kw: Any) -> str:
+    return f"CAST({compiler.process(element.clauses, **kw)} AS INTEGER)"  # truncates
 
 
 def _jsonable(value: Any) -> Any:
