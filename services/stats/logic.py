@@ -429,51 +429,23 @@ def live_rows(live: Mapping[datetime, Mapping[str, DayUsage]]) -> dict[str, list
 def merge_sorted_usage(
     rolled: Iterable[UserUsage],
     live: Mapping[str, list[UserUsage]],
-    rolled_of_live: Iterable[UserUsage],
+    rolled_of_live: Mapping[str, UserUsage],
 ) -> Iterator[UserUsage]:
-    """The whole report in :func:`merge_usage`'s order, without holding every user.
+    """The whole report in :func:`merge_usage`'s order, lazily, without holding every user.
 
     ``rolled`` is the rolled-up rows in report order (the database sorts them), ``live`` the
     live days' rows per user and ``rolled_of_live`` the rolled-up rows of those users. Only the
-    users with live usage are held and sorted here; the others stream through.
+    users with live usage are held and sorted here; the others stream through, read only as
+    far as the caller reads (the dashboard's top 20 reads about 20 of them).
     """
-    rolled_live = {r.user: r for r in rolled_of_live}
     changed = sorted(
         (
-            merge_usage([*([rolled_live[u]] if u in rolled_live else []), *rows])[0]
+            merge_usage([*([rolled_of_live[u]] if u in rolled_of_live else []), *rows])[0]
             for u, rows in live.items()
         ),
         key=usage_key,
     )
     return heapq.merge((r for r in rolled if r.user not in live), changed, key=usage_key)
-
-
-def top_usage(
-    rolled: Iterable[UserUsage], live: Mapping[str, list[UserUsage]], top: int
-) -> list[UserUsage]:
-    """The ``top`` users of the report, reading ``rolled`` (in report order) only as far as needed.
-
-    Live days add at most ``most`` hours to anyone: once ``top`` users are known and a rolled
-    row plus ``most`` is below the ``top``-th total so far, no later row can enter.
-    """
-    if top <= 0:
-        return []
-    live_totals = {u: merge_usage(rows)[0] for u, rows in live.items()}
-    most = max((r.server_hours for r in live_totals.values()), default=0.0)
-    best: dict[str, UserUsage] = {}
-    totals: list[float] = []  # a min-heap of the ``top`` largest totals read so far
-    for row in rolled:
-        if len(totals) >= top and row.server_hours + most < totals[0]:
-            break
-        merged = merge_usage([row, *live.get(row.user, [])])[0]
-        best[row.user] = merged
-        if len(totals) < top:
-            heapq.heappush(totals, merged.server_hours)
-        else:
-            heapq.heappushpop(totals, merged.server_hours)
-    # users not read: live-only, or (if the loop stopped) below the top whatever they add
-    rest = [r for u, r in live_totals.items() if u not in best]
-    return sorted([*best.values(), *rest], key=usage_key)[:top]
 
 
 @dataclass(frozen=True)

@@ -6,11 +6,13 @@ and each is one transaction: a failed poll leaves the stored history as it was.
 
 from __future__ import annotations
 
-from collections.abc import Generator, Iterable, Iterator, Sequence
+import threading
+from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
 from contextlib import closing
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from itertools import islice
+from typing import Any, TypeVar, cast
 
 from sqlalchemy import (
     ColumnElement,
@@ -61,6 +63,10 @@ CULL_COLUMNS = ("at", "kind", "user", "server", "reason", "outcome")
 CHUNK = 500
 #: Rows a report reads from the database at a time (a server-side cursor on PostgreSQL).
 BATCH = 1000
+#: Rolled-up rows of the top users' report the dashboard keeps per range.
+ROLLED_PREFIX = 1000
+
+T = TypeVar("T")
 #: Dashboard ranges: name -> (length, step).
 RANGES = {
     "day": (timedelta(days=1), timedelta(minutes=15)),
@@ -92,6 +98,11 @@ class StatsStore:
         self.db = db
         self.bucket_seconds = bucket_seconds
         self.retention = retention
+        # the dashboard's sums over rolled-up days, until a roll-up (or a write to the past)
+        self._memos: dict[str, tuple[tuple[Any, ...], Any]] = {}
+        self._memo_lock = threading.Lock()
+        #: bumped when a write changes runs that ended before today (see _session_lengths)
+        self._past_writes = 0
 
     # -- the poller's writes ------------------------------------------------------------------
 
@@ -126,6 +137,8 @@ class StatsStore:
     ) -> list[OpenSession]:
         """Store one poll's changes; return the sessions it opened (with their ids)."""
         now = snapshot.taken
+        if any(c.ended < logic.day_start(now) for c in changes.closed):
+            self._past_writes += 1  # a run that ended before today
         with self.db.session() as session:
             if changes.closed:
                 session.execute(
@@ -194,6 +207,8 @@ class StatsStore:
             if row is None:
                 row = ServerSession(user=server.user, server=server.server, started=server.started)
                 session.add(row)
+            elif row.ended is not None and row.ended < logic.day_start(now):
+                self._past_writes += 1  # reopened: it no longer ended before today
             row.ended = row.end_reason = None
             row.last_activity = server.last_activity
             row.last_seen = now
@@ -307,15 +322,22 @@ class StatsStore:
         split = min(max(self.rolled_until(session, now), query.start), query.end)
         live = self._live_rows(session, query, split, now)
         if query.start >= split:
-            return iter(logic.merge_sorted_usage([], live, []))
-        rolled_of_live = [
-            row
-            for chunk in _chunks(sorted(live))
-            for row in self._rolled(session, query, split, users=chunk)
-        ]
+            return logic.merge_sorted_usage([], live, {})
         return logic.merge_sorted_usage(
-            self._rolled(session, query, split, ordered=True), live, rolled_of_live
+            self._rolled(session, query, split, ordered=True),
+            live,
+            self._rolled_of(session, query, split, live),
         )
+
+    def _rolled_of(
+        self, session: Session, query: UsageQuery, split: datetime, users: Iterable[str]
+    ) -> dict[str, UserUsage]:
+        """The rolled-up rows of ``users`` (those with live usage), a chunk of them a query."""
+        return {
+            row.user: row
+            for chunk in _chunks(sorted(users))
+            for row in self._rolled(session, query, split, users=chunk)
+        }
 
     def _live_rows(
         self, session: Session, query: UsageQuery, split: datetime, now: datetime
@@ -467,13 +489,27 @@ class StatsStore:
                 )
             ]
             report = UsageQuery(first_day, last_day, None, None, "json")
-            with closing(self._rolled(session, report, split, ordered=True)) as rolled:
+            live_rows = logic.live_rows(live)
+            with closing(self._rolled_ordered(session, range_name, report, split)) as rolled:
                 # read only as far as the top needs: the cursor is closed before the rest
-                users = logic.top_usage(
-                    rolled if first_day < split else iter(()), logic.live_rows(live), top
+                top_rows = logic.merge_sorted_usage(
+                    rolled,
+                    live_rows,
+                    self._rolled_of_live(session, range_name, report, split, live_rows),
                 )
-            group_rows = self._group_usage(session, groups, first_day, split, live)
-            lengths = self._session_lengths(session, start)
+                users = list(islice(top_rows, top))
+            group_rows = self._group_usage(session, range_name, groups, first_day, split, live)
+            past = self._remember(
+                f"lengths:{range_name}",
+                (start, split, self._past_writes),
+                lambda: self._session_lengths(session, start, split),
+            )
+            lengths = [
+                a + b
+                for a, b in zip(
+                    past, self._session_lengths(session, max(start, split)), strict=True
+                )
+            ]
         return {
             "range": range_name,
             "step_seconds": step.total_seconds(),
@@ -485,6 +521,60 @@ class StatsStore:
             "session_lengths": {"buckets": list(logic.DURATION_BUCKETS), "counts": lengths},
             "culls": self.recent_culls(),
         }
+
+    def _remember(self, name: str, key: tuple[Any, ...], compute: Callable[[], T]) -> T:
+        """``compute()``, kept until ``key`` changes: the dashboard's sums over rolled-up days
+        change only when a roll-up moves the split, so repeated requests (and the ranges' other
+        users) do not sum the same year of rows again. One value per name: memory stays flat."""
+        with self._memo_lock:
+            kept = self._memos.get(name)
+        if kept is not None and kept[0] == key:
+            return cast(T, kept[1])
+        value = compute()
+        with self._memo_lock:
+            self._memos[name] = (key, value)
+        return value
+
+    def _rolled_of_live(
+        self,
+        session: Session,
+        range_name: str,
+        report: UsageQuery,
+        split: datetime,
+        live: Mapping[str, Any],
+    ) -> dict[str, UserUsage]:
+        """:meth:`_rolled_of` the live days' users, remembered until the next roll-up; only
+        users not asked for yet today are read (they are the users active today)."""
+        if report.start >= split:
+            return {}
+        known: dict[str, UserUsage | None] = self._remember(
+            f"rolled_of_live:{range_name}", (report.start, split), dict
+        )
+        missing = [user for user in live if user not in known]
+        if missing:
+            found = self._rolled_of(session, report, split, missing)
+            with self._memo_lock:
+                known.update({user: found.get(user) for user in missing})
+        return {user: row for user in live if (row := known.get(user)) is not None}
+
+    def _rolled_ordered(
+        self, session: Session, range_name: str, report: UsageQuery, split: datetime
+    ) -> Generator[UserUsage, None, None]:
+        """The rolled-up report in its order: the first ROLLED_PREFIX rows remembered, the rest
+        (rarely needed by the top) read from the database again."""
+        if report.start >= split:
+            return
+
+        def prefix() -> tuple[list[UserUsage], bool]:
+            with closing(self._rolled(session, report, split, ordered=True)) as rows:
+                first = list(islice(rows, ROLLED_PREFIX + 1))
+            return first[:ROLLED_PREFIX], len(first) <= ROLLED_PREFIX
+
+        rows, complete = self._remember(f"top:{range_name}", (report.start, split), prefix)
+        yield from rows
+        if not complete:
+            with closing(self._rolled(session, report, split, ordered=True)) as rest:
+                yield from islice(rest, len(rows), None)
 
     def _active_per_step(
         self, session: Session, start: datetime, end: datetime, step: timedelta
@@ -504,9 +594,11 @@ class StatsStore:
         )
         return {int(i): n for i, n in result}
 
-    def _session_lengths(self, session: Session, since: datetime) -> list[int]:
-        """:func:`logic.duration_histogram` of the runs ended since ``since``, counted by the
-        database (the index on ``ended``) instead of reading every run."""
+    def _session_lengths(
+        self, session: Session, since: datetime, until: datetime | None = None
+    ) -> list[int]:
+        """:func:`logic.duration_histogram` of the runs ended since ``since`` (and before
+        ``until``), counted by the database (the index on ``ended``), not read one by one."""
         seconds = _seconds_between(ServerSession.started, ServerSession.ended)
         bucket = case(
             *((seconds <= edge, i) for i, edge in enumerate(logic.DURATION_BUCKETS)),
@@ -514,7 +606,11 @@ class StatsStore:
         )
         runs = (
             select(bucket.label("b"))
-            .where(ServerSession.ended.is_not(None), ServerSession.ended >= since)
+            .where(
+                ServerSession.ended.is_not(None),
+                ServerSession.ended >= since,
+                *([] if until is None else [ServerSession.ended < until]),
+            )
             .subquery()
         )
         counts = [0] * (len(logic.DURATION_BUCKETS) + 1)
@@ -525,6 +621,7 @@ class StatsStore:
     def _group_usage(
         self,
         session: Session,
+        range_name: str,
         groups: list[tuple[str, int]],
         start: datetime,
         split: datetime,
@@ -533,38 +630,11 @@ class StatsStore:
         """The dashboard's group table: one grouped query over the roll-ups for all the groups,
         plus the live days; the same numbers as each group's usage report."""
         names = [group for group, _ in groups]
-        rolled: dict[str, tuple[int, float]] = {}
-        if names and start < split:
-            # one row per (group, user, day) however many memberships overlap the day
-            days = (
-                select(
-                    GroupMembership.group.label("grp"),
-                    DailyUsage.user,
-                    DailyUsage.day,
-                    DailyUsage.server_seconds,
-                    DailyUsage.active_seconds,
-                )
-                .join(
-                    GroupMembership,
-                    and_(GroupMembership.user == DailyUsage.user, _member_that_day(DailyUsage.day)),
-                )
-                .where(
-                    GroupMembership.group.in_(names),
-                    DailyUsage.day >= start,
-                    DailyUsage.day < split,
-                )
-                .distinct()
-                .subquery()
-            )
-            active = distinct(case((days.c.active_seconds > 0, days.c.user)))
-            rolled = {
-                group: (int(n), float(seconds or 0.0))
-                for group, n, seconds in session.execute(
-                    select(
-                        days.c.grp, func.count(active), func.sum(days.c.server_seconds)
-                    ).group_by(days.c.grp)
-                )
-            }
+        rolled = self._remember(
+            f"groups:{range_name}",
+            (start, split, tuple(names)),
+            lambda: self._group_rolled(session, names, start, split),
+        )
         users = sorted({user for per_user in live.values() for user in per_user})
         memberships: dict[str, dict[str, list[tuple[datetime, datetime | None]]]] = {}
         active_before: set[tuple[str, str]] = set()
@@ -602,6 +672,43 @@ class StatsStore:
                 )
         return logic.group_usage(groups, rolled, live, memberships, active_before)
 
+    def _group_rolled(
+        self, session: Session, names: list[str], start: datetime, split: datetime
+    ) -> dict[str, tuple[int, float]]:
+        """Per group: users active on a rolled-up in-group day, and server seconds then."""
+        if not names or start >= split:
+            return {}
+        # one row per (group, user, day) however many memberships overlap the day
+        days = (
+            select(
+                GroupMembership.group.label("grp"),
+                DailyUsage.user,
+                DailyUsage.day,
+                DailyUsage.server_seconds,
+                DailyUsage.active_seconds,
+            )
+            .join(
+                GroupMembership,
+                and_(GroupMembership.user == DailyUsage.user, _member_that_day(DailyUsage.day)),
+            )
+            .where(
+                GroupMembership.group.in_(names),
+                DailyUsage.day >= start,
+                DailyUsage.day < split,
+            )
+            .distinct()
+            .subquery()
+        )
+        active = distinct(case((days.c.active_seconds > 0, days.c.user)))
+        return {
+            group: (int(n), float(seconds or 0.0))
+            for group, n, seconds in session.execute(
+                select(days.c.grp, func.count(active), func.sum(days.c.server_seconds)).group_by(
+                    days.c.grp
+                )
+            )
+        }
+
     def _daily_series(
         self,
         session: Session,
@@ -611,17 +718,22 @@ class StatsStore:
         live: dict[datetime, dict[str, DayUsage]],
     ) -> list[tuple[datetime, int, int]]:
         """Per day: users active, users with a running server (roll-ups, then the live days)."""
-        points: dict[datetime, tuple[int, int]] = {}
-        for day, active, running in session.execute(
-            select(
-                DailyUsage.day,
-                func.count().filter(DailyUsage.active_seconds > 0),
-                func.count().filter(DailyUsage.server_seconds > 0),
-            )
-            .where(DailyUsage.day >= start, DailyUsage.day < min(split, end))
-            .group_by(DailyUsage.day)
-        ):
-            points[day] = (active, running)
+
+        def rolled() -> dict[datetime, tuple[int, int]]:
+            return {
+                day: (active, running)
+                for day, active, running in session.execute(
+                    select(
+                        DailyUsage.day,
+                        func.count().filter(DailyUsage.active_seconds > 0),
+                        func.count().filter(DailyUsage.server_seconds > 0),
+                    )
+                    .where(DailyUsage.day >= start, DailyUsage.day < min(split, end))
+                    .group_by(DailyUsage.day)
+                )
+            }
+
+        points = dict(self._remember("series:days", (start, end, split), rolled))
         for day, per_user in live.items():
             if start <= day < end:
                 points[day] = (

@@ -27,7 +27,17 @@ from hubservices.common.db import Database
 from hubservices.common.hubapi import HubUnavailable
 from hubservices.stats import handlers, logic
 from hubservices.stats import poller as poller_module
-from hubservices.stats.logic import DAY, UsageQuery, day_start, iso, parse_usage_query
+from hubservices.stats.logic import (
+    DAY,
+    ClosedSession,
+    HubSnapshot,
+    LiveServer,
+    SessionChanges,
+    UsageQuery,
+    day_start,
+    iso,
+    parse_usage_query,
+)
 from hubservices.stats.metrics import PollMetrics
 from hubservices.stats.models import (
     ActivityBucket,
@@ -485,3 +495,25 @@ def test_streamed_json_export_is_the_whole_report(db: Database) -> None:
         {"from": "2026-03-01", "to": "2026-03-11", "user": None, "group": "c2", "users": users}
     )
     assert {u["user"] for u in users} == {"ann", "carl", "dee"}
+
+
+def test_remembered_dashboard_sums_follow_runs_closed_in_the_past(db: Database) -> None:
+    """The dashboard keeps its sums over rolled-up days until the next roll-up; a run the
+    service closes at the time it was last seen, before today (it was down overnight), still
+    shows at once, as does today's usage."""
+    store = store_history(db)
+    store.roll_up(NOW)
+    before = store.dashboard("semester", NOW)
+    snapshot = HubSnapshot(NOW, "5.3.0", {"zed": None}, [], frozenset())
+    run = LiveServer("zed", "", NOW - timedelta(days=2), None, "running")
+    (opened,) = store.apply(snapshot, SessionChanges(opened=[run]), {"zed": NOW}, [], [])
+    closed = ClosedSession(opened, NOW - timedelta(days=1, hours=12), "unobserved")
+    store.apply(snapshot, SessionChanges(closed=[closed]), {}, [], [])
+    after = store.dashboard("semester", NOW)
+    fresh = StatsStore(db, bucket_seconds=900).dashboard("semester", NOW)
+    assert after == fresh
+    counts = zip(
+        before["session_lengths"]["counts"], after["session_lengths"]["counts"], strict=True
+    )
+    assert [b - a for a, b in counts] == [0] * 7 + [1, 0, 0, 0]  # 12 h: in (8 h, 1 d]
+    assert after["series"][-1]["active_users"] == before["series"][-1]["active_users"] + 1
