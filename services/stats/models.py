@@ -55,9 +55,19 @@ class DailyUsage(Base):
     """One user's usage on one UTC day, rolled up from sessions and activity buckets."""
 
     __tablename__ = "stats_daily"
-    # a user's days in a range (group tables join memberships on the user): the primary key
-    # (day, user) serves ranges of days for everyone
-    __table_args__ = (Index("ix_stats_daily_user_day", "user", "day"),)
+    # A user's days in a range (group tables join memberships on the user), and every user's
+    # sums over a long range read in user order from this index alone (it holds the values):
+    # the primary key (day, user) serves short ranges of days for everyone.
+    __table_args__ = (
+        Index(
+            "ix_stats_daily_user_day",
+            "user",
+            "day",
+            "sessions",
+            "server_seconds",
+            "active_seconds",
+        ),
+    )
 
     day: Mapped[datetime] = mapped_column(DateTime, primary_key=True)
     user: Mapped[str] = mapped_column(NAME, primary_key=True)
