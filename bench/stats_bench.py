@@ -7,7 +7,12 @@
   p99 of ``/services/stats/metrics`` next to the hub's own ``/hub/metrics``, both through the
   proxy, sequentially, in the same run.
 - ``storage``: bytes per active user-day, from a simulated day of one-minute polls (no hub).
-- ``report``: the usage report over a simulated year (1,000 users x 365 days) on SQLite.
+- ``report``: a simulated year on SQLite (``--report-users`` x ``--report-days`` of roll-ups in
+  ``--report-groups`` groups, raw sessions of the ``--report-active`` share of users, the last
+  day rolled up by the store): the usage report (all users, one group), the dashboard of every
+  range (p50/p95 of ``--dashboard-runs`` requests; the first of each sums the rolled-up days,
+  the next reuse them), and the CSV and JSON exports as ``api/usage`` streams them (time, size,
+  pieces, peak RSS growth of this process).
 
 Run from the project root: ``.venv/bin/python -m bench.stats_bench [--only poll|storage|report]``.
 Targets: poll of 10k users under 5 s; scrape p99 no worse than the hub's; report under 1 s.
@@ -29,7 +34,7 @@ from unittest import mock
 import httpx
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
-from sqlalchemy import insert
+from sqlalchemy import delete, insert
 
 from bench.common import percentile, run_on_hub
 from hubservices.common.db import Database
@@ -285,6 +290,7 @@ def bench_report(args: argparse.Namespace, workdir: Path) -> None:
     now = first + timedelta(days=days, hours=12)
     t = time.monotonic()
     fill_history(db, first, now, users, args.report_groups, args.report_active)
+    assert store.roll_up(now) == 1
     figure(
         f"setup: {days} days x {users:,} users ({args.report_active:.0%} active) stored in",
         f"{time.monotonic() - t:.1f} s",
@@ -333,8 +339,9 @@ def bench_report(args: argparse.Namespace, workdir: Path) -> None:
 def fill_history(
     db: Database, first: datetime, now: datetime, users: int, groups: int, active: float
 ) -> None:
-    """Roll-ups for every user and day; sessions (09:00, 4-8 h) of the active users every day,
-    the last one still open; their activity buckets over the last 8 days."""
+    """Roll-ups for every user and day but yesterday (left to the store's roll-up); sessions
+    (09:00, 4-8 h) of the active users every day, today's still open; their activity buckets
+    over the last 8 days."""
     names = [f"u{u:05d}" for u in range(users)]
     busy = names[: max(1, int(users * active))]
     today = logic.day_start(now)
@@ -390,7 +397,9 @@ def fill_history(
             GroupMembership(group=f"course{u % groups}", user=name, joined=first)
             for u, name in enumerate(names)
         )
-        session.add(Meta(key=ROLLED_UNTIL, value=today.isoformat()))
+        # yesterday is rolled up by the store, from the raw rows, as the poller would
+        session.add(Meta(key=ROLLED_UNTIL, value=(today - DAY).isoformat()))
+        session.execute(delete(DailyUsage).where(DailyUsage.day == today - DAY))
 
 
 def usage_export(store: StatsStore, query: logic.UsageQuery, now: datetime) -> Iterator[str]:

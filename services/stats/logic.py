@@ -486,8 +486,9 @@ def group_usage(
         newly: set[str] = set()
         member = memberships.get(group, {})
         for day in sorted(live):
-            for user, usage in live[day].items():
-                if member_on(member, user, day):
+            for user in member:
+                usage = live[day].get(user)
+                if usage is not None and member_on(member, user, day):
                     seconds += usage.server_seconds
                     if usage.active_seconds > 0 and (group, user) not in active_before:
                         newly.add(user)
