@@ -101,7 +101,8 @@ class StatsStore:
         # the dashboard's sums over rolled-up days, until a roll-up (or a write to the past)
         self._memos: dict[str, tuple[tuple[Any, ...], Any]] = {}
         self._memo_lock = threading.Lock()
-        #: bumped when a write changes runs that ended before today (see _session_lengths)
+        #: bumped when a write changes what happened before today (runs, activity): the
+        #: dashboard's kept sums over earlier days hold only as long as it stays the same
         self._past_writes = 0
 
     # -- the poller's writes ------------------------------------------------------------------
@@ -137,8 +138,13 @@ class StatsStore:
     ) -> list[OpenSession]:
         """Store one poll's changes; return the sessions it opened (with their ids)."""
         now = snapshot.taken
-        if any(c.ended < logic.day_start(now) for c in changes.closed):
-            self._past_writes += 1  # a run that ended before today
+        today = logic.day_start(now)
+        if (
+            any(c.ended < today for c in changes.closed)
+            or any(s.started is not None and s.started < today for s in changes.opened)
+            or any(bucket < today for bucket in buckets.values())
+        ):
+            self._past_writes += 1  # a run or activity before today, first seen now
         with self.db.session() as session:
             if changes.closed:
                 session.execute(
@@ -478,14 +484,13 @@ class StatsStore:
             split = min(max(self.rolled_until(session, now), first_day), last_day)
             live = self._day_usage(session, split, last_day, now) if split < last_day else {}
             if step < DAY:
-                series = logic.time_series(
-                    start,
-                    end,
-                    step,
-                    self._spans(session, start, end),
-                    self._active_per_step(session, start, end, step),
-                    now,
-                )
+                # steps before the live days are kept, like the sums over rolled-up days
+                cut = max(start, split)
+                series = self._remember(
+                    f"series:{range_name}",
+                    (start, cut, self._past_writes),
+                    lambda: self._step_series(session, start, cut, step, now),
+                ) + self._step_series(session, cut, end, step, now)
             else:
                 series = self._daily_series(session, start, end, split, live)
             groups = [
@@ -585,6 +590,22 @@ class StatsStore:
         if not complete:
             with closing(self._rolled(session, report, split, ordered=True)) as rest:
                 yield from islice(rest, len(rows), None)
+
+    def _step_series(
+        self, session: Session, start: datetime, end: datetime, step: timedelta, now: datetime
+    ) -> list[tuple[datetime, int, int]]:
+        """:func:`logic.time_series` of the steps in [start, end): users active (counted by the
+        database), servers running (from the runs in the range)."""
+        if start >= end:
+            return []
+        return logic.time_series(
+            start,
+            end,
+            step,
+            self._spans(session, start, end),
+            self._active_per_step(session, start, end, step),
+            now,
+        )
 
     def _active_per_step(
         self, session: Session, start: datetime, end: datetime, step: timedelta

@@ -497,23 +497,43 @@ def test_streamed_json_export_is_the_whole_report(db: Database) -> None:
     assert {u["user"] for u in users} == {"ann", "carl", "dee"}
 
 
-def test_remembered_dashboard_sums_follow_runs_closed_in_the_past(db: Database) -> None:
-    """The dashboard keeps its sums over rolled-up days until the next roll-up; a run the
-    service closes at the time it was last seen, before today (it was down overnight), still
-    shows at once, as does today's usage."""
+def test_remembered_dashboard_sums_follow_what_is_first_seen_about_the_past(
+    db: Database,
+) -> None:
+    """The dashboard keeps its sums over earlier days until the next roll-up, yet shows at once
+    what a poll first sees about them (the service was down overnight): activity of late
+    yesterday, a run started two days ago, and that run closed at the time it was last seen."""
     store = store_history(db)
     store.roll_up(NOW)
-    before = store.dashboard("semester", NOW)
+    semester_before, week_before = (store.dashboard(r, NOW) for r in ("semester", "week"))
+
+    def grew(week: dict, hours_before_today: int, field: str) -> int:
+        t = iso(day_start(NOW) - timedelta(hours=hours_before_today))
+        now, then = ({p["t"]: p for p in w["series"]}[t] for w in (week, week_before))
+        return int(now[field] - then[field])
+
     snapshot = HubSnapshot(NOW, "5.3.0", {"zed": None}, [], frozenset())
+    late = {"zed": day_start(NOW) - timedelta(minutes=15)}  # yesterday 23:45
+    store.apply(snapshot, SessionChanges(), late, [], [])
+    week = store.dashboard("week", NOW)
+    assert grew(week, 1, "active_users") == 1
+
     run = LiveServer("zed", "", NOW - timedelta(days=2), None, "running")
-    (opened,) = store.apply(snapshot, SessionChanges(opened=[run]), {"zed": NOW}, [], [])
+    (opened,) = store.apply(snapshot, SessionChanges(opened=[run]), {}, [], [])
+    week = store.dashboard("week", NOW)
+    assert grew(week, 25, "running_servers") == 1  # two days ago 23:00
+    assert grew(week, 1, "running_servers") == 1  # still open
+
     closed = ClosedSession(opened, NOW - timedelta(days=1, hours=12), "unobserved")
     store.apply(snapshot, SessionChanges(closed=[closed]), {}, [], [])
-    after = store.dashboard("semester", NOW)
-    fresh = StatsStore(db, bucket_seconds=900).dashboard("semester", NOW)
-    assert after == fresh
+    week, semester = (store.dashboard(r, NOW) for r in ("week", "semester"))
+    assert grew(week, 1, "running_servers") == 0  # ended yesterday 00:00
+    assert grew(week, 25, "running_servers") == 1
     counts = zip(
-        before["session_lengths"]["counts"], after["session_lengths"]["counts"], strict=True
+        semester_before["session_lengths"]["counts"],
+        semester["session_lengths"]["counts"],
+        strict=True,
     )
     assert [b - a for a, b in counts] == [0] * 7 + [1, 0, 0, 0]  # 12 h: in (8 h, 1 d]
-    assert after["series"][-1]["active_users"] == before["series"][-1]["active_users"] + 1
+    fresh = StatsStore(db, bucket_seconds=900)
+    assert (week, semester) == (fresh.dashboard("week", NOW), fresh.dashboard("semester", NOW))
