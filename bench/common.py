@@ -1,9 +1,11 @@
-"""What every benchmark does the same way: percentiles, the machine, a hub run, the docs."""
+"""What every benchmark does the same way: percentiles, the machine, a hub run, the databases
+its figures are measured on, the docs."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import math
 import os
 import platform
@@ -18,6 +20,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import psutil
+from sqlalchemy import URL, create_engine, text
+from sqlalchemy.engine import make_url
+
+from tests.harness.postgres import fresh_database, running_postgres
 
 if TYPE_CHECKING:
     from tests.harness.hub import Hub
@@ -26,6 +32,9 @@ ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs" / "benchmarks.md"
 
 T = TypeVar("T")
+
+#: The databases our services run on, by ``--db`` name: what a figure's label calls each.
+DATABASES = {"sqlite": "SQLite", "postgresql": "PostgreSQL"}
 
 
 def percentile(samples: list[float], p: float) -> float:
@@ -105,6 +114,72 @@ def add_output_options(parser: argparse.ArgumentParser, title: str) -> None:
         help=f"replace the {title} section of docs/benchmarks.md",
     )
     parser.add_argument("--keep", action="store_true", help="keep the hub's directory and log")
+
+
+def add_db_option(parser: argparse.ArgumentParser) -> None:
+    """``--db``: which databases our services' figures are measured on (each one, side by side)."""
+    parser.add_argument(
+        "--db",
+        choices=[*DATABASES, "both"],
+        default="both",
+        help="our services' database for every figure that involves it: SQLite, PostgreSQL "
+        "(a private server the benchmark starts and stops), or both, side by side (default)",
+    )
+
+
+def chosen_databases(args: argparse.Namespace) -> list[str]:
+    """The ``--db`` choice as a list of :data:`DATABASES` keys, SQLite first."""
+    return list(DATABASES) if args.db == "both" else [args.db]
+
+
+class Databases:
+    """Fresh, empty databases for one benchmark run: SQLite files in ``directory``; databases
+    on a private PostgreSQL server, started on first use (so ``--db sqlite`` needs none
+    installed) and stopped, its data removed, when the ``with`` block ends, SIGTERM included."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self._stack = contextlib.ExitStack()
+        self._server: URL | None = None
+
+    def __enter__(self) -> Databases:
+        signal.signal(signal.SIGTERM, _terminate)  # so that the server is stopped
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._stack.close()
+
+    def new(self, kind: str, name: str) -> str:
+        """The URL of a new empty database of ``kind`` (a :data:`DATABASES` key)."""
+        if kind == "sqlite":
+            return f"sqlite:///{self.directory / name}.sqlite"
+        if kind != "postgresql":
+            raise ValueError(f"unknown database kind {kind!r}")
+        if self._server is None:
+            print("starting PostgreSQL...", flush=True)
+            self._server = self._stack.enter_context(running_postgres())
+        return self._stack.enter_context(fresh_database(self._server, prefix=name))
+
+
+def database_bytes(url: str, *, vacuum: bool = False) -> int:
+    """How much disk a database takes: the SQLite file, or PostgreSQL's ``pg_database_size``.
+
+    With ``vacuum``, PostgreSQL first rewrites every table (``VACUUM FULL``) so that only live
+    rows and their indexes count, as in SQLite's file: a benchmark that simulates a day in a
+    minute leaves dead row versions faster than autovacuum (once a minute) reclaims them.
+    """
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        return Path(parsed.database or "").stat().st_size
+    engine = create_engine(parsed, isolation_level="AUTOCOMMIT")  # VACUUM: no transaction
+    try:
+        with engine.connect() as connection:
+            if vacuum:
+                connection.execute(text("VACUUM FULL"))
+            size = connection.execute(text("SELECT pg_database_size(current_database())"))
+            return int(size.scalar_one())
+    finally:
+        engine.dispose()
 
 
 def _terminate(signum: int, _frame: Any) -> None:

@@ -1,7 +1,9 @@
 """Our formgrader against nbgrader's own formgrader, on one hub, on one course.
 
 One JupyterHub (``tests.harness.hub.Hub``) runs both, behind the same configurable-http-proxy,
-on the same course directory and SQLite gradebook:
+on the same course directory and gradebook, once per database of ``--db`` (SQLite, nbgrader's
+default; a PostgreSQL the benchmark starts; or both, the default, each run on a hub and a course
+of its own, the figures one after the other):
 
 - ours: the ``formgrader`` service, at ``/services/formgrader/<course>/``;
 - nbgrader's: a managed hub service named after the course running ``jupyterhub-singleuser``
@@ -14,7 +16,8 @@ the other: an autograde of every submission while a grader times an unrelated AP
 same service; ``nbgrader autograde`` on an identical copy of the course; and ``--graders``
 graders doing the grading page's API calls at once, with every write read back afterwards.
 
-Run from the project root: ``.venv/bin/python -m bench.formgrader_bench [--write-docs]``.
+Run from the project root:
+``.venv/bin/python -m bench.formgrader_bench [--db sqlite|postgresql|both] [--write-docs]``.
 """
 
 from __future__ import annotations
@@ -45,7 +48,11 @@ import psutil
 from nbgrader.api import Gradebook
 
 from bench.common import (
+    DATABASES,
+    Databases,
+    add_db_option,
     add_output_options,
+    chosen_databases,
     docs_section,
     machine_busy,
     percentile,
@@ -131,25 +138,36 @@ def assignment_notebook() -> nbformat.NotebookNode:
     return nb
 
 
-def nbgrader_args(root: Path) -> list[str]:
+def default_gradebook(root: Path) -> str:
+    """nbgrader's own gradebook of a course: SQLite in its root."""
+    return f"sqlite:///{root / 'gradebook.db'}"
+
+
+def nbgrader_args(root: Path, db_url: str) -> list[str]:
     """Command-line config of the course for the nbgrader CLI (no config file is read)."""
-    return [f"--CourseDirectory.root={root}", f"--CourseDirectory.course_id={COURSE}"]
+    return [
+        f"--CourseDirectory.root={root}",
+        f"--CourseDirectory.course_id={COURSE}",
+        f"--CourseDirectory.db_url={db_url}",
+    ]
 
 
-def make_course(root: Path, students: list[str]) -> None:
-    """Generate the assignment and write every student's submission into ``submitted/``."""
+def make_course(root: Path, students: list[str], db_url: str | None = None) -> None:
+    """Generate the assignment (its gradebook at ``db_url``, default nbgrader's: SQLite in
+    ``root``) and write every student's submission into ``submitted/``."""
+    db_url = db_url or default_gradebook(root)
     source = root / "source" / ASSIGNMENT
     source.mkdir(parents=True)
     nbformat.write(assignment_notebook(), source / f"{NOTEBOOK}.ipynb")
     subprocess.run(
-        [NBGRADER, "generate_assignment", ASSIGNMENT, *nbgrader_args(root)],
+        [NBGRADER, "generate_assignment", ASSIGNMENT, *nbgrader_args(root, db_url)],
         cwd=root,
         check=True,
         capture_output=True,
     )
     released = nbformat.read(root / "release" / ASSIGNMENT / f"{NOTEBOOK}.ipynb", as_version=4)
     rng = random.Random(0)
-    with Gradebook(f"sqlite:///{root / 'gradebook.db'}", COURSE) as gb:
+    with Gradebook(db_url, COURSE) as gb:
         for i, student in enumerate(students):
             gb.update_or_create_student(student, first_name="Student", last_name=str(i))
             nb = nbformat.from_dict(json.loads(json.dumps(released)))
@@ -197,12 +215,13 @@ def grader_names(count: int) -> list[str]:
     return [f"grader{i}" for i in range(count)]
 
 
-def write_configs(work: Path, course_root: Path) -> Path:
-    """nbgrader's config for the grader account, and ours; returns our config file."""
+def write_configs(work: Path, course_root: Path, db_url: str) -> Path:
+    """nbgrader's config for the grader account, and ours, on the gradebook at ``db_url``;
+    returns our config file."""
     exchange = work / "exchange"
     exchange.mkdir()
-    write_reference_config(course_root.parent, COURSE, course_root, exchange)
-    courses = {COURSE: {"root": str(course_root), "exchange": str(exchange)}}
+    write_reference_config(course_root.parent, COURSE, course_root, exchange, db_url)
+    courses = {COURSE: {"root": str(course_root), "exchange": str(exchange), "db_url": db_url}}
     ours = work / "formgrader_config.py"
     ours.write_text(f"c.FormGrader.courses = {json.dumps(courses)}\n")
     return ours
@@ -307,11 +326,11 @@ async def timed_autograde(
     return Autograde(wall, graded, (machine_busy() - busy) / wall, await polling)
 
 
-async def autograde_cli(root: Path, students: list[str]) -> Autograde:
+async def autograde_cli(root: Path, db_url: str, students: list[str]) -> Autograde:
     """``nbgrader autograde <assignment>`` on a copy of the course: one process, in turn."""
     busy, tic = machine_busy(), time.perf_counter()
     proc = await asyncio.create_subprocess_exec(
-        NBGRADER, "autograde", ASSIGNMENT, *nbgrader_args(root),
+        NBGRADER, "autograde", ASSIGNMENT, *nbgrader_args(root, db_url),
         cwd=root,
         stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.PIPE,
@@ -486,13 +505,30 @@ class Result:
     """Everything the report needs."""
 
     args: argparse.Namespace
+    #: The gradebook's database, a DATABASES key.
+    db: str
     max_workers: int
     autogrades: dict[str, Autograde]
     loads: dict[str, Grading]
 
+    @property
+    def gradebook(self) -> str:
+        """What each figure's label says of the database."""
+        return f"{DATABASES[self.db]} gradebook"
+
+
+@dataclass(frozen=True)
+class Course:
+    """The course both formgraders serve, and the copy ``nbgrader autograde`` grades."""
+
+    root: Path
+    db_url: str
+    cli_root: Path
+    cli_db_url: str
+
 
 async def bench(
-    args: argparse.Namespace, hub: Hub, course_root: Path, cli_root: Path, students: list[str]
+    args: argparse.Namespace, db: str, hub: Hub, course: Course, students: list[str]
 ) -> Result:
     tokens = [new_token(hub, grader) for grader in grader_names(args.graders)]
     ours = service_process(hub, lambda part: part == "hubservices.formgrader")
@@ -502,7 +538,7 @@ async def bench(
         THEIRS: Side(f"{hub.url}/services/{COURSE}/", theirs),
     }
     wait_for(sides[THEIRS].url("formgrader/api/status"), tokens[0], hub)
-    db_url = f"sqlite:///{course_root / 'gradebook.db'}"
+    db_url = course.db_url
     autograde_all = {OURS: autograde_ours, THEIRS: autograde_theirs}
     autogrades: dict[str, Autograde] = {}
     async with client_for(tokens[0]) as instructor, client_for(tokens[-1]) as other:
@@ -516,7 +552,7 @@ async def bench(
             print(f"  {autogrades[name].wall:.1f}s", flush=True)
             if name == OURS:  # from the same untouched submissions as ours
                 print(f"{CLI} on a copy of the course...", flush=True)
-                autogrades[CLI] = await autograde_cli(cli_root, students)
+                autogrades[CLI] = await autograde_cli(course.cli_root, course.cli_db_url, students)
                 print(f"  {autogrades[CLI].wall:.1f}s", flush=True)
     work = targets(db_url, students)
     loads = {}
@@ -524,7 +560,7 @@ async def bench(
         print(f"{args.graders} graders on {name}...", flush=True)
         loads[name] = await grading_load(side, tokens, work, args.rounds, db_url, offset)
         print(f"  {loads[name].wall:.1f}s, {loads[name].lost} lost writes", flush=True)
-    return Result(args, args.max_workers or os.cpu_count() or 2, autogrades, loads)
+    return Result(args, db, args.max_workers or os.cpu_count() or 2, autogrades, loads)
 
 
 # -- reporting ---------------------------------------------------------------------------------
@@ -538,8 +574,8 @@ def grading_table(r: Result) -> list[str]:
     ours, theirs = r.loads[OURS], r.loads[THEIRS]
     a = r.args
     rows = [
-        f"| {a.graders} graders at once, {a.rounds} rounds of {len(CALLS)} calls each "
-        f"| ours | nbgrader's formgrader | nbgrader's / ours |",
+        f"| {a.graders} graders at once, {a.rounds} rounds of {len(CALLS)} calls each, "
+        f"{r.gradebook} | ours | nbgrader's formgrader | nbgrader's / ours |",
         "|---|---:|---:|---:|",
     ]
     for p in (50, 95):
@@ -578,7 +614,8 @@ def failed(load: Grading) -> str:
 
 def unrelated_table(r: Result) -> list[str]:
     rows = [
-        f"| `GET {UNRELATED}` while the autograde runs | ours | nbgrader's formgrader |",
+        f"| `GET {UNRELATED}` while the autograde runs, {r.gradebook} "
+        f"| ours | nbgrader's formgrader |",
         "|---|---:|---:|",
     ]
     ours, theirs = r.autogrades[OURS].unrelated, r.autogrades[THEIRS].unrelated
@@ -592,7 +629,8 @@ def autograde_table(r: Result) -> list[str]:
     ours, cli, theirs = r.autogrades[OURS], r.autogrades[CLI], r.autogrades[THEIRS]
     n = r.args.submissions
     return [
-        f"| autograde of {n} submissions | ours: one request, `max_workers={r.max_workers}` "
+        f"| autograde of {n} submissions, {r.gradebook} "
+        f"| ours: one request, `max_workers={r.max_workers}` "
         f"| `nbgrader autograde {ASSIGNMENT}` | nbgrader's formgrader: {n} requests |",
         "|---|---:|---:|---:|",
         f"| wall time | {ours.wall:.1f} s | {cli.wall:.1f} s | {theirs.wall:.1f} s |",
@@ -631,16 +669,20 @@ def command_line(args: argparse.Namespace) -> str:
         ".venv/bin/python -m bench.formgrader_bench"
         f" --graders={args.graders} --submissions={args.submissions} --rounds={args.rounds}"
         + (f" --max-workers={args.max_workers}" if args.max_workers else "")
+        + (f" --db={args.db}" if args.db != "both" else "")
         + " --write-docs"
     )
 
 
-def formgrader_section(r: Result) -> str:
-    a = r.args
+def formgrader_section(results: list[Result]) -> str:
+    a = results[0].args
+    gradebooks = " and ".join(r.gradebook for r in results)
     body = [
         f"Our formgrader and nbgrader {nbgrader.__version__}'s own, on one JupyterHub "
         f"{jupyterhub.__version__} behind one configurable-http-proxy, on the same course "
-        f"directory and the same SQLite gradebook (nbgrader's default; our service's too). "
+        f"directory and the same gradebook, with our service's own tables next to it: a run "
+        f"on each database ({gradebooks}; SQLite is nbgrader's default, PostgreSQL a private "
+        f"server the benchmark starts), each on a hub and a course of its own. "
         f"nbgrader's runs as nbgrader's \"Using nbgrader with JupyterHub\" documents it for a "
         f"class with several graders: a managed hub service named after the course "
         f"(`{COURSE}`) running `jupyterhub-singleuser` (nbgrader's formgrader server extension "
@@ -676,7 +718,7 @@ def formgrader_section(r: Result) -> str:
         f"acknowledged (HTTP 200) must be there, and a flag must be where the acknowledged "
         f"toggles leave it.",
         "",
-        *figures(r),
+        *figures(results),
         "",
         "Where the differences come from:",
         "",
@@ -697,19 +739,25 @@ def formgrader_section(r: Result) -> str:
         "a kernel starts and stops. Ours runs each student's kernel in the bubblewrap "
         "sandbox (the default; see docs/formgrader.md), nbgrader's runs it as the grader.",
         "",
-        "Command (from the project root; several minutes; run with nothing else on the machine):",
+        "Command (from the project root; several minutes; run with nothing else on the machine; "
+        "`--db=sqlite` or `--db=postgresql` measures on one database only):",
     ]
-    return docs_section("Formgrader", body, command_line(r.args))
+    return docs_section("Formgrader", body, command_line(a))
 
 
-def figures(r: Result) -> list[str]:
-    """The tables and the targets, for the docs and the terminal alike."""
-    tables = [grading_table(r), unrelated_table(r), autograde_table(r)]
-    return [line for table in tables for line in [*table, ""]] + ["Targets:", "", *verdicts(r)]
+def figures(results: list[Result]) -> list[str]:
+    """The tables and the targets of each database, for the docs and the terminal alike."""
+    lines = []
+    for r in results:
+        tables = [grading_table(r), unrelated_table(r), autograde_table(r)]
+        lines += [line for table in tables for line in [*table, ""]]
+        lines += [f"Targets, {r.gradebook}:", "", *verdicts(r), ""]
+    return lines[:-1]
 
 
-def report(r: Result) -> str:
-    return "\n".join(["", *figures(r), "", f"command: {command_line(r.args)}"])
+def report(results: list[Result]) -> str:
+    command = command_line(results[0].args)
+    return "\n".join(["", *figures(results), "", f"command: {command}"])
 
 
 # -- main ----------------------------------------------------------------------------------
@@ -726,6 +774,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--poll-interval", type=float, default=0.1, help="seconds between unrelated calls"
     )
+    add_db_option(parser)
     add_output_options(parser, "Formgrader")
     return parser.parse_args(argv)
 
@@ -737,10 +786,37 @@ def main(argv: list[str] | None = None) -> int:
     os.environ["PATH"] = os.pathsep.join(filter(None, [bindir, os.environ.get("PATH")]))
     work = Path(tempfile.mkdtemp(prefix="formgrader-bench-"))
     print(f"working in {work}", flush=True)
-    course_root = work / f"grader-{COURSE}" / COURSE
+    try:
+        with Databases(work) as dbs:
+            results = [run_on(args, db, work / db, dbs) for db in chosen_databases(args)]
+    finally:
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
+    section = formgrader_section(results) if args.write_docs else None
+    return publish("Formgrader", report(results), section)
+
+
+def run_on(args: argparse.Namespace, db: str, work: Path, dbs: Databases) -> Result:
+    """The whole benchmark with the gradebook (and our service's tables) in a ``db``
+    database: a course, its copy and a hub of its own, in ``work``."""
+    print(f"-- on {DATABASES[db]}", flush=True)
+    work.mkdir()
+    root = work / f"grader-{COURSE}" / COURSE
+
+    def gradebook_url(name: str, course_root: Path) -> str:
+        if db == "sqlite":  # nbgrader's default place
+            return default_gradebook(course_root)
+        return dbs.new(db, name)
+
     cli_root = work / "copy" / COURSE
+    course = Course(
+        root, gradebook_url("gradebook", root), cli_root, gradebook_url("cli", cli_root)
+    )
     students = [f"student{i:02d}" for i in range(args.submissions)]
-    our_args = [f"--config={write_configs(work, course_root)}"]
+    our_args = [
+        f"--config={write_configs(work, root, course.db_url)}",
+        f"--db-url={dbs.new(db, f'formgrader_{db}')}",
+    ]
     if args.max_workers:
         our_args.append(f"--max-workers={args.max_workers}")
     hub = Hub(
@@ -748,18 +824,17 @@ def main(argv: list[str] | None = None) -> int:
         services=["formgrader"],
         service_args={"formgrader": our_args},
         extra_config=reference_hub_config(
-            COURSE, course_root.parent, grader_names(args.graders), free_port()
+            COURSE, root.parent, grader_names(args.graders), free_port()
         ),
     )
 
     def setup() -> None:
-        make_course(course_root, students)
-        shutil.copytree(course_root, cli_root)
+        # the copy made the same way (same students, same answers) on a gradebook of its own
+        make_course(course.root, students, course.db_url)
+        make_course(course.cli_root, students, course.cli_db_url)
 
-    run = functools.partial(bench, args, hub, course_root, cli_root, students)
-    result = run_on_hub(hub, work, run, keep=args.keep, setup=setup)
-    section = formgrader_section(result) if args.write_docs else None
-    return publish("Formgrader", report(result), section)
+    run = functools.partial(bench, args, db, hub, course, students)
+    return run_on_hub(hub, work, run, keep=True, setup=setup)
 
 
 if __name__ == "__main__":

@@ -1,20 +1,25 @@
 """Stats service benchmark (issue 4): one run, figures printed as a Markdown table.
 
-- ``poll``: a real hub with 10,000 users (in 10 groups) and 2,000 running LightSpawner servers.
-  Wall time and hub requests of one poll (first poll: opens every session; steady poll:
-  nothing changed), by our Poller in this process on a temporary SQLite file, and the poll time
-  the stats service itself reports under that hub (least-privilege token). Scrape latency p50 /
-  p99 of ``/services/stats/metrics`` next to the hub's own ``/hub/metrics``, both through the
-  proxy, sequentially, in the same run.
+Every part runs once per database of ``--db`` (SQLite, a PostgreSQL the benchmark starts, or
+both: the default), its figures side by side in one table:
+
+- ``poll``: a real hub (its own database: SQLite) with 10,000 users (in 10 groups) and 2,000
+  running LightSpawner servers, a hub per database. Wall time and hub requests of each poll (a
+  first full sync: opens every session; a full sync with nothing changed; a steady poll: users
+  with a server), by our Poller in this process on a fresh database, and the steady poll time
+  the stats service itself (on a database of its own) reports under that hub (least-privilege
+  token). Scrape latency p50 / p99 of ``/services/stats/metrics`` next to the hub's own
+  ``/hub/metrics``, both through the proxy, sequentially, in the same run.
 - ``storage``: bytes per active user-day, from a simulated day of one-minute polls (no hub).
-- ``report``: a simulated year on SQLite (``--report-users`` x ``--report-days`` of roll-ups in
+- ``report``: a simulated year (``--report-users`` x ``--report-days`` of roll-ups in
   ``--report-groups`` groups, raw sessions of the ``--report-active`` share of users, the last
   day rolled up by the store): the usage report (all users, one group), the dashboard of every
   range (p50/p95 of ``--dashboard-runs`` requests; the first of each sums the rolled-up days,
   the next reuse them), and the CSV and JSON exports as ``api/usage`` streams them (time, size,
   pieces, peak RSS growth of this process).
 
-Run from the project root: ``.venv/bin/python -m bench.stats_bench [--only poll|storage|report]``.
+Run from the project root: ``.venv/bin/python -m bench.stats_bench [--only poll|storage|report]
+[--db sqlite|postgresql|both]``.
 Targets: poll of 10k users under 5 s; scrape p99 no worse than the hub's; report under 1 s.
 """
 
@@ -22,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import statistics
 import tempfile
 import time
@@ -36,7 +42,15 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import delete, insert
 
-from bench.common import percentile, run_on_hub
+from bench.common import (
+    DATABASES,
+    Databases,
+    add_db_option,
+    chosen_databases,
+    database_bytes,
+    percentile,
+    run_on_hub,
+)
 from hubservices.common.db import Database
 from hubservices.common.hubapi import HubAPI
 from hubservices.stats import handlers, logic
@@ -60,17 +74,18 @@ c.JupyterHub.concurrent_spawn_limit = 0
 c.JupyterHub.authenticate_prometheus = False
 c.JupyterHub.cleanup_servers = True
 """
-figures: list[tuple[str, str]] = []
+#: Each measurement's result by database (a DATABASES key), in the order first measured.
+figures: dict[str, dict[str, str]] = {}
 
 
-def figure(name: str, value: str) -> None:
-    figures.append((name, value))
-    print(f"{name}: {value}", flush=True)
+def figure(name: str, value: str, db: str) -> None:
+    figures.setdefault(name, {})[db] = value
+    print(f"[{DATABASES[db]}] {name}: {value}", flush=True)
 
 
-def open_db(path: Path) -> Database:
+def open_db(url: str) -> Database:
     db = Database(
-        f"sqlite:///{path}",
+        url,
         migrations="hubservices.stats.migrations",
         version_table="alembic_version_stats",
     )
@@ -78,14 +93,17 @@ def open_db(path: Path) -> Database:
     return db
 
 
-class CountingTransport(httpx.AsyncHTTPTransport):
-    """Counts the requests our hub client sends."""
+class HubCost:
+    """Counts the requests our hub client sends and the seconds spent waiting for answers
+    (the client's request observer), so a poll's time splits into the hub's and ours."""
 
-    requests = 0
+    def __init__(self) -> None:
+        self.requests = 0
+        self.seconds = 0.0
 
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        CountingTransport.requests += 1
-        return await super().handle_async_request(request)
+    def __call__(self, method: str, route: str, code: str, seconds: float) -> None:
+        self.requests += 1
+        self.seconds += seconds
 
 
 def scrape_samples(text: str) -> dict[tuple[str, tuple], float]:
@@ -96,7 +114,7 @@ def scrape_samples(text: str) -> dict[tuple[str, tuple], float]:
     }
 
 
-async def populate(api: HubAPI, users: int, servers: int, groups: int) -> None:
+async def populate(api: HubAPI, users: int, servers: int, groups: int, db: str) -> None:
     names = [f"u{i:05d}" for i in range(users)]
     t = time.monotonic()
     for i in range(0, users, 1000):
@@ -105,53 +123,71 @@ async def populate(api: HubAPI, users: int, servers: int, groups: int) -> None:
     for g in range(groups):
         await api.create_group(f"course{g}")
         await api.add_group_users(f"course{g}", names[g * size : (g + 1) * size])
-    figure("setup: users and groups created in", f"{time.monotonic() - t:.1f} s")
+    figure("setup: users and groups created in", f"{time.monotonic() - t:.1f} s", db)
     t = time.monotonic()
     await asyncio.gather(*(api.start_server(name) for name in names[:servers]))
-    figure("setup: servers started in", f"{time.monotonic() - t:.1f} s")
+    figure("setup: servers started in", f"{time.monotonic() - t:.1f} s", db)
 
 
-def bench_poll(args: argparse.Namespace, workdir: Path) -> None:
-    """The poll and scrape figures on a real hub, stopped (and checked) whatever happens."""
+def bench_poll(args: argparse.Namespace, workdir: Path, dbs: Databases, db: str) -> None:
+    """The poll and scrape figures on a real hub, stopped (and checked) whatever happens; our
+    poller and the stats service each on a fresh database of kind ``db``."""
+    service_db = dbs.new(db, "stats_service")
     hub = Hub(
-        workdir / "hub",
+        workdir / f"hub-{db}",
         services=["stats"],
-        service_args={"stats": ["--poll-interval=20"]},
+        # a full sync a minute: its first comes before the users exist, and the service's own
+        # steady poll is measured once a full sync has seen them all (default: an hour later)
+        service_args={
+            "stats": ["--poll-interval=20", "--sync-interval=60", f"--db-url={service_db}"]
+        },
         extra_config=HUB_CONFIG,
     )
-    run_on_hub(hub, workdir / "hub", lambda: poll_on_hub(args, hub, workdir), keep=args.keep)
+    poll_db = dbs.new(db, "stats_poll")
+    run = functools.partial(poll_on_hub, args, hub, poll_db, db)
+    run_on_hub(hub, hub.workdir, run, keep=args.keep)
 
 
-async def poll_on_hub(args: argparse.Namespace, hub: Hub, workdir: Path) -> None:
+async def poll_on_hub(args: argparse.Namespace, hub: Hub, db_url: str, kind: str) -> None:
     async with HubAPI(hub.api_url, hub.admin_token, concurrency=50) as api:
-        await populate(api, args.users, args.servers, groups=10)
+        await populate(api, args.users, args.servers, groups=10, db=kind)
         stats_token = await api.create_token("admin", scopes=["access:services!service=stats"])
     auth = {"Authorization": f"Bearer {stats_token}"}
-    transport = CountingTransport()
+    cost = HubCost()
     async with (
-        HubAPI(hub.api_url, hub.admin_token, transport=transport, page_size=200) as client,
+        HubAPI(hub.api_url, hub.admin_token, observer=cost, page_size=200) as client,
         httpx.AsyncClient(timeout=30) as http,
     ):
-        db = open_db(workdir / "poll.sqlite")
+        db = open_db(db_url)
         store = StatsStore(db, bucket_seconds=900, retention=None)
         metrics = PollMetrics(CollectorRegistry())
-        poller = Poller(client, store, metrics, interval=60, groups={"course0"})
-        for label in ("first poll (opens 2,000 sessions, 10,000 memberships)", "steady poll"):
+        poller = Poller(client, store, metrics, interval=60, sync_interval=3600, groups={"course0"})
+        first = f"the first (opens {args.servers:,} sessions, {args.users:,} memberships)"
+        polls = [
+            (f"full sync, {first}", True),
+            ("full sync, nothing changed", True),
+            ("steady poll (users with a running or pending server)", False),
+        ]
+        for label, full in polls:
+            if full:
+                poller.synced = None  # the next poll is a full sync
             await after_service_poll(http, hub, auth)
-            before, t = CountingTransport.requests, time.monotonic()
+            before, waited, t = cost.requests, cost.seconds, time.monotonic()
             await poller.poll()
             elapsed = time.monotonic() - t
             assert metrics.poll_errors._value.get() == 0, "poll failed"
             figure(
                 f"poll of {args.users:,} users, {args.servers:,} servers: {label}",
-                f"{elapsed:.2f} s, {CountingTransport.requests - before} hub requests",
+                f"{elapsed:.2f} s ({cost.seconds - waited:.2f} s waiting for the hub), "
+                f"{cost.requests - before} hub requests",
+                kind,
             )
         assert poller.last is not None
         assert poller.last.summary.users == args.users + 1
         db.dispose()
 
     with httpx.Client(timeout=30) as http:
-        await service_poll_time(http, hub, auth, args.users + 1)
+        await service_poll_time(http, hub, auth, args.users + 1, kind)
         for name, url, headers in [
             ("stats /services/stats/metrics", hub.service_url("stats", "metrics"), auth),
             ("hub /hub/metrics", f"{hub.url}/hub/metrics", {}),
@@ -166,37 +202,50 @@ async def poll_on_hub(args: argparse.Namespace, hub: Hub, workdir: Path) -> None
                 r.raise_for_status()
                 size = len(r.content)
             figure(
-                f"scrape {name} ({args.scrapes} sequential, {size:,} bytes)",
+                f"scrape {name} ({args.scrapes} sequential)",
                 f"p50 {percentile(times, 50) * 1000:.1f} ms, "
-                f"p99 {percentile(times, 99) * 1000:.1f} ms",
+                f"p99 {percentile(times, 99) * 1000:.1f} ms ({size:,} bytes)",
+                kind,
             )
 
 
-async def after_service_poll(http: httpx.AsyncClient, hub: Hub, auth: dict) -> None:
+def service_polls(kind: str, sample: str = "count") -> tuple[str, tuple]:
+    """The key of the stats service's poll histogram sample for polls of ``kind``."""
+    return (f"hubservices_stats_poll_duration_seconds_{sample}", (("kind", kind),))
+
+
+async def after_service_poll(
+    http: httpx.AsyncClient, hub: Hub, auth: dict, timeout: float = 60
+) -> None:
     """Wait until the stats service (polling every 20 s) has just finished a poll, so that the
     hub serves the benchmark's poll alone: a poll overlapping the service's takes up to twice
     as long, which is the hub's single event loop serving two, not the poller."""
     url = hub.service_url("stats", "metrics")
-    count = ("hubservices_stats_poll_duration_seconds_count", ())
 
     async def polls() -> float:
         r = await http.get(url, headers=auth)
         r.raise_for_status()
-        return scrape_samples(r.text).get(count, 0)
+        samples = scrape_samples(r.text)
+        return sum(samples.get(service_polls(kind), 0) for kind in ("active", "full"))
 
     seen = await polls()
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + timeout
     while await polls() == seen:
         if time.monotonic() > deadline:
-            raise RuntimeError("the stats service did not finish a poll within 60 s")
+            raise RuntimeError(f"the stats service did not finish a poll within {timeout} s")
         await asyncio.sleep(0.2)
 
 
-async def service_poll_time(http: httpx.Client, hub: Hub, auth: dict, users: int) -> None:
-    """The poll time the stats service reports, once its polls see every user."""
+POLL_BY_SERVICE = "steady poll by the stats service itself (its histogram)"
+
+
+async def service_poll_time(
+    http: httpx.Client, hub: Hub, auth: dict, users: int, kind: str
+) -> None:
+    """The steady poll time the stats service reports, once its polls see every user."""
     url = hub.service_url("stats", "metrics")
-    duration = ("hubservices_stats_poll_duration_seconds_sum", ())
-    count = ("hubservices_stats_poll_duration_seconds_count", ())
+    duration = service_polls("active", "sum")
+    count = service_polls("active")
     deadline = time.monotonic() + 120
     first = None
     while time.monotonic() < deadline:
@@ -204,17 +253,18 @@ async def service_poll_time(http: httpx.Client, hub: Hub, auth: dict, users: int
         if m.get(("hubservices_stats_users", ())) == users:
             if first is None:
                 first = m
-            elif m[count] > first[count]:
-                polls = m[count] - first[count]
-                seconds = (m[duration] - first[duration]) / polls
-                figure("poll by the stats service itself (its histogram)", f"{seconds:.2f} s")
+            elif m.get(count, 0) > first.get(count, 0):
+                polls = m[count] - first.get(count, 0)
+                seconds = (m[duration] - first.get(duration, 0)) / polls
+                figure(POLL_BY_SERVICE, f"{seconds:.2f} s", kind)
                 return
         await asyncio.sleep(1)
-    figure("poll by the stats service itself", "not measured (no poll within 120 s)")
+    figure(POLL_BY_SERVICE, "not measured (no poll within 120 s)", kind)
 
 
 class DayHub:
-    """Hands the poller a simulated hub: ``active`` users working 09:00-17:00, with servers."""
+    """Hands the poller a simulated hub: ``active`` users working 09:00-17:00, with servers
+    (and, asked for ``state=active``, only those)."""
 
     hub_version = "bench"
 
@@ -225,8 +275,11 @@ class DayHub:
     async def paginate(self, *segments: str, params: Any = None) -> AsyncIterator[dict]:
         working = 9 <= self.now.hour < 17
         start = logic.iso(self.now.replace(hour=9, minute=0))
+        only_active = (params or {}).get("state") == "active"
         for i in range(self.users):
             busy = working and i < self.active
+            if only_active and not busy:
+                continue
             last = self.now if busy else datetime(2026, 1, 1)
             servers = {}
             if busy:
@@ -244,25 +297,24 @@ class DayHub:
             }
 
 
-async def bench_storage(args: argparse.Namespace, workdir: Path) -> None:
-    path = workdir / "storage.sqlite"
-    db = open_db(path)
+async def bench_storage(url: str, kind: str) -> None:
+    db = open_db(url)
     store = StatsStore(db, bucket_seconds=900, retention=None)
     hub = DayHub(users=1000, active=200)
     metrics = PollMetrics(CollectorRegistry())
-    poller = Poller(hub, store, metrics, interval=60, groups=set())
+    poller = Poller(hub, store, metrics, interval=60, sync_interval=3600, groups=set())
     with mock.patch.object(poller_module, "utcnow", lambda: hub.now):
-        await simulate_day(poller, hub, path)
+        await simulate_day(poller, hub, url, kind)
 
 
-async def simulate_day(poller: Poller, hub: DayHub, path: Path) -> None:
+async def simulate_day(poller: Poller, hub: DayHub, url: str, kind: str) -> None:
     """A first poll, then a day of one-minute polls, then the next day's roll-up; the growth."""
     store = poller.store
     db = store.db
     await poller.poll()  # the first poll stores every user's membership and old activity
     db.dispose()
-    before = path.stat().st_size
-    db = open_db(path)
+    before = database_bytes(url, vacuum=True)
+    db = open_db(url)
     store.db = db
     t = time.monotonic()
     for _ in range(24 * 60):
@@ -272,18 +324,21 @@ async def simulate_day(poller: Poller, hub: DayHub, path: Path) -> None:
     hub.now += timedelta(days=1)  # next day: roll-up of the simulated day
     await poller.poll()
     db.dispose()
-    grown = path.stat().st_size - before
+    raw = database_bytes(url) - before
+    grown = database_bytes(url, vacuum=True) - before
+    dead = "" if raw == grown else f", {raw:,} before VACUUM FULL"
     figure(
         "storage: a simulated day (1,000 users, 200 active 8 h, 1,440 polls)",
-        f"{grown / hub.active:,.0f} bytes per active user-day "
-        f"(file grew {grown:,} bytes; polls took {elapsed / 1440 * 1000:.1f} ms each)",
+        f"{grown / hub.active:,.0f} bytes per active user-day (database grew {grown:,} "
+        f"bytes{dead}; polls took {elapsed / 1440 * 1000:.1f} ms each)",
+        kind,
     )
 
 
-def bench_report(args: argparse.Namespace, workdir: Path) -> None:
+def bench_report(args: argparse.Namespace, url: str, kind: str) -> None:
     """A year of roll-ups for every user, raw sessions for the active share of them (all year)
     and their activity for the last week; then reports, the dashboard and the CSV export."""
-    db = open_db(workdir / "report.sqlite")
+    db = open_db(url)
     store = StatsStore(db, bucket_seconds=900, retention=None)
     days, users = args.report_days, args.report_users
     first = datetime(2025, 1, 1)
@@ -294,6 +349,7 @@ def bench_report(args: argparse.Namespace, workdir: Path) -> None:
     figure(
         f"setup: {days} days x {users:,} users ({args.report_active:.0%} active) stored in",
         f"{time.monotonic() - t:.1f} s",
+        kind,
     )
     year = {"from": first.date().isoformat(), "to": (now - timedelta(days=1)).date().isoformat()}
     for label, extra in [("all users", {}), ("one group", {"group": "course3"})]:
@@ -306,6 +362,7 @@ def bench_report(args: argparse.Namespace, workdir: Path) -> None:
         figure(
             f"usage report over {days} days x {users:,} users, {label}",
             f"{statistics.median(times) * 1000:.0f} ms median of 5 ({len(rows)} rows)",
+            kind,
         )
     for range_name in RANGES:
         times = []
@@ -317,6 +374,7 @@ def bench_report(args: argparse.Namespace, workdir: Path) -> None:
             f"dashboard, range {range_name}, {users:,} users in {args.report_groups} groups",
             f"p50 {percentile(times, 50) * 1000:.0f} ms, p95 {percentile(times, 95) * 1000:.0f} ms"
             f" ({args.dashboard_runs} runs; the first {times[0] * 1000:.0f} ms)",
+            kind,
         )
     for fmt in ("csv", "json"):
         query = logic.parse_usage_query({**year, "format": fmt}, now.date())
@@ -332,6 +390,7 @@ def bench_report(args: argparse.Namespace, workdir: Path) -> None:
             f"{elapsed:.2f} s, {size / 2**20:.1f} MiB in {chunks:,} chunks, "
             f"peak RSS +{(peak_rss() - base) / 2**20:.0f} MiB "
             f"(process {peak_rss() / 2**20:.0f} MiB)",
+            kind,
         )
     db.dispose()
 
@@ -433,18 +492,23 @@ def main() -> None:
     parser.add_argument("--report-active", type=float, default=0.1, help="share with servers")
     parser.add_argument("--dashboard-runs", type=int, default=20)
     parser.add_argument("--keep", action="store_true", help="keep the hub's directory and log")
+    add_db_option(parser)
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="stats-bench-") as tmp:
+    kinds = chosen_databases(args)
+    with tempfile.TemporaryDirectory(prefix="stats-bench-") as tmp, Databases(Path(tmp)) as dbs:
         workdir = Path(tmp)
-        if args.only in (None, "report"):
-            bench_report(args, workdir)
-        if args.only in (None, "storage"):
-            asyncio.run(bench_storage(args, workdir))
-        if args.only in (None, "poll"):
-            bench_poll(args, workdir)
-    print("\n| measurement | result |\n|---|---|")
-    for name, value in figures:
-        print(f"| {name} | {value} |")
+        for kind in kinds:
+            if args.only in (None, "report"):
+                bench_report(args, dbs.new(kind, "stats_report"), kind)
+            if args.only in (None, "storage"):
+                asyncio.run(bench_storage(dbs.new(kind, "stats_storage"), kind))
+        for kind in kinds:
+            if args.only in (None, "poll"):
+                bench_poll(args, workdir, dbs, kind)
+    print("\n| measurement | " + " | ".join(DATABASES[k] for k in kinds) + " |")
+    print("|---|" + "---|" * len(kinds))
+    for name, values in figures.items():
+        print(f"| {name} | " + " | ".join(values.get(k, "-") for k in kinds) + " |")
 
 
 if __name__ == "__main__":

@@ -27,7 +27,7 @@ from urllib.parse import urlparse
 
 from jinja2 import ChoiceLoader, Environment, FileSystemLoader, select_autoescape
 from jupyterhub.services.auth import HubOAuth
-from prometheus_client import CollectorRegistry, Gauge, Histogram, Info
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 from tornado.httpserver import HTTPServer
 from tornado.web import Application as TornadoApplication
 from traitlets import Bool, Float, Integer, TraitError, Unicode, default, validate
@@ -400,7 +400,25 @@ class HubServiceApp(Application):
             "1 if the hub API answered the last health check",
             registry=self.registry,
         )
+        # what this service costs the hub: admins see it beside the hub's own metrics
+        self.hub_requests = Counter(
+            f"{prefix}_hub_requests",
+            "Requests sent to the hub's REST API (retries included), by route and status code",
+            ["method", "route", "code"],
+            registry=self.registry,
+        )
+        self.hub_request_duration = Histogram(
+            f"{prefix}_hub_request_duration_seconds",
+            "Time the hub took to answer a request to its REST API, by route",
+            ["method", "route"],
+            registry=self.registry,
+        )
         return self.registry
+
+    def observe_hub_request(self, method: str, route: str, code: str, seconds: float) -> None:
+        """Count one request to the hub (the hub client calls this after each)."""
+        self.hub_requests.labels(method, route, code).inc()
+        self.hub_request_duration.labels(method, route).observe(seconds)
 
     async def hub_status(self) -> dict[str, Any]:
         """Whether the hub answers, asked at most every ``HUB_STATUS_SECONDS``; why not (it
@@ -436,6 +454,7 @@ class HubServiceApp(Application):
             retries=self.hub_retries,
             verify=self.ssl_client_ca or True,
             cert=cert,
+            observer=self.observe_hub_request,
             **options,
         )
 
@@ -487,8 +506,8 @@ class HubServiceApp(Application):
         Benchmarks drive a service opened this way, so they run the service's own code.
         """
         private_dir(Path(self.data_dir))
-        self.hub = self.make_hub_api()
         self.make_metrics()
+        self.hub = self.make_hub_api()
         self.scheduler = Scheduler()
         if self.migrations:
             self.db = Database(

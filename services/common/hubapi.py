@@ -16,7 +16,7 @@ import random
 import re
 import ssl
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from email.utils import parsedate_to_datetime
 from types import TracebackType
 from typing import Any, Literal
@@ -30,7 +30,9 @@ __all__ = [
     "HubAPIError",
     "HubUnavailable",
     "MissingScopeError",
+    "RequestObserver",
     "api_path",
+    "api_route",
 ]
 
 log = logging.getLogger(__name__)
@@ -92,6 +94,20 @@ class HubUnavailable(HubAPIError):
     """
 
 
+#: Called after each request sent to the hub (retries included): method, route (see
+#: :func:`api_route`), status code or "error" when no answer came, and seconds it took.
+RequestObserver = Callable[[str, str, str, float], None]
+
+
+def api_route(*segments: str) -> str:
+    """The path with every name replaced by ``{name}``: a metric label of bounded size.
+
+    Hub API paths alternate collections and names (``users/{name}/servers/{name}``,
+    ``groups/{name}/users``), so every second segment is a name.
+    """
+    return "/" + "/".join("{name}" if i % 2 else s for i, s in enumerate(segments))
+
+
 def api_path(*segments: str) -> str:
     """Join path segments, percent-encoding every one of them whole.
 
@@ -131,6 +147,7 @@ class HubAPI:
         verify: ssl.SSLContext | str | bool = True,
         cert: tuple[str, str] | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
+        observer: RequestObserver | None = None,
     ) -> None:
         url = url or os.environ.get("JUPYTERHUB_API_URL")
         if not url:
@@ -152,6 +169,7 @@ class HubAPI:
         self._backoff_base = backoff_base
         self._backoff_max = backoff_max
         self._page_size = page_size
+        self._observer = observer
         self._semaphore = asyncio.Semaphore(concurrency)
         self._client = httpx.AsyncClient(
             headers={"Authorization": f"token {token}"},
@@ -202,9 +220,17 @@ class HubAPI:
             try:
                 # Hold a slot only while talking to the hub, never while backing off.
                 async with self._semaphore:
-                    response = await self._client.request(
-                        method, self._url + path, params=params, json=json, headers=headers
-                    )
+                    sent = time.monotonic()
+                    try:
+                        response = await self._client.request(
+                            method, self._url + path, params=params, json=json, headers=headers
+                        )
+                    finally:
+                        if self._observer is not None:
+                            code = "error" if response is None else str(response.status_code)
+                            self._observer(
+                                method, api_route(*segments), code, time.monotonic() - sent
+                            )
             except httpx.TransportError as exc:
                 cause = exc
                 problem = _describe(exc)

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from prometheus_client import CollectorRegistry
+from tornado.web import StaticFileHandler
 from traitlets import Bool, Dict, Integer, List, TraitError, Unicode, default, validate
 
 from ..common.app import HubServiceApp
@@ -24,6 +25,8 @@ log = logging.getLogger(__name__)
 
 #: The SMTP password's only source: a command line is visible to every local user.
 SMTP_PASSWORD_ENV = "HUBSERVICES_SMTP_PASSWORD"
+#: The page's script (cull.js), served to anyone as the stats dashboard's are: nothing secret.
+STATIC_DIR = Path(__file__).parent / "static"
 
 
 class Culler(HubServiceApp):
@@ -317,6 +320,7 @@ class Culler(HubServiceApp):
             ("api/culls", CullsAPI),
             ("api/upcoming", UpcomingAPI),
             ("keep", KeepRunning),
+            ("assets/(.*)", StaticFileHandler, {"path": str(STATIC_DIR)}),
         ]
 
 

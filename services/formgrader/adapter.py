@@ -84,6 +84,9 @@ NOT_IN_NBGRADER = {"formgrade_macros.tpl": "{% extends 'formgrade_macros.html.j2
 #: MathJax to serve, the grading page's wait for it ends at once.
 OWN_STATIC = Path(__file__).parent / "static"
 SHIMS = "formgrader/hubservices/shims.js"
+#: nbgrader's pages whose navbar is fixed at the top, and what puts our header above it.
+FIXED_NAVBAR = frozenset({GRADING_TEMPLATE, "formgrade_404.tpl"})
+FIXED_NAVBAR_CSS = "formgrader/hubservices/grading.css"
 
 
 def template_loader() -> BaseLoader:
@@ -398,16 +401,20 @@ class CoursePage(CourseAccess):
         return GradingPageExporter(self.runtime.config, self.rendered, self.settings["mathjax_url"])
 
     def rendered(self, template: str, values: Mapping[str, Any], page: str) -> str:
-        """``page``, rendered from ``template`` with ``values``: note its code; add our script."""
+        """``page``, rendered from ``template`` with ``values``: note its code; add our script,
+        header and styles (after nbgrader's, which they override)."""
         scripts, event_handlers = template_scripts().allowed(template, values)
         if self.allowed_code:
             scripts |= self.allowed_code[0]
             event_handlers |= self.allowed_code[1]
         self.allowed_code = frozenset(scripts), frozenset(event_handlers)
+        base = self.settings["base_url"]
         head = (
             f'<link rel="stylesheet" href="{self.static_url("header.css")}">'
-            f'<script src="{self.settings["base_url"]}/{SHIMS}"></script>'
+            f'<script src="{base}/{SHIMS}"></script>'
         )
+        if template in FIXED_NAVBAR:
+            head += f'<link rel="stylesheet" href="{base}/{FIXED_NAVBAR_CSS}">'
         page = page.replace(HEAD_END, head + HEAD_END, 1)
         body = BODY_START.search(page)
         return page if body is None else page[: body.end()] + self.header() + page[body.end() :]

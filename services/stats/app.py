@@ -44,6 +44,21 @@ class Stats(HubServiceApp):
             raise TraitError(f"poll_interval must be positive, not {value}")
         return value
 
+    sync_interval = Float(
+        3600.0,
+        help="""Seconds between two full syncs of every user and group membership. The polls
+        in between ask only for users with a running or pending server, so sessions stay exact;
+        users without a server (their activity, new and deleted users) and group changes of
+        users without a server show at the next full sync. 0: every poll is a full sync.""",
+    ).tag(config=True)
+
+    @validate("sync_interval")
+    def _check_sync_interval(self, proposal: dict[str, Any]) -> float:
+        value: float = proposal["value"]
+        if value < 0:
+            raise TraitError(f"sync_interval must not be negative, not {value}")
+        return value
+
     activity_bucket = Integer(
         900, help="Seconds per activity bucket: active time is counted in these steps."
     ).tag(config=True)
@@ -110,6 +125,7 @@ class Stats(HubServiceApp):
             self.store,
             self.poll_metrics,
             interval=self.poll_interval,
+            sync_interval=self.sync_interval,
             groups=set(self.metrics_groups),
         )
         self.scheduler.add_periodic(self.poller.poll, self.poll_interval, name=POLL_JOB)

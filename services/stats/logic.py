@@ -93,20 +93,22 @@ def server_state(model: Mapping[str, Any]) -> str | None:
     return None
 
 
-def snapshot_from_users(
-    users: Iterable[Mapping[str, Any]], taken: datetime, hub_version: str | None
-) -> HubSnapshot:
-    """A HubSnapshot from the hub's ``GET /users`` models (with servers and groups)."""
-    activity: dict[str, datetime | None] = {}
-    servers: list[LiveServer] = []
-    memberships: set[tuple[str, str]] = set()
-    for user in users:
+@dataclass
+class SnapshotBuilder:
+    """Reads the hub's ``GET /users`` models (with servers and groups) one at a time, so that
+    a full sync of a large hub keeps what it needs and never the whole list of models."""
+
+    users: dict[str, datetime | None] = field(default_factory=dict)
+    servers: list[LiveServer] = field(default_factory=list)
+    memberships: set[tuple[str, str]] = field(default_factory=set)
+
+    def add(self, user: Mapping[str, Any]) -> None:
         name = user["name"]
-        activity[name] = parse_time(user.get("last_activity"))
+        self.users[name] = parse_time(user.get("last_activity"))
         for server_name, model in (user.get("servers") or {}).items():
             state = server_state(model)
             if state is not None:
-                servers.append(
+                self.servers.append(
                     LiveServer(
                         name,
                         server_name,
@@ -115,8 +117,42 @@ def snapshot_from_users(
                         state,
                     )
                 )
-        memberships.update((group, name) for group in user.get("groups") or [])
-    return HubSnapshot(taken, hub_version, activity, servers, frozenset(memberships))
+        self.memberships.update((group, name) for group in user.get("groups") or [])
+
+    def build(self, taken: datetime, hub_version: str | None) -> HubSnapshot:
+        return HubSnapshot(
+            taken, hub_version, self.users, self.servers, frozenset(self.memberships)
+        )
+
+
+def snapshot_from_users(
+    users: Iterable[Mapping[str, Any]], taken: datetime, hub_version: str | None
+) -> HubSnapshot:
+    """A HubSnapshot from the hub's ``GET /users`` models (with servers and groups)."""
+    builder = SnapshotBuilder()
+    for user in users:
+        builder.add(user)
+    return builder.build(taken, hub_version)
+
+
+def merge_active(synced: HubSnapshot, active: HubSnapshot) -> HubSnapshot:
+    """The hub as a steady poll sees it: the last full sync, updated by the active users.
+
+    ``active`` comes from ``GET /users?state=active``, which lists every user with a running
+    or pending server, so its servers are all the live servers there are, and its users' last
+    activity and groups are fresh. Users without a server keep what the full sync saw: a user
+    created, deleted, renamed or active on the hub without a server since then shows at the
+    next sync.
+    """
+    users = {**synced.users, **active.users}
+    memberships = {(g, u) for g, u in synced.memberships if u not in active.users}
+    return HubSnapshot(
+        active.taken,
+        active.hub_version,
+        users,
+        active.servers,
+        frozenset(memberships | active.memberships),
+    )
 
 
 # -- sessions ---------------------------------------------------------------------------------

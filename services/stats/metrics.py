@@ -118,8 +118,10 @@ class PollMetrics:
         )
         self.poll_duration = Histogram(
             f"{PREFIX}_poll_duration_seconds",
-            "Time a poll of the hub took, storing included",
-            buckets=(0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+            "Time a poll of the hub took, storing included, by kind: active (users with a "
+            "server) or full (every user)",
+            ["kind"],
+            buckets=(0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120),
             registry=registry,
         )
         self.poll_errors = Counter(f"{PREFIX}_poll_errors", "Polls that failed", registry=registry)

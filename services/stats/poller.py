@@ -1,4 +1,10 @@
-"""The periodic job: read the hub's users once, let :mod:`.logic` decide, let the store write."""
+"""The periodic job: read the hub's users, let :mod:`.logic` decide, let the store write.
+
+Most polls ask the hub only for the users with a running or pending server
+(``GET /users?state=active``): every session starts and ends among them. Every
+``sync_interval`` a full sync lists every user, for new, deleted and server-less users and
+group changes. On a large hub that is a few pages per poll instead of one per 200 users.
+"""
 
 from __future__ import annotations
 
@@ -47,13 +53,18 @@ class Poller:
         metrics: PollMetrics,
         *,
         interval: float,
+        sync_interval: float,
         groups: set[str],
     ) -> None:
         self.hub = hub
         self.store = store
         self.metrics = metrics
         self.max_gap = 2 * timedelta(seconds=interval) + GAP_SLACK
+        self.sync_interval = timedelta(seconds=sync_interval)
         self.groups = groups
+        #: the hub as the last poll saw it; steady polls update it, full syncs replace it
+        self.known: logic.HubSnapshot | None = None
+        self.synced: datetime | None = None
         self.state: StoredState | None = None
         self.last: LastPoll | None = None
         self.rolled_day: datetime | None = None
@@ -63,15 +74,19 @@ class Poller:
     async def poll(self) -> None:
         """One poll; a failure is counted and logged, and the next poll starts over."""
         started = time.monotonic()
+        kind = "full" if self._sync_due(utcnow()) else "active"
         try:
-            await self._poll()
+            await self._poll(full=kind == "full")
         except Exception as e:  # the hub or the database failed: keep the schedule going
             self.metrics.poll_errors.inc()
             # a hub error says what went wrong in one line; anything else needs its traceback
             log.error("Poll failed: %s", e, exc_info=not isinstance(e, HubAPIError))
             self.state = None  # reload from the database: a failed write rolled back
         finally:
-            self.metrics.poll_duration.observe(time.monotonic() - started)
+            self.metrics.poll_duration.labels(kind).observe(time.monotonic() - started)
+
+    def _sync_due(self, now: datetime) -> bool:
+        return self.known is None or self.synced is None or now - self.synced >= self.sync_interval
 
     async def _store(self, call: Callable[..., T], *args: Any) -> T:
         """Run a store method (one transaction) in a daemon thread of its own.
@@ -102,11 +117,17 @@ class Poller:
             with contextlib.suppress(Exception):  # the poll that made the call logs failures
                 await asyncio.shield(asyncio.wrap_future(self._writing))
 
-    async def _poll(self) -> None:
+    async def _poll(self, *, full: bool) -> None:
         if self.state is None:
             self.state = await self._store(self.store.load_state)
-        users = [u async for u in self.hub.paginate("users")]  # pages of the client's page_size
-        snapshot = logic.snapshot_from_users(users, utcnow(), self.hub.hub_version)
+        params = None if full else {"state": "active"}
+        builder = logic.SnapshotBuilder()
+        async for user in self.hub.paginate("users", params=params):  # a page at a time
+            builder.add(user)
+        snapshot = builder.build(utcnow(), self.hub.hub_version)
+        if not full:
+            assert self.known is not None  # _sync_due is true until a full sync succeeded
+            snapshot = logic.merge_active(self.known, snapshot)
         state = self.state
         changes = logic.reconcile_sessions(state.open_sessions.values(), snapshot, self.max_gap)
         buckets = logic.new_activity_buckets(
@@ -132,6 +153,9 @@ class Poller:
                 logic.server_seconds(snapshot.servers, self.previous_poll, snapshot.taken)
             )
         self.previous_poll = snapshot.taken
+        self.known = snapshot
+        if full:
+            self.synced = snapshot.taken
         self.last = LastPoll(
             logic.summarize(snapshot, self.groups), snapshot.hub_version, time.time()
         )

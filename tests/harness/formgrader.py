@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -19,6 +20,18 @@ NBGRADER = str(Path(sys.executable).parent / "nbgrader")
 
 #: The demo course's first notebook, the source most formgrader tests start from.
 SAMPLE = ROOT / "deploy" / "local" / "course101" / "source" / "ps1" / "problem1.ipynb"
+#: nbgrader's grading page has started (window load) and shown the submission's grades and
+#: comments (a ``page.wait_for_function`` expression).
+GRADING_READY = (
+    "() => window.formgrader && formgrader.loaded && formgrader.grades.loaded"
+    " && formgrader.comments.loaded && window.MathJax && MathJax.loaded"
+)
+
+
+def submission_of(url: str) -> str:
+    """The submission a grading page URL shows (the page rewrites its ``?index=`` itself)."""
+    found = re.search(r"/submissions/([0-9a-f]{32})/?(\?|$)", url)
+    return found.group(1) if found else ""
 
 
 class Grader:
@@ -117,7 +130,12 @@ def run_as_student(home: Path, exchange: Path, course: str, student: str, *args:
 
 def answer(hub: Hub, student: str, code: str, text: str) -> None:
     """``student``'s fetched ps1 with ``code`` and ``text`` as the answers."""
-    path = hub.workdir / "students" / student / "ps1" / "problem1.ipynb"
+    answer_notebook(hub.workdir / "students" / student / "ps1" / "problem1.ipynb", code, text)
+
+
+def answer_notebook(path: Path, code: str, text: str) -> None:
+    """A fetched copy of the sample notebook (:data:`SAMPLE`) with ``code`` and ``text`` as
+    the answers, as the student would type them."""
     nb = nbformat.read(path, as_version=4)
     for cell in nb.cells:
         grade_id = cell.metadata.get("nbgrader", {}).get("grade_id")

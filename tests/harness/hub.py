@@ -51,7 +51,9 @@ class Hub:
 
     ``service_args`` passes command-line options to a service (``{"cull": ["--timeout=60"]}``),
     ``extra_config`` is appended to ``jupyterhub_config.py`` (spawner choice, more users...),
-    ``prometheus_token`` adds the snippet's ``prometheus`` service with that token.
+    ``prometheus_token`` adds the snippet's ``prometheus`` service with that token,
+    ``db_url`` is the hub's own database (default: SQLite in ``workdir``; a PostgreSQL URL from
+    :func:`tests.harness.postgres.fresh_database` for a hub of the size that uses one).
     """
 
     def __init__(
@@ -63,6 +65,7 @@ class Hub:
         extra_config: str = "",
         recipe: str | None = None,
         prometheus_token: str | None = None,
+        db_url: str | None = None,
     ) -> None:
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -71,6 +74,7 @@ class Hub:
         self.extra_config = extra_config
         self.recipe = recipe
         self.prometheus_token = prometheus_token
+        self.db_url = db_url or f"sqlite:///{self.workdir / 'jupyterhub.sqlite'}"
         self.port = free_port()
         self.hub_port = free_port()
         self.proxy_api_port = free_port()
@@ -102,7 +106,7 @@ c.JupyterHub.hub_bind_url = "http://127.0.0.1:{self.hub_port}"
 c.ConfigurableHTTPProxy.api_url = "http://127.0.0.1:{self.proxy_api_port}"
 c.ConfigurableHTTPProxy.command = [{str(PROXY_COMMAND)!r}]
 c.ConfigurableHTTPProxy.pid_file = {str(work / "proxy.pid")!r}
-c.JupyterHub.db_url = "sqlite:///{work}/jupyterhub.sqlite"
+c.JupyterHub.db_url = {self.db_url!r}
 c.JupyterHub.cookie_secret_file = {str(work / "jupyterhub_cookie_secret")!r}
 c.JupyterHub.authenticator_class = "dummy"
 c.DummyAuthenticator.password = {PASSWORD!r}

@@ -43,11 +43,16 @@ c.JupyterHub.services.append({service!r})
 """
 
 
-def write_reference_config(home: Path, course: str, course_root: Path, exchange: Path) -> None:
-    """The grader account's ``~/.jupyter/nbgrader_config.py``."""
+def write_reference_config(
+    home: Path, course: str, course_root: Path, exchange: Path, db_url: str | None = None
+) -> None:
+    """The grader account's ``~/.jupyter/nbgrader_config.py``; the gradebook at ``db_url``
+    (default: nbgrader's own, SQLite in the course root)."""
     jupyter = home / ".jupyter"
     jupyter.mkdir(parents=True, exist_ok=True)
+    gradebook = f"c.CourseDirectory.db_url = {db_url!r}\n" if db_url else ""
     (jupyter / "nbgrader_config.py").write_text(
         f"c = get_config()  # noqa\nc.CourseDirectory.root = {str(course_root)!r}\n"
         f"c.CourseDirectory.course_id = {course!r}\nc.Exchange.root = {str(exchange)!r}\n"
+        + gradebook
     )

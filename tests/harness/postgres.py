@@ -1,11 +1,15 @@
-"""Pytest plugin: a throwaway PostgreSQL server per test session and a fresh database per test.
+"""A throwaway PostgreSQL server and fresh databases on it: for the tests (a pytest plugin: a
+server per test session, a database per test) and for the benchmarks (``running_postgres``,
+``fresh_database``, plain context managers).
 
-The server is private to the test run (own data directory, free port on 127.0.0.1, unix socket
-in the temp dir), so tests never depend on, or touch, a PostgreSQL service of the machine.
+The server is private to its user (own data directory, free port on 127.0.0.1, unix socket in a
+temp dir), so neither tests nor benchmarks depend on, or touch, a PostgreSQL service of the
+machine.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -20,19 +24,19 @@ from sqlalchemy import URL, create_engine, text
 from tests.harness import free_port
 
 
-@pytest.fixture(scope="session")
-def postgres_server() -> Iterator[URL]:
-    """Start PostgreSQL; yield the URL of its superuser's ``postgres`` database.
+class PostgresMissing(RuntimeError):
+    """PostgreSQL is not installed on this machine."""
 
-    Skips when PostgreSQL is not installed, except under CI (env var CI set), where a missing
-    server must fail the run rather than silently skip the PostgreSQL half of the tests.
-    """
+
+@contextlib.contextmanager
+def running_postgres() -> Iterator[URL]:
+    """Start PostgreSQL; yield the URL of its superuser's ``postgres`` database; stop it and
+    remove its data afterwards. Raises :class:`PostgresMissing` when it is not installed."""
     bindir = _find_bindir()
     if bindir is None:
-        reason = "PostgreSQL is not installed (no pg_ctl in /usr/lib/postgresql/*/bin or on PATH)"
-        if os.environ.get("CI"):
-            pytest.fail(reason)
-        pytest.skip(reason)
+        raise PostgresMissing(
+            "PostgreSQL is not installed (no pg_ctl in /usr/lib/postgresql/*/bin or on PATH)"
+        )
     # PostgreSQL refuses to run as root, so root runs it as the postgres system user.
     as_user = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
     initdb, pg_ctl = [*as_user, str(bindir / "initdb")], [*as_user, str(bindir / "pg_ctl")]
@@ -54,22 +58,46 @@ def postgres_server() -> Iterator[URL]:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-@pytest.fixture
-def postgres_url(postgres_server: URL) -> Iterator[str]:
-    """Create an empty database for one test; yield its URL; drop it afterwards."""
-    name = f"test_{uuid.uuid4().hex}"
-    admin = create_engine(postgres_server, isolation_level="AUTOCOMMIT")
+@contextlib.contextmanager
+def fresh_database(server: URL, prefix: str = "test") -> Iterator[str]:
+    """Create an empty database on ``server``; yield its URL; drop it afterwards."""
+    name = f"{prefix}_{uuid.uuid4().hex}"
+    admin = create_engine(server, isolation_level="AUTOCOMMIT")
     quoted = admin.dialect.identifier_preparer.quote(name)
     try:
         # CREATE/DROP DATABASE have no SQLAlchemy construct, hence text().
         with admin.connect() as connection:
             connection.execute(text(f"CREATE DATABASE {quoted}"))
-        yield postgres_server.set(database=name).render_as_string(hide_password=False)
+        yield server.set(database=name).render_as_string(hide_password=False)
         with admin.connect() as connection:
-            # FORCE: connections a test left open must not keep its database alive.
+            # FORCE: connections a user left open must not keep its database alive.
             connection.execute(text(f"DROP DATABASE {quoted} WITH (FORCE)"))
     finally:
         admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[URL]:
+    """A PostgreSQL server for the test session: the URL of its ``postgres`` database.
+
+    Skips when PostgreSQL is not installed, except under CI (env var CI set), where a missing
+    server must fail the run rather than silently skip the PostgreSQL half of the tests.
+    """
+    with contextlib.ExitStack() as stack:
+        try:
+            url = stack.enter_context(running_postgres())
+        except PostgresMissing as missing:
+            if os.environ.get("CI"):
+                pytest.fail(str(missing))
+            pytest.skip(str(missing))
+        yield url
+
+
+@pytest.fixture
+def postgres_url(postgres_server: URL) -> Iterator[str]:
+    """Create an empty database for one test; yield its URL; drop it afterwards."""
+    with fresh_database(postgres_server) as url:
+        yield url
 
 
 def _find_bindir() -> Path | None:

@@ -20,6 +20,7 @@ from typing import Any
 import httpx
 import pytest
 from aiosmtpd.controller import Controller
+from playwright.sync_api import expect
 
 from tests.harness import free_port
 from tests.harness.hub import Hub
@@ -182,3 +183,55 @@ def test_warned_user_keeps_server_running_and_idle_one_is_culled(
             assert [(c["user"], c["outcome"]) for c in culls] == [("bob", "stopped")]
     for shot in SCREENSHOTS.glob("cull-*.png"):
         shutil.copy(shot, tmp_path / shot.name)
+
+
+@pytest.fixture
+def quiet_hub(tmp_path: Path) -> Iterator[Hub]:
+    """A culler that runs a cycle only when asked (every hour otherwise)."""
+    hub = Hub(tmp_path / "hub", services=["cull"], extra_config=LIGHT)
+    hub.service_args["cull"] = [f"--timeout={TIMEOUT}", "--cull-every=3600"]
+    with hub:
+        yield hub
+
+
+def test_run_a_cycle_now_shows_its_result_without_a_reload(
+    quiet_hub: Hub, hub_page, tmp_path: Path
+) -> None:
+    """The admin clicks "Run a cycle now": the page says it runs, then what the cycle found,
+    and its look-ahead and cycles show that cycle, all on the page they clicked on."""
+    hub = quiet_hub
+    browser = hub_page(hub, "admin")
+    page = browser.page
+    page.goto(hub.service_url("cull"))
+    headers = {"Authorization": f"token {hub.admin_token}"}
+    with httpx.Client(base_url=hub.api_url + "/", headers=headers, timeout=30) as api:
+        assert api.post("users", json={"usernames": ["carol"]}).status_code in (201, 409)
+        r = api.post("users/carol/server", json={"idle_seconds": IDLE_AT_START})
+        assert r.status_code in (201, 202), r.text
+    upcoming = page.locator("#upcoming")
+    expect(upcoming).to_contain_text("Nothing will be culled")  # as of the last cycle
+    cycles_before = page.locator("#cycles tbody tr").count()
+    # what the status line says, and whether the button may be clicked, as it changes
+    page.evaluate(
+        """() => {
+            window.seen = [];
+            const status = document.getElementById("run-status");
+            const button = document.querySelector("#run-now button");
+            new MutationObserver(() => window.seen.push([status.hidden ? "" : status.textContent,
+                                                         button.disabled]))
+                .observe(document.getElementById("run-now").parentNode,
+                         {subtree: true, childList: true, characterData: true, attributes: true});
+        }"""
+    )
+
+    page.get_by_role("button", name="Run a cycle now").click()
+    # carol's server, and the admin's own (the hub starts it at login); both idle < timeout
+    finished = "Cycle finished: 2 servers examined, 0 culled."
+    expect(page.locator("#run-status")).to_have_text(finished, timeout=30_000)
+    seen = page.evaluate("window.seen")  # the page was not reloaded: the observer is still there
+    assert ["Running a cycle…", True] in seen and seen[-1] == [finished, False], seen
+    expect(upcoming.locator("tr", has_text="carol")).to_have_count(1)
+    expect(page.locator("#cycles tbody tr")).to_have_count(cycles_before + 1)
+    expect(page.locator("#cycles tbody tr").first).not_to_contain_text("running")
+    page.screenshot(path=tmp_path / "cull-ran.png", full_page=True)
+    assert browser.problems == [], browser.problems

@@ -19,7 +19,7 @@ import pytest
 from playwright.sync_api import Page, Route, expect
 
 from tests.harness.autograde import make_course101
-from tests.harness.formgrader import SAMPLE, Grader, wait_batch
+from tests.harness.formgrader import GRADING_READY, SAMPLE, Grader, wait_batch
 from tests.harness.hub import Hub
 
 pytestmark = pytest.mark.hub
@@ -207,6 +207,53 @@ def test_tex_renders_offline_on_the_grading_page_and_in_feedback(
     expect(student.page.locator(".MathJax_CHTML").first).to_be_visible(timeout=30_000)
     student.page.screenshot(path=str(shots / "feedback-mathjax.png"))
     assert "\\dots" not in student.page.inner_text("body"), console
+
+
+def test_our_header_sits_above_nbgraders_grading_navbar(pages_hub: Hub, hub_page, shots) -> None:
+    """nbgrader's grading page fixes its navbar (Prev, breadcrumb, Next) at the top: our header
+    comes first, uncovered, the navbar right below it, and the navbar still sticks to the top
+    once the grader scrolls down the notebook."""
+    grader = Grader(pages_hub, "teacher", COURSE)
+    queued = grader.send("POST", "api/submission/ps1/wrong/autograde")
+    assert queued.status_code == 202, queued.text
+    assert wait_batch(grader, queued.json()["batch"])["done"] == 1
+    notebooks = grader.ok("GET", "formgrader/api/submitted_notebooks/ps1/problem1")
+    submission = next(nb for nb in notebooks if nb["student"] == "wrong")
+
+    page = hub_page(pages_hub, "teacher").page
+    page.goto(
+        pages_hub.service_url("formgrader", f"{COURSE}/formgrader/submissions/{submission['id']}/")
+    )
+    page.wait_for_function(GRADING_READY, timeout=60_000)
+    # the page scrolls to the focused input itself, animated: once that is over
+    page.wait_for_function("() => !$('html, body').is(':animated')")
+    page.evaluate("window.scrollTo(0, 0)")
+
+    def box(selector: str) -> dict[str, float]:
+        found = page.locator(selector).first.bounding_box()
+        assert found, selector
+        return found
+
+    def on_top(selector: str) -> bool:
+        """Whether the element is what the browser shows at its own centre (not covered)."""
+        return bool(
+            page.locator(selector).first.evaluate(
+                """el => { const r = el.getBoundingClientRect();
+                           const top = document.elementFromPoint(r.x + r.width / 2,
+                                                                 r.y + r.height / 2);
+                           return el === top || el.contains(top); }"""
+            )
+        )
+
+    header, navbar = box("header.hs-bar"), box("nav.navbar-fixed-top")
+    assert header["y"] == 0 and on_top("header.hs-bar a.hs-brand")
+    assert navbar["y"] == header["y"] + header["height"], (header, navbar)
+    assert on_top("li.next a") and on_top("li.previous a")
+    page.screenshot(path=str(shots / "grading-header.png"))
+    page.mouse.wheel(0, 600)
+    page.wait_for_function("() => window.scrollY > 100")
+    assert box("nav.navbar-fixed-top")["y"] == 0 and on_top("li.next a")
+    page.screenshot(path=str(shots / "grading-header-scrolled.png"))
 
 
 def test_course_page_runs_the_course(pages_hub: Hub, hub_page, shots, tmp_path: Path) -> None:

@@ -39,7 +39,10 @@ def stats_hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hub]:
     hub = Hub(
         tmp_path_factory.mktemp("statshub"),
         services=["stats"],
-        service_args={"stats": ["--poll-interval=1", f"--metrics-groups={GROUP}"]},
+        # polls every second, and a full sync every 3 s: users without a server show then
+        service_args={
+            "stats": ["--poll-interval=1", "--sync-interval=3", f"--metrics-groups={GROUP}"]
+        },
         extra_config=CONFIG,
         prometheus_token=secrets.token_hex(32),
     )
@@ -106,10 +109,17 @@ async def test_sessions_and_metrics_follow_servers(
         m = metrics(admin_get("metrics").text)
         servers = m[("hubservices_stats_servers", (("kind", "default"), ("state", "running")))]
         named = m[("hubservices_stats_servers", (("kind", "named"), ("state", "running")))]
-        return m if (servers, named) == (1, 1) else None
+        users = m[("hubservices_stats_users", ())]  # carol, without a server: at a full sync
+        return m if (servers, named, users) == (1, 1, 4) else None  # admin too
 
-    m = wait_until(running, what="two running servers in the metrics")
-    assert m[("hubservices_stats_users", ())] == 4  # admin too
+    m = wait_until(running, what="two running servers and four users in the metrics")
+    # what the service costs the hub: its requests by route, no user names in labels
+    listed = (
+        "hubservices_stats_hub_requests_total",
+        (("code", "200"), ("method", "GET"), ("route", "/users")),
+    )
+    assert m[listed] >= 2
+    assert not any("dana" in str(labels) for _, labels in m)
     assert m[("hubservices_stats_group_running_servers", (("group", GROUP),))] == 1
     assert m[("hubservices_stats_active_users", (("window", "1h"),))] >= 2
     assert m[("hubservices_stats_unique_users", (("period", "day"),))] >= 2

@@ -28,6 +28,7 @@ from traitlets.config import Config
 
 from hubservices.formgrader.adapter import (
     ACTIONS,
+    FIXED_NAVBAR,
     GRADING_TEMPLATE,
     HEAD_END,
     NOT_IN_NBGRADER,
@@ -230,6 +231,21 @@ def test_nbgraders_templates_are_the_ones_we_read_with_the_marker_we_use() -> No
     # nbconvert's macro that mathjax_macro replaces (it would load MathJax from a CDN)
     for name in (GRADING_TEMPLATE, "feedback/index.html.j2"):
         assert "{{ mathjax() }}" in env.loader.get_source(env, name)[0], name
+
+
+def test_the_pages_with_nbgraders_fixed_navbar_are_the_ones_grading_css_is_added_to() -> None:
+    """grading.css moves the navbar below our header and undoes the body padding made for it."""
+    env = nbgrader_templates()
+    assert env.loader is not None
+    pages = {n for n in template_scripts().pages if n.endswith(".tpl")} | {GRADING_TEMPLATE}
+    fixed = {
+        name
+        for name in pages
+        if re.search(r"navbar-fixed-top|\bnav\(resources\)", env.loader.get_source(env, name)[0])
+    }
+    assert fixed == FIXED_NAVBAR
+    css = (Path(handlers.static_path) / "css" / "formgrade.css").read_text()
+    assert re.search(r"body \{[^}]*padding-top: 70px;", css)
 
 
 # -- CSP from the templates ------------------------------------------------------------------

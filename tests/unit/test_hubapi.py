@@ -189,6 +189,28 @@ async def test_503_twice_then_success(
     assert messages[1].startswith("hub API GET /users/alice: 503, retry 2/3 in ")
 
 
+async def test_every_request_is_reported_by_route_without_names(hub: FakeHub) -> None:
+    """What a service's metrics count: each attempt, its status, names never in the label."""
+    seen: list[tuple[str, str, str]] = []
+
+    def observe(method: str, route: str, code: str, seconds: float) -> None:
+        assert seconds >= 0
+        seen.append((method, route, code))
+
+    hub.script("GET", "/users/a%2Fb", error(503, "Service Unavailable"))
+    async with make_client(hub.url, observer=observe) as client:
+        await client.get_user("a/b")
+        with pytest.raises(HubAPIError):
+            await client.get_user("nobody")
+        await client.hub_info()
+    assert seen == [
+        ("GET", "/users/{name}", "503"),
+        ("GET", "/users/{name}", "200"),
+        ("GET", "/users/{name}", "404"),
+        ("GET", "/", "200"),
+    ]
+
+
 async def test_429_waits_for_retry_after(hub: FakeHub, client: HubAPI) -> None:
     hub.script("GET", "/users/alice", error(429, "Too many requests", **{"Retry-After": "1"}))
 

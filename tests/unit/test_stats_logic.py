@@ -332,3 +332,41 @@ def test_merge_sorted_usage_is_the_whole_report_in_order() -> None:
         iter(rolled_rows), live, {r.user: r for r in rolled_rows if r.user == "u7"}
     )
     assert list(merged) == logic.merge_usage([*rolled_rows, *live["u7"]])
+
+
+def test_a_steady_poll_updates_the_active_users_and_keeps_the_rest_of_the_sync() -> None:
+    t0, t1 = datetime(2026, 3, 2, 9), datetime(2026, 3, 2, 9, 5)
+    synced = logic.snapshot_from_users(
+        [
+            user(
+                "ann",
+                last="2026-03-02T09:00:00Z",
+                servers={"": server("2026-03-02T09:00:00Z")},
+                groups=["c1"],
+            ),
+            user("bob", last="2026-03-01T12:00:00Z", groups=["c1", "c2"]),
+        ],
+        t0,
+        "5.3.0",
+    )
+    active = logic.snapshot_from_users(
+        [
+            user(
+                "cat",
+                last="2026-03-02T09:04:00Z",
+                servers={"": server("2026-03-02T09:04:00Z")},
+                groups=["c2"],
+            )
+        ],
+        t1,
+        "5.3.1",
+    )
+    merged = logic.merge_active(synced, active)
+    assert merged.taken == t1 and merged.hub_version == "5.3.1"
+    assert [(s.user, s.server) for s in merged.servers] == [("cat", "")]  # ann's server is gone
+    assert merged.users == {
+        "ann": datetime(2026, 3, 2, 9),
+        "bob": datetime(2026, 3, 1, 12),
+        "cat": datetime(2026, 3, 2, 9, 4),
+    }
+    assert merged.memberships == {("c1", "ann"), ("c1", "bob"), ("c2", "bob"), ("c2", "cat")}

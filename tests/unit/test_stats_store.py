@@ -61,11 +61,20 @@ class StubHub:
     def __init__(self) -> None:
         self.users: list[dict[str, Any]] = []
         self.fail = False
+        self.requests: list[str | None] = []  # the state filter of each listing
 
     async def paginate(self, *segments: str, params: Any = None) -> AsyncIterator[dict]:
+        """The users, or with ``state=active`` those with a running or pending server, as
+        the hub filters them."""
         if self.fail:
             raise HubUnavailable("GET", "/users", 503, "hub down")
+        self.requests.append((params or {}).get("state"))
         for user in self.users:
+            if (params or {}).get("state") == "active":
+                servers = {n: s for n, s in user["servers"].items() if s["ready"] or s["pending"]}
+                if not servers:
+                    continue
+                user = {**user, "servers": servers}
             yield user
 
 
@@ -103,11 +112,17 @@ def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
 
 
 def make_poller(
-    db: Database, hub: StubHub, retention: timedelta | None = None, interval: float = 60
+    db: Database,
+    hub: StubHub,
+    retention: timedelta | None = None,
+    interval: float = 60,
+    sync_interval: float = 3600,
 ) -> Poller:
     store = StatsStore(db, bucket_seconds=900, retention=retention)
     metrics = PollMetrics(CollectorRegistry())
-    return Poller(hub, store, metrics, interval=interval, groups={"c1"})
+    return Poller(
+        hub, store, metrics, interval=interval, sync_interval=sync_interval, groups={"c1"}
+    )
 
 
 def user(name: str, servers: dict[str, datetime] | None = None, *, last=None, groups=()) -> dict:
@@ -198,7 +213,7 @@ async def test_activity_is_stored_only_when_it_moves(db: Database, clock: Clock)
     poller = make_poller(db, hub)
     for _ in range(10):  # ten polls of 100 idle users and one busy one
         hub.users = [user(f"idle{i}", last=DAY0) for i in range(100)]
-        hub.users.append(user("busy", last=clock.now))
+        hub.users.append(user("busy", {"": DAY0}, last=clock.now))
         await poller.poll()
         clock.advance(minutes=5)
     with db.session() as s:
@@ -206,6 +221,45 @@ async def test_activity_is_stored_only_when_it_moves(db: Database, clock: Clock)
         counts = dict(rows.all())
     assert counts.pop("busy") == 4  # 50 minutes in 15-minute buckets
     assert set(counts.values()) == {1}  # idle users: their one old bucket, once
+
+
+async def test_steady_polls_ask_for_active_users_and_a_full_sync_catches_up(
+    db: Database, clock: Clock
+) -> None:
+    """Between full syncs the hub lists only users with a server; what happens to the others
+    (new users, hub activity without a server, group changes) shows at the next sync, while
+    sessions start and end on time."""
+    hub = StubHub()
+    poller = make_poller(db, hub, interval=60, sync_interval=3600)
+    hub.users = [user("ann", {"": clock.now}, last=clock.now, groups=["c1"]), user("bob")]
+    await poller.poll()
+    assert hub.requests == [None]  # the first poll is a full sync
+    clock.advance(minutes=5)
+    hub.users = [
+        user("ann", last=clock.now, groups=["c1", "c2"]),  # server stopped
+        user("bob", last=clock.now, groups=["c1"]),  # on the hub, no server
+        user("cat", {"": clock.now}, last=clock.now),  # new, started a server
+    ]
+    await poller.poll()
+    assert hub.requests == [None, "active"]
+    assert [(u, ended is not None) for u, _, _, ended, _ in sessions(db)] == [
+        ("ann", True),
+        ("cat", False),
+    ]
+    assert poller.last is not None
+    assert poller.last.summary.users == 3  # cat came with her server
+    assert poller.last.summary.active_users["1h"] == 2  # ann (at her sync), cat; not yet bob
+    assert poller.last.summary.group_active_users[("c1", "1h")] == 1  # ann's sync-time groups
+    clock.advance(minutes=56)
+    await poller.poll()
+    assert hub.requests == [None, "active", None]  # an hour after the last sync
+    assert poller.last.summary.active_users["1h"] == 3  # bob's 09:05 activity, seen now
+    with db.session() as s:
+        rows = s.execute(select(ActivityBucket.user, func.count()).group_by(ActivityBucket.user))
+        assert dict(rows.all()) == {"ann": 1, "bob": 1, "cat": 1}
+    assert poller.last.summary.group_active_users[("c1", "1h")] == 2  # bob joined c1
+    [family] = poller.metrics.poll_duration.collect()
+    assert {s.labels["kind"] for s in family.samples} == {"full", "active"}
 
 
 async def test_roll_up_report_and_retention_agree(db: Database, clock: Clock) -> None:
