@@ -267,14 +267,22 @@ class StatsStore:
                 cutoff = min(day, today - self.retention)
                 session.execute(delete(ActivityBucket).where(ActivityBucket.bucket < cutoff))
                 session.execute(delete(ServerSession).where(ServerSession.ended < cutoff))
-        if days and self.db.engine.dialect.name == "sqlite":
-            # SQLite picks the daily table's index for a range by these statistics (sampled:
-            # quick on a large table); PostgreSQL's autovacuum keeps its own
-            with self.db.engine.begin() as connection:
-                connection.exec_driver_sql("PRAGMA analysis_limit = 1000")
-                connection.exec_driver_sql("ANALYZE stats_daily")
-                connection.exec_driver_sql("ANALYZE stats_activity")
+        if days:
+            self._analyze()
         return days
+
+    def _analyze(self) -> None:
+        """Refresh the planner's statistics of the tables a day's roll-up grew: it picks the
+        daily table's index for a range by them (PostgreSQL's autovacuum gets there too, but
+        only after a tenth of a table changed). Both sample, so this is quick on large tables."""
+        dialect = self.db.engine.dialect.name
+        if dialect not in ("sqlite", "postgresql"):
+            return
+        with self.db.engine.begin() as connection:
+            if dialect == "sqlite":
+                connection.exec_driver_sql("PRAGMA analysis_limit = 1000")
+            for table in ("stats_daily", "stats_activity", "stats_sessions"):
+                connection.exec_driver_sql(f"ANALYZE {table}")
 
     def rolled_until(self, session: Session, now: datetime) -> datetime:
         """Days before this one are in the daily table; from it on, computed from raw rows."""

@@ -3,8 +3,8 @@
 The dashboard's group table joins memberships with the daily table on the user, for a range of
 days: (user, day) reads only the range, where (user) read every day the user has; with the
 values in the index, a year's report of every user reads the index alone, in user order.
-Counting users per step of a range reads (bucket, user) alone, without the table. SQLite's
-planner picks between (day, user) and (user, day, ...) by the table statistics, so they are
+Counting users per step of a range reads (bucket, user) alone, without the table. The
+planners pick between (day, user) and (user, day, ...) by the table statistics, so they are
 gathered here and after each roll-up (StatsStore.roll_up).
 
 Revision ID: 0002
@@ -26,10 +26,12 @@ def upgrade() -> None:
     op.drop_index("ix_stats_daily_user", table_name="stats_daily")
     op.create_index("ix_stats_activity_bucket_user", "stats_activity", ["bucket", "user"])
     op.drop_index("ix_stats_activity_bucket", table_name="stats_activity")
-    if op.get_bind().dialect.name == "sqlite":
+    dialect = op.get_bind().dialect.name
+    if dialect == "sqlite":
         op.execute("PRAGMA analysis_limit = 1000")
-        op.execute("ANALYZE stats_daily")
-        op.execute("ANALYZE stats_activity")
+    if dialect in ("sqlite", "postgresql"):
+        for table in ("stats_daily", "stats_activity", "stats_sessions"):
+            op.execute(f"ANALYZE {table}")
 
 
 def downgrade() -> None:
