@@ -676,7 +676,6 @@ class StatsStore:
         )
         users = sorted({user for per_user in live.values() for user in per_user})
         memberships: dict[str, dict[str, list[tuple[datetime, datetime | None]]]] = {}
-        active_before: set[tuple[str, str]] = set()
         for chunk in _chunks(users):
             for group, user, joined, left in session.execute(
                 select(
@@ -687,28 +686,36 @@ class StatsStore:
                 ).where(GroupMembership.group.in_(names), GroupMembership.user.in_(chunk))
             ):
                 memberships.setdefault(group, {}).setdefault(user, []).append((joined, left))
-            if start < split:
-                active_before.update(
-                    (group, user)
-                    for group, user in session.execute(
-                        select(GroupMembership.group, DailyUsage.user)
-                        .join(
-                            GroupMembership,
-                            and_(
-                                GroupMembership.user == DailyUsage.user,
-                                _member_that_day(DailyUsage.day),
-                            ),
-                        )
-                        .where(
-                            GroupMembership.group.in_(names),
-                            DailyUsage.user.in_(chunk),
-                            DailyUsage.active_seconds > 0,
-                            DailyUsage.day >= start,
-                            DailyUsage.day < split,
-                        )
-                        .distinct()
+        # (group, user) pairs already active on a rolled-up in-group day, per live user: kept
+        # until the next roll-up like _rolled_of_live, so only today's new users are looked up
+        known: dict[str, frozenset[str]] = self._remember(
+            f"active_before:{range_name}", (start, split), dict
+        )
+        missing = [user for user in users if user not in known]
+        if missing and start < split:
+            found: dict[str, set[str]] = {}
+            for chunk in _chunks(missing):
+                for group, user in session.execute(
+                    select(GroupMembership.group, DailyUsage.user)
+                    .join(
+                        GroupMembership,
+                        and_(
+                            GroupMembership.user == DailyUsage.user,
+                            _member_that_day(DailyUsage.day),
+                        ),
                     )
-                )
+                    .where(
+                        DailyUsage.user.in_(chunk),
+                        DailyUsage.active_seconds > 0,
+                        DailyUsage.day >= start,
+                        DailyUsage.day < split,
+                    )
+                    .distinct()
+                ):
+                    found.setdefault(user, set()).add(group)
+            with self._memo_lock:
+                known.update({user: frozenset(found.get(user, ())) for user in missing})
+        active_before = {(g, user) for user in users for g in known.get(user, ())}
         return logic.group_usage(groups, rolled, live, memberships, active_before)
 
     def _group_rolled(
