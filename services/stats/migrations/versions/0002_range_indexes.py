@@ -30,7 +30,7 @@ def upgrade() -> None:
     if dialect == "sqlite":
         op.execute("PRAGMA analysis_limit = 1000")
     if dialect in ("sqlite", "postgresql"):
-        for table in ("stats_daily", "stats_activity", "stats_sessions"):
+        for table in ("stats_daily", "stats_activity"):
             op.execute(f"ANALYZE {table}")
 
 
