@@ -11,7 +11,12 @@ both: the default), its figures side by side in one table:
   token). Scrape latency p50 / p99 of ``/services/stats/metrics`` next to the hub's own
   ``/hub/metrics``, both through the proxy, sequentially, in the same run.
 - ``storage``: bytes per active user-day, from a simulated day of one-minute polls (no hub).
-- ``report``: the usage report over a simulated year (1,000 users x 365 days).
+- ``report``: a simulated year (``--report-users`` x ``--report-days`` of roll-ups in
+  ``--report-groups`` groups, raw sessions of the ``--report-active`` share of users, the last
+  day rolled up by the store): the usage report (all users, one group), the dashboard of every
+  range (p50/p95 of ``--dashboard-runs`` requests; the first of each sums the rolled-up days,
+  the next reuse them), and the CSV and JSON exports as ``api/usage`` streams them (time, size,
+  pieces, peak RSS growth of this process).
 
 Run from the project root: ``.venv/bin/python -m bench.stats_bench [--only poll|storage|report]
 [--db sqlite|postgresql|both]``.
@@ -26,7 +31,7 @@ import functools
 import statistics
 import tempfile
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -35,7 +40,7 @@ from unittest import mock
 import httpx
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
-from sqlalchemy import insert
+from sqlalchemy import delete, insert
 
 from bench.common import (
     DATABASES,
@@ -48,12 +53,19 @@ from bench.common import (
 )
 from hubservices.common.db import Database
 from hubservices.common.hubapi import HubAPI
-from hubservices.stats import logic
+from hubservices.stats import handlers, logic
 from hubservices.stats import poller as poller_module
+from hubservices.stats.logic import DAY
 from hubservices.stats.metrics import PollMetrics
-from hubservices.stats.models import DailyUsage, GroupMembership, Meta
+from hubservices.stats.models import (
+    ActivityBucket,
+    DailyUsage,
+    GroupMembership,
+    Meta,
+    ServerSession,
+)
 from hubservices.stats.poller import Poller
-from hubservices.stats.store import ROLLED_UNTIL, StatsStore
+from hubservices.stats.store import RANGES, ROLLED_UNTIL, StatsStore
 from tests.harness.hub import Hub
 
 HUB_CONFIG = """
@@ -324,32 +336,21 @@ async def simulate_day(poller: Poller, hub: DayHub, url: str, kind: str) -> None
 
 
 def bench_report(args: argparse.Namespace, url: str, kind: str) -> None:
+    """A year of roll-ups for every user, raw sessions for the active share of them (all year)
+    and their activity for the last week; then reports, the dashboard and the CSV export."""
     db = open_db(url)
     store = StatsStore(db, bucket_seconds=900, retention=None)
+    days, users = args.report_days, args.report_users
     first = datetime(2025, 1, 1)
-    days = args.report_days
-    with db.session() as session:
-        for d in range(days):
-            day = first + timedelta(days=d)
-            session.execute(
-                insert(DailyUsage),
-                [
-                    {
-                        "day": day,
-                        "user": f"u{u:04d}",
-                        "sessions": 1 + (u + d) % 3,
-                        "server_seconds": 3600.0 * (1 + (u * d) % 5),
-                        "active_seconds": 900.0 * (1 + (u + d) % 8),
-                    }
-                    for u in range(args.report_users)
-                ],
-            )
-        session.add_all(
-            GroupMembership(group=f"course{u % 10}", user=f"u{u:04d}", joined=first)
-            for u in range(args.report_users)
-        )
-        session.add(Meta(key=ROLLED_UNTIL, value=(first + timedelta(days=days)).isoformat()))
     now = first + timedelta(days=days, hours=12)
+    t = time.monotonic()
+    fill_history(db, first, now, users, args.report_groups, args.report_active)
+    assert store.roll_up(now) == 1
+    figure(
+        f"setup: {days} days x {users:,} users ({args.report_active:.0%} active) stored in",
+        f"{time.monotonic() - t:.1f} s",
+        kind,
+    )
     year = {"from": first.date().isoformat(), "to": (now - timedelta(days=1)).date().isoformat()}
     for label, extra in [("all users", {}), ("one group", {"group": "course3"})]:
         query = logic.parse_usage_query({**year, **extra}, now.date())
@@ -359,11 +360,124 @@ def bench_report(args: argparse.Namespace, url: str, kind: str) -> None:
             rows = store.usage(query, now)
             times.append(time.perf_counter() - t)
         figure(
-            f"usage report over {days} days x {args.report_users:,} users, {label}",
+            f"usage report over {days} days x {users:,} users, {label}",
             f"{statistics.median(times) * 1000:.0f} ms median of 5 ({len(rows)} rows)",
             kind,
         )
+    for range_name in RANGES:
+        times = []
+        for _ in range(args.dashboard_runs):
+            t = time.perf_counter()
+            store.dashboard(range_name, now)
+            times.append(time.perf_counter() - t)
+        figure(
+            f"dashboard, range {range_name}, {users:,} users in {args.report_groups} groups",
+            f"p50 {percentile(times, 50) * 1000:.0f} ms, p95 {percentile(times, 95) * 1000:.0f} ms"
+            f" ({args.dashboard_runs} runs; the first {times[0] * 1000:.0f} ms)",
+            kind,
+        )
+    for fmt in ("csv", "json"):
+        query = logic.parse_usage_query({**year, "format": fmt}, now.date())
+        base = reset_peak_rss()
+        t = time.perf_counter()
+        size = chunks = 0
+        for chunk in usage_export(store, query, now):
+            size += len(chunk.encode())
+            chunks += 1
+        elapsed = time.perf_counter() - t
+        figure(
+            f"usage export ({fmt}) of {users:,} users x {days} days, store and encoding",
+            f"{elapsed:.2f} s, {size / 2**20:.1f} MiB in {chunks:,} chunks, "
+            f"peak RSS +{(peak_rss() - base) / 2**20:.0f} MiB "
+            f"(process {peak_rss() / 2**20:.0f} MiB)",
+            kind,
+        )
     db.dispose()
+
+
+def fill_history(
+    db: Database, first: datetime, now: datetime, users: int, groups: int, active: float
+) -> None:
+    """Roll-ups for every user and day but yesterday (left to the store's roll-up); sessions
+    (09:00, 4-8 h) of the active users every day, today's still open; their activity buckets
+    over the last 8 days."""
+    names = [f"u{u:05d}" for u in range(users)]
+    busy = names[: max(1, int(users * active))]
+    today = logic.day_start(now)
+    with db.session() as session:
+        day = first
+        while day < today:
+            d = (day - first).days
+            session.execute(
+                insert(DailyUsage),
+                [
+                    {
+                        "day": day,
+                        "user": name,
+                        "sessions": 1 + (u + d) % 3,
+                        "server_seconds": 3600.0 * (1 + (u * d) % 5),
+                        "active_seconds": 900.0 * (1 + (u + d) % 8),
+                    }
+                    for u, name in enumerate(names)
+                ],
+            )
+            day += DAY
+        day = first
+        while day <= today:
+            start = day + timedelta(hours=9)
+            session.execute(
+                insert(ServerSession),
+                [
+                    {
+                        "user": name,
+                        "server": "",
+                        "started": start,
+                        "ended": None if day == today else start + timedelta(hours=4 + u % 5),
+                        "end_reason": None if day == today else "stopped",
+                        "last_activity": start,
+                        "last_seen": min(now, start + timedelta(hours=4 + u % 5)),
+                    }
+                    for u, name in enumerate(busy)
+                ],
+            )
+            if today - day <= timedelta(days=8):
+                until = min(now, start + timedelta(hours=8))
+                marks = int((until - start) / timedelta(minutes=15))
+                session.execute(
+                    insert(ActivityBucket),
+                    [
+                        {"user": name, "bucket": start + i * timedelta(minutes=15)}
+                        for name in busy
+                        for i in range(marks)
+                    ],
+                )
+            day += DAY
+        session.add_all(
+            GroupMembership(group=f"course{u % groups}", user=name, joined=first)
+            for u, name in enumerate(names)
+        )
+        # yesterday is rolled up by the store, from the raw rows, as the poller would
+        session.add(Meta(key=ROLLED_UNTIL, value=(today - DAY).isoformat()))
+        session.execute(delete(DailyUsage).where(DailyUsage.day == today - DAY))
+
+
+def usage_export(store: StatsStore, query: logic.UsageQuery, now: datetime) -> Iterator[str]:
+    """What ``api/usage`` writes, chunk by chunk, without the HTTP around it."""
+    yield from handlers.usage_export(query, store.usage_rows(query, now))
+
+
+def peak_rss() -> int:
+    """This process's peak resident set size (VmHWM), bytes."""
+    with open("/proc/self/status") as f:
+        line = next(line for line in f if line.startswith("VmHWM:"))
+    return int(line.split()[1]) * 1024
+
+
+def reset_peak_rss() -> int:
+    """Reset VmHWM to the current RSS (Linux: clear_refs 5); return it."""
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+    return peak_rss()
 
 
 def main() -> None:
@@ -374,6 +488,9 @@ def main() -> None:
     parser.add_argument("--scrapes", type=int, default=300)
     parser.add_argument("--report-users", type=int, default=1_000)
     parser.add_argument("--report-days", type=int, default=365)
+    parser.add_argument("--report-groups", type=int, default=10)
+    parser.add_argument("--report-active", type=float, default=0.1, help="share with servers")
+    parser.add_argument("--dashboard-runs", type=int, default=20)
     parser.add_argument("--keep", action="store_true", help="keep the hub's directory and log")
     add_db_option(parser)
     args = parser.parse_args()

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 #: What makes a spreadsheet read a cell as a formula (OWASP, "CSV Injection").
@@ -25,10 +25,27 @@ def neutralize(cell: Any) -> Any:
     return cell
 
 
-def csv_text(fieldnames: Sequence[str], rows: Iterable[Mapping[str, Any]]) -> str:
-    """A header and ``rows`` as CSV, every text cell neutralized."""
+def csv_chunks(
+    fieldnames: Sequence[str], rows: Iterable[Mapping[str, Any]], rows_per_chunk: int = 1000
+) -> Iterator[str]:
+    """A header and ``rows`` as CSV, every text cell neutralized, ``rows_per_chunk`` rows a
+    piece: an export streams them, so its size in memory does not grow with the rows."""
     out = io.StringIO()
     writer = csv.DictWriter(out, fieldnames=fieldnames)
     writer.writeheader()
-    writer.writerows({key: neutralize(value) for key, value in row.items()} for row in rows)
-    return out.getvalue()
+    batch = 0
+    for row in rows:
+        writer.writerow({key: neutralize(value) for key, value in row.items()})
+        batch += 1
+        if batch == rows_per_chunk:
+            yield out.getvalue()
+            out.seek(0)
+            out.truncate()
+            batch = 0
+    if out.tell():
+        yield out.getvalue()
+
+
+def csv_text(fieldnames: Sequence[str], rows: Iterable[Mapping[str, Any]]) -> str:
+    """A header and ``rows`` as CSV, every text cell neutralized."""
+    return "".join(csv_chunks(fieldnames, rows))

@@ -8,8 +8,9 @@ All times are naive UTC datetimes, as stored.
 
 from __future__ import annotations
 
+import heapq
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any
@@ -432,7 +433,103 @@ def merge_usage(rows: Iterable[UserUsage]) -> list[UserUsage]:
                 old.days_active + row.days_active,
             )
         )
-    return sorted(merged.values(), key=lambda r: (-r.server_hours, r.user))
+    return sorted(merged.values(), key=usage_key)
+
+
+#: A user's memberships of one group: (joined, left or None while a member).
+Memberships = Mapping[str, list[tuple[datetime, datetime | None]]]
+
+
+def member_on(members: Memberships, user: str, day: datetime) -> bool:
+    """Whether ``user`` was in the group at some time on ``day`` (membership is kept per day)."""
+    return any(
+        joined < day + DAY and (left is None or left > day)
+        for joined, left in members.get(user, [])
+    )
+
+
+def usage_key(row: UserUsage) -> tuple[float, str]:
+    """The report's order: most server hours first, then by name (code point order)."""
+    return (-row.server_hours, row.user)
+
+
+def live_rows(live: Mapping[datetime, Mapping[str, DayUsage]]) -> dict[str, list[UserUsage]]:
+    """Each user's rows of the live (not rolled-up) days, in day order, for :func:`merge_usage`."""
+    rows: dict[str, list[UserUsage]] = {}
+    for day in sorted(live):
+        for row in usage_from_day(live[day]):
+            rows.setdefault(row.user, []).append(row)
+    return rows
+
+
+def merge_sorted_usage(
+    rolled: Iterable[UserUsage],
+    live: Mapping[str, list[UserUsage]],
+    rolled_of_live: Mapping[str, UserUsage],
+) -> Iterator[UserUsage]:
+    """The whole report in :func:`merge_usage`'s order, lazily, without holding every user.
+
+    ``rolled`` is the rolled-up rows in report order (the database sorts them), ``live`` the
+    live days' rows per user and ``rolled_of_live`` the rolled-up rows of those users. Only the
+    users with live usage are held and sorted here; the others stream through, read only as
+    far as the caller reads (the dashboard's top 20 reads about 20 of them).
+    """
+    changed = sorted(
+        (
+            merge_usage([*([rolled_of_live[u]] if u in rolled_of_live else []), *rows])[0]
+            for u, rows in live.items()
+        ),
+        key=usage_key,
+    )
+    return heapq.merge((r for r in rolled if r.user not in live), changed, key=usage_key)
+
+
+@dataclass(frozen=True)
+class GroupUsage:
+    """A group's row of the dashboard: its current members and its usage in the range."""
+
+    group: str
+    members: int
+    active_users: int
+    server_seconds: float
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "group": self.group,
+            "members": self.members,
+            "active_users": self.active_users,
+            "server_hours": round(self.server_seconds / 3600, 3),
+        }
+
+
+def group_usage(
+    groups: Iterable[tuple[str, int]],
+    rolled: Mapping[str, tuple[int, float]],
+    live: Mapping[datetime, Mapping[str, DayUsage]],
+    memberships: Mapping[str, Memberships],
+    active_before: set[tuple[str, str]],
+) -> list[GroupUsage]:
+    """Each group's active users and server time: rolled-up days plus live days.
+
+    ``rolled``: group -> (users active on a rolled-up in-group day, server seconds then);
+    ``memberships`` of the live days' users; ``active_before``: (group, user) pairs among them
+    already counted active in ``rolled``, so a user active on both counts once, as in the
+    per-group usage report.
+    """
+    rows = []
+    for group, members in groups:
+        active, seconds = rolled.get(group, (0, 0.0))
+        newly: set[str] = set()
+        member = memberships.get(group, {})
+        for day in sorted(live):
+            for user in member:
+                usage = live[day].get(user)
+                if usage is not None and member_on(member, user, day):
+                    seconds += usage.server_seconds
+                    if usage.active_seconds > 0 and (group, user) not in active_before:
+                        newly.add(user)
+        rows.append(GroupUsage(group, members, active + len(newly), seconds))
+    return rows
 
 
 @dataclass(frozen=True)
@@ -491,29 +588,37 @@ def parse_usage_query(args: Mapping[str, str], today: date) -> UsageQuery:
 # -- dashboard --------------------------------------------------------------------------------
 
 
+def active_per_step(
+    start: datetime, step: timedelta, buckets: Iterable[tuple[str, datetime]]
+) -> dict[int, int]:
+    """Users with an activity bucket in each step (by index from ``start``); what the store
+    asks its database for, as ``COUNT(DISTINCT user)`` per step."""
+    users: defaultdict[int, set[str]] = defaultdict(set)
+    for user, bucket in buckets:
+        if bucket >= start:
+            users[int((bucket - start) / step)].add(user)
+    return {i: len(names) for i, names in users.items()}
+
+
 def time_series(
     start: datetime,
     end: datetime,
     step: timedelta,
     sessions: Iterable[SessionSpan],
-    buckets: Iterable[tuple[str, datetime]],
+    active: Mapping[int, int],
     now: datetime,
 ) -> list[tuple[datetime, int, int]]:
-    """(step start, active users, servers running at some time in the step) for each step."""
+    """(step start, active users, servers running at some time in the step) for each step;
+    ``active`` is :func:`active_per_step`."""
     points = max(1, int((end - start) / step))
-    active: list[set[str]] = [set() for _ in range(points)]
     running = [0] * points
-    for user, bucket in buckets:
-        i = int((bucket - start) / step)
-        if 0 <= i < points:
-            active[i].add(user)
     for s in sessions:
         first = max(0, int((s.started - start) / step))
         stop = s.ended or now
         last = min(points - 1, int((stop - start) / step))
         for i in range(first, last + 1):
             running[i] += 1
-    return [(start + i * step, len(active[i]), running[i]) for i in range(points)]
+    return [(start + i * step, active.get(i, 0), running[i]) for i in range(points)]
 
 
 #: Session-length buckets (seconds) of the histogram metric and the dashboard.

@@ -44,18 +44,33 @@ class ActivityBucket(Base):
     """A user was active (their last_activity moved) within this bucket."""
 
     __tablename__ = "stats_activity"
+    # the dashboard counts users per step of a range from this index alone
+    __table_args__ = (Index("ix_stats_activity_bucket_user", "bucket", "user"),)
 
     user: Mapped[str] = mapped_column(NAME, primary_key=True)
-    bucket: Mapped[datetime] = mapped_column(DateTime, primary_key=True, index=True)
+    bucket: Mapped[datetime] = mapped_column(DateTime, primary_key=True)
 
 
 class DailyUsage(Base):
     """One user's usage on one UTC day, rolled up from sessions and activity buckets."""
 
     __tablename__ = "stats_daily"
+    # A user's days in a range (group tables join memberships on the user), and every user's
+    # sums over a long range read in user order from this index alone (it holds the values):
+    # the primary key (day, user) serves short ranges of days for everyone.
+    __table_args__ = (
+        Index(
+            "ix_stats_daily_user_day",
+            "user",
+            "day",
+            "sessions",
+            "server_seconds",
+            "active_seconds",
+        ),
+    )
 
     day: Mapped[datetime] = mapped_column(DateTime, primary_key=True)
-    user: Mapped[str] = mapped_column(NAME, primary_key=True, index=True)
+    user: Mapped[str] = mapped_column(NAME, primary_key=True)
     sessions: Mapped[int] = mapped_column(Integer, default=0)
     server_seconds: Mapped[float] = mapped_column(Float, default=0.0)
     active_seconds: Mapped[float] = mapped_column(Float, default=0.0)

@@ -6,25 +6,38 @@ and each is one transaction: a failed poll leaves the stored history as it was.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+import threading
+from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
+from contextlib import closing
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from itertools import islice
+from typing import Any, TypeVar, cast
 
 from sqlalchemy import (
     ColumnElement,
+    DateTime,
+    Float,
+    Integer,
     MetaData,
+    SQLColumnExpression,
     Table,
+    and_,
+    case,
     delete,
+    distinct,
     exists,
     func,
     insert,
     inspect,
+    literal,
     or_,
     select,
     update,
 )
+from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.functions import FunctionElement
 
 from ..common.db import Database
 from . import logic
@@ -48,6 +61,12 @@ CULLS_TABLE = "culls"
 CULL_COLUMNS = ("at", "kind", "user", "server", "reason", "outcome")
 #: Rows per IN (...) list, well below the bind-parameter limits of SQLite and PostgreSQL.
 CHUNK = 500
+#: Rows a report reads from the database at a time (a server-side cursor on PostgreSQL).
+BATCH = 1000
+#: Rolled-up rows of the top users' report the dashboard keeps per range.
+ROLLED_PREFIX = 1000
+
+T = TypeVar("T")
 #: Dashboard ranges: name -> (length, step).
 RANGES = {
     "day": (timedelta(days=1), timedelta(minutes=15)),
@@ -79,6 +98,12 @@ class StatsStore:
         self.db = db
         self.bucket_seconds = bucket_seconds
         self.retention = retention
+        # the dashboard's sums over rolled-up days, until a roll-up (or a write to the past)
+        self._memos: dict[str, tuple[tuple[Any, ...], Any]] = {}
+        self._memo_lock = threading.Lock()
+        #: bumped when a write changes what happened before today (runs, activity): the
+        #: dashboard's kept sums over earlier days hold only as long as it stays the same
+        self._past_writes = 0
 
     # -- the poller's writes ------------------------------------------------------------------
 
@@ -113,6 +138,13 @@ class StatsStore:
     ) -> list[OpenSession]:
         """Store one poll's changes; return the sessions it opened (with their ids)."""
         now = snapshot.taken
+        today = logic.day_start(now)
+        if (
+            any(c.ended < today for c in changes.closed)
+            or any(s.started is not None and s.started < today for s in changes.opened)
+            or any(bucket < today for bucket in buckets.values())
+        ):
+            self._past_writes += 1  # a run or activity before today, first seen now
         with self.db.session() as session:
             if changes.closed:
                 session.execute(
@@ -181,6 +213,8 @@ class StatsStore:
             if row is None:
                 row = ServerSession(user=server.user, server=server.server, started=server.started)
                 session.add(row)
+            elif row.ended is not None and row.ended < logic.day_start(now):
+                self._past_writes += 1  # reopened: it no longer ended before today
             row.ended = row.end_reason = None
             row.last_activity = server.last_activity
             row.last_seen = now
@@ -233,7 +267,24 @@ class StatsStore:
                 cutoff = min(day, today - self.retention)
                 session.execute(delete(ActivityBucket).where(ActivityBucket.bucket < cutoff))
                 session.execute(delete(ServerSession).where(ServerSession.ended < cutoff))
+        if days:
+            self._analyze()
         return days
+
+    def _analyze(self) -> None:
+        """Refresh the planner's statistics of the tables a day's roll-up grew: it picks the
+        daily table's index for a range by them (PostgreSQL's autovacuum gets there too, but
+        only after a tenth of a table changed). Both sample, so this is quick on large tables.
+        Not the sessions: with statistics, SQLite reads a range's runs by (user, started) for
+        every user instead of by ``ended``."""
+        dialect = self.db.engine.dialect.name
+        if dialect not in ("sqlite", "postgresql"):
+            return
+        with self.db.engine.begin() as connection:
+            if dialect == "sqlite":
+                connection.exec_driver_sql("PRAGMA analysis_limit = 1000")
+            for table in ("stats_daily", "stats_activity"):
+                connection.exec_driver_sql(f"ANALYZE {table}")
 
     def rolled_until(self, session: Session, now: datetime) -> datetime:
         """Days before this one are in the daily table; from it on, computed from raw rows."""
@@ -272,61 +323,119 @@ class StatsStore:
     # -- reports ------------------------------------------------------------------------------
 
     def usage(self, query: UsageQuery, now: datetime) -> list[UserUsage]:
-        """The usage report: rolled-up days from the daily table, later days from raw rows.
+        """The usage report as a list (small reports; exports stream :meth:`usage_rows`)."""
+        with self.db.session() as session:
+            return list(self._usage_rows(session, query, now))
 
-        With ``group``, a user's day counts only if they were in the group that day.
+    def usage_rows(self, query: UsageQuery, now: datetime) -> Generator[UserUsage, None, None]:
+        """The usage report row by row, sorted by server hours, in one transaction.
+
+        Rolled-up days come from the daily table, summed and sorted by the database and read in
+        batches (a server-side cursor on PostgreSQL); the live days (not rolled up yet) are
+        computed from raw rows. Only the users with live usage are held in memory, so an export
+        of every user does not grow the service with the number of users. With ``group``, a
+        user's day counts only if they were in the group that day.
         """
         with self.db.session() as session:
-            split = min(max(self.rolled_until(session, now), query.start), query.end)
-            members = None
-            if query.group is not None:
-                members = self._memberships(session, query.group)
-            rows: list[UserUsage] = []
-            if query.start < split:
-                rows += self._rolled_usage(session, query, split)
-            live_end = min(query.end, logic.day_start(now) + DAY)
-            if split < live_end:
-                for day, per_user in self._day_usage(session, split, live_end, now).items():
-                    rows += [
-                        r
-                        for r in logic.usage_from_day(per_user)
-                        if (query.user is None or r.user == query.user)
-                        and (members is None or _member_on(members, r.user, day))
-                    ]
-            return logic.merge_usage(rows)
+            yield from self._usage_rows(session, query, now)
 
-    def _rolled_usage(self, session: Session, query: UsageQuery, end: datetime) -> list[UserUsage]:
+    def _usage_rows(
+        self, session: Session, query: UsageQuery, now: datetime
+    ) -> Iterator[UserUsage]:
+        split = min(max(self.rolled_until(session, now), query.start), query.end)
+        live = self._live_rows(session, query, split, now)
+        if query.start >= split:
+            return logic.merge_sorted_usage([], live, {})
+        return logic.merge_sorted_usage(
+            self._rolled(session, query, split, ordered=True),
+            live,
+            self._rolled_of(session, query, split, live),
+        )
+
+    def _rolled_of(
+        self, session: Session, query: UsageQuery, split: datetime, users: Iterable[str]
+    ) -> dict[str, UserUsage]:
+        """The rolled-up rows of ``users`` (those with live usage), a chunk of them a query."""
+        return {
+            row.user: row
+            for chunk in _chunks(sorted(users))
+            for row in self._rolled(session, query, split, users=chunk)
+        }
+
+    def _live_rows(
+        self, session: Session, query: UsageQuery, split: datetime, now: datetime
+    ) -> dict[str, list[UserUsage]]:
+        """The report's rows of the days from ``split`` on (not rolled up yet), per user."""
+        live_end = min(query.end, logic.day_start(now) + DAY)
+        if split >= live_end:
+            return {}
+        members = self._memberships(session, query.group) if query.group is not None else None
+        days = self._day_usage(session, split, live_end, now)
+        return logic.live_rows(
+            {
+                day: {
+                    user: u
+                    for user, u in per_user.items()
+                    if (query.user is None or user == query.user)
+                    and (members is None or logic.member_on(members, user, day))
+                }
+                for day, per_user in days.items()
+            }
+        )
+
+    def _rolled(
+        self,
+        session: Session,
+        query: UsageQuery,
+        end: datetime,
+        *,
+        ordered: bool = False,
+        users: Sequence[str] | None = None,
+    ) -> Generator[UserUsage, None, None]:
+        """Per-user sums of the daily table from ``query.start`` to ``end``; ``ordered``: in the
+        report's order, read in batches; ``users``: only these."""
         filters: list[ColumnElement[bool]] = [DailyUsage.day >= query.start, DailyUsage.day < end]
         if query.user is not None:
             filters.append(DailyUsage.user == query.user)
+        if users is not None:
+            filters.append(DailyUsage.user.in_(users))
         if query.group is not None:
+            # the members' rows only (the index on (user, day)), then per day:
+            members = select(GroupMembership.user).where(GroupMembership.group == query.group)
+            filters.append(DailyUsage.user.in_(members))
             # A semi-join on the memberships, so the statement's size does not grow with the
             # group's (one OR term per membership failed at about 1,000 on SQLite), and a day
-            # counts once however many of the user's memberships it overlaps. Membership is
-            # kept per day: the days a member was in the group at some time, as _member_on.
+            # counts once however many of the user's memberships it overlaps.
             filters.append(
                 exists().where(
                     GroupMembership.group == query.group,
                     GroupMembership.user == DailyUsage.user,
-                    DailyUsage.day >= func.date(GroupMembership.joined),
-                    or_(GroupMembership.left.is_(None), DailyUsage.day < GroupMembership.left),
+                    _member_that_day(DailyUsage.day),
                 )
             )
-        result = session.execute(
+        server = func.sum(DailyUsage.server_seconds)
+        statement = (
             select(
                 DailyUsage.user,
                 func.sum(DailyUsage.sessions),
-                func.sum(DailyUsage.server_seconds),
+                server,
                 func.sum(DailyUsage.active_seconds),
                 func.count(),
             )
             .where(*filters)
             .group_by(DailyUsage.user)
         )
-        return [
-            UserUsage(user, int(n), float(server) / 3600, float(active) / 3600, int(days))
-            for user, n, server, active, days in result
-        ]
+        if ordered:
+            statement = statement.order_by(server.desc(), self._by_code_point(DailyUsage.user))
+        result = session.execute(statement, execution_options={"yield_per": BATCH})
+        for user, n, server_seconds, active, days in result:
+            yield UserUsage(
+                user, int(n), float(server_seconds) / 3600, float(active) / 3600, int(days)
+            )
+
+    def _by_code_point(self, column: SQLColumnExpression[str]) -> SQLColumnExpression[str]:
+        """``column`` ordered as Python orders strings (PostgreSQL's collation may not be)."""
+        return column.collate("C") if self.db.engine.dialect.name == "postgresql" else column
 
     def _memberships(
         self, session: Session, group: str
@@ -371,51 +480,61 @@ class StatsStore:
     # -- dashboard ----------------------------------------------------------------------------
 
     def dashboard(self, range_name: str, now: datetime, top: int = 20) -> dict[str, Any]:
-        """Everything the dashboard draws for one range, in one JSON-able dict."""
+        """Everything the dashboard draws for one range, in one JSON-able dict.
+
+        Each part is a grouped query over the daily roll-ups or over indexed raw rows in the
+        range, plus the live days (not rolled up yet) computed once from raw rows; nothing reads
+        every user's report.
+        """
         length, step = RANGES[range_name]
         start = logic.floor_time(now - length, int(step.total_seconds())) + step
         end = logic.floor_time(now, int(step.total_seconds())) + step
-        with self.db.session() as session:
-            if step < DAY:
-                spans = self._spans(session, start, end)
-                buckets = session.execute(
-                    select(ActivityBucket.user, ActivityBucket.bucket).where(
-                        ActivityBucket.bucket >= start, ActivityBucket.bucket < end
-                    )
-                ).all()
-                series = logic.time_series(start, end, step, spans, buckets, now)
-            else:
-                series = self._daily_series(session, start, end, now)
-            durations = [
-                (ended - started).total_seconds()
-                for started, ended in session.execute(
-                    select(ServerSession.started, ServerSession.ended).where(
-                        ServerSession.ended >= start
-                    )
-                )
-                if ended is not None
-            ]
-            groups = session.execute(
-                select(GroupMembership.group, func.count())
-                .where(GroupMembership.left.is_(None))
-                .group_by(GroupMembership.group)
-                .order_by(func.count().desc(), GroupMembership.group)
-                .limit(top)
-            ).all()
         first_day, last_day = logic.day_start(start), logic.day_start(now) + DAY
-        report = UsageQuery(first_day, last_day, None, None, "json")
-        users = self.usage(report, now)[:top]
-        group_rows = []
-        for group, members in groups:
-            rows = self.usage(UsageQuery(first_day, last_day, None, group, "json"), now)
-            group_rows.append(
-                {
-                    "group": group,
-                    "members": members,
-                    "active_users": sum(1 for r in rows if r.active_hours > 0),
-                    "server_hours": round(sum(r.server_hours for r in rows), 3),
-                }
+        with self.db.session() as session:
+            split = min(max(self.rolled_until(session, now), first_day), last_day)
+            live = self._day_usage(session, split, last_day, now) if split < last_day else {}
+            if step < DAY:
+                # steps before the live days are kept, like the sums over rolled-up days
+                cut = max(start, split)
+                series = self._remember(
+                    f"series:{range_name}",
+                    (start, cut, self._past_writes),
+                    lambda: self._step_series(session, start, cut, step, now),
+                ) + self._step_series(session, cut, end, step, now)
+            else:
+                series = self._daily_series(session, start, end, split, live)
+            groups = [
+                (group, members)
+                for group, members in session.execute(
+                    select(GroupMembership.group, func.count())
+                    .where(GroupMembership.left.is_(None))
+                    .group_by(GroupMembership.group)
+                    .order_by(func.count().desc(), GroupMembership.group)
+                    .limit(top)
+                )
+            ]
+            report = UsageQuery(first_day, last_day, None, None, "json")
+            live_rows = logic.live_rows(live)
+            with closing(self._rolled_ordered(session, range_name, report, split)) as rolled:
+                # read only as far as the top needs: the cursor is closed before the rest
+                top_rows = logic.merge_sorted_usage(
+                    rolled,
+                    live_rows,
+                    self._rolled_of_live(session, range_name, report, split, live_rows),
+                )
+                users = list(islice(top_rows, top))
+            group_rows = self._group_usage(session, range_name, groups, first_day, split, live)
+            past = self._remember(
+                f"lengths:{range_name}",
+                (start, split, self._past_writes),
+                lambda: self._session_lengths(session, start, split),
             )
+            lengths = [
+                a + b
+                for a, b in zip(
+                    past, self._session_lengths(session, max(start, split)), strict=True
+                )
+            ]
         return {
             "range": range_name,
             "step_seconds": step.total_seconds(),
@@ -423,35 +542,252 @@ class StatsStore:
                 {"t": logic.iso(t), "active_users": a, "running_servers": r} for t, a, r in series
             ],
             "users": [u.as_dict() for u in users],
-            "groups": group_rows,
-            "session_lengths": {
-                "buckets": list(logic.DURATION_BUCKETS),
-                "counts": logic.duration_histogram(durations),
-            },
+            "groups": [g.as_dict() for g in group_rows],
+            "session_lengths": {"buckets": list(logic.DURATION_BUCKETS), "counts": lengths},
             "culls": self.recent_culls(),
         }
 
-    def _daily_series(
-        self, session: Session, start: datetime, end: datetime, now: datetime
+    def _remember(self, name: str, key: tuple[Any, ...], compute: Callable[[], T]) -> T:
+        """``compute()``, kept until ``key`` changes: the dashboard's sums over rolled-up days
+        change only when a roll-up moves the split, so repeated requests (and the ranges' other
+        users) do not sum the same year of rows again. One value per name: memory stays flat."""
+        with self._memo_lock:
+            kept = self._memos.get(name)
+        if kept is not None and kept[0] == key:
+            return cast(T, kept[1])
+        value = compute()
+        with self._memo_lock:
+            self._memos[name] = (key, value)
+        return value
+
+    def _rolled_of_live(
+        self,
+        session: Session,
+        range_name: str,
+        report: UsageQuery,
+        split: datetime,
+        live: Mapping[str, Any],
+    ) -> dict[str, UserUsage]:
+        """:meth:`_rolled_of` the live days' users, remembered until the next roll-up; only
+        users not asked for yet today are read (they are the users active today)."""
+        if report.start >= split:
+            return {}
+        known: dict[str, UserUsage | None] = self._remember(
+            f"rolled_of_live:{range_name}", (report.start, split), dict
+        )
+        missing = [user for user in live if user not in known]
+        if missing:
+            found = self._rolled_of(session, report, split, missing)
+            with self._memo_lock:
+                known.update({user: found.get(user) for user in missing})
+        return {user: row for user in live if (row := known.get(user)) is not None}
+
+    def _rolled_ordered(
+        self, session: Session, range_name: str, report: UsageQuery, split: datetime
+    ) -> Generator[UserUsage, None, None]:
+        """The rolled-up report in its order: the first ROLLED_PREFIX rows remembered, the rest
+        (rarely needed by the top) read from the database again."""
+        if report.start >= split:
+            return
+
+        def prefix() -> tuple[list[UserUsage], bool]:
+            with closing(self._rolled(session, report, split, ordered=True)) as rows:
+                first = list(islice(rows, ROLLED_PREFIX + 1))
+            return first[:ROLLED_PREFIX], len(first) <= ROLLED_PREFIX
+
+        rows, complete = self._remember(f"top:{range_name}", (report.start, split), prefix)
+        yield from rows
+        if not complete:
+            with closing(self._rolled(session, report, split, ordered=True)) as rest:
+                yield from islice(rest, len(rows), None)
+
+    def _step_series(
+        self, session: Session, start: datetime, end: datetime, step: timedelta, now: datetime
     ) -> list[tuple[datetime, int, int]]:
-        """Per day: users active, users with a running server (roll-ups, then raw rows)."""
-        split = min(self.rolled_until(session, now), end)
-        points: dict[datetime, tuple[int, int]] = {}
-        for day, active, running in session.execute(
+        """:func:`logic.time_series` of the steps in [start, end): users active (counted by the
+        database), servers running (from the runs in the range)."""
+        if start >= end:
+            return []
+        return logic.time_series(
+            start,
+            end,
+            step,
+            self._spans(session, start, end),
+            self._active_per_step(session, start, end, step),
+            now,
+        )
+
+    def _active_per_step(
+        self, session: Session, start: datetime, end: datetime, step: timedelta
+    ) -> dict[int, int]:
+        """:func:`logic.active_per_step`, counted by the database from the bucket index."""
+        index = _whole(
+            _seconds_between(literal(start, DateTime()), ActivityBucket.bucket)
+            / step.total_seconds()
+        )
+        steps = (
+            select(index.label("i"), ActivityBucket.user)
+            .where(ActivityBucket.bucket >= start, ActivityBucket.bucket < end)
+            .subquery()
+        )
+        result = session.execute(
+            select(steps.c.i, func.count(distinct(steps.c.user))).group_by(steps.c.i)
+        )
+        return {int(i): n for i, n in result}
+
+    def _session_lengths(
+        self, session: Session, since: datetime, until: datetime | None = None
+    ) -> list[int]:
+        """:func:`logic.duration_histogram` of the runs ended since ``since`` (and before
+        ``until``), counted by the database (the index on ``ended``), not read one by one."""
+        seconds = _seconds_between(ServerSession.started, ServerSession.ended)
+        bucket = case(
+            *((seconds <= edge, i) for i, edge in enumerate(logic.DURATION_BUCKETS)),
+            else_=len(logic.DURATION_BUCKETS),
+        )
+        runs = (
+            select(bucket.label("b"))
+            .where(
+                ServerSession.ended.is_not(None),
+                ServerSession.ended >= since,
+                *([] if until is None else [ServerSession.ended < until]),
+            )
+            .subquery()
+        )
+        counts = [0] * (len(logic.DURATION_BUCKETS) + 1)
+        for i, n in session.execute(select(runs.c.b, func.count()).group_by(runs.c.b)):
+            counts[int(i)] = n
+        return counts
+
+    def _group_usage(
+        self,
+        session: Session,
+        range_name: str,
+        groups: list[tuple[str, int]],
+        start: datetime,
+        split: datetime,
+        live: dict[datetime, dict[str, DayUsage]],
+    ) -> list[logic.GroupUsage]:
+        """The dashboard's group table: one grouped query over the roll-ups for all the groups,
+        plus the live days; the same numbers as each group's usage report."""
+        names = [group for group, _ in groups]
+        rolled = self._remember(
+            f"groups:{range_name}",
+            (start, split, tuple(names)),
+            lambda: self._group_rolled(session, names, start, split),
+        )
+        users = sorted({user for per_user in live.values() for user in per_user})
+        memberships: dict[str, dict[str, list[tuple[datetime, datetime | None]]]] = {}
+        for chunk in _chunks(users):
+            for group, user, joined, left in session.execute(
+                select(
+                    GroupMembership.group,
+                    GroupMembership.user,
+                    GroupMembership.joined,
+                    GroupMembership.left,
+                ).where(GroupMembership.group.in_(names), GroupMembership.user.in_(chunk))
+            ):
+                memberships.setdefault(group, {}).setdefault(user, []).append((joined, left))
+        # (group, user) pairs already active on a rolled-up in-group day, per live user: kept
+        # until the next roll-up like _rolled_of_live, so only today's new users are looked up
+        known: dict[str, frozenset[str]] = self._remember(
+            f"active_before:{range_name}", (start, split), dict
+        )
+        missing = [user for user in users if user not in known]
+        if missing and start < split:
+            found: dict[str, set[str]] = {}
+            for chunk in _chunks(missing):
+                for group, user in session.execute(
+                    select(GroupMembership.group, DailyUsage.user)
+                    .join(
+                        GroupMembership,
+                        and_(
+                            GroupMembership.user == DailyUsage.user,
+                            _member_that_day(DailyUsage.day),
+                        ),
+                    )
+                    .where(
+                        DailyUsage.user.in_(chunk),
+                        DailyUsage.active_seconds > 0,
+                        DailyUsage.day >= start,
+                        DailyUsage.day < split,
+                    )
+                    .distinct()
+                ):
+                    found.setdefault(user, set()).add(group)
+            with self._memo_lock:
+                known.update({user: frozenset(found.get(user, ())) for user in missing})
+        active_before = {(g, user) for user in users for g in known.get(user, ())}
+        return logic.group_usage(groups, rolled, live, memberships, active_before)
+
+    def _group_rolled(
+        self, session: Session, names: list[str], start: datetime, split: datetime
+    ) -> dict[str, tuple[int, float]]:
+        """Per group: users active on a rolled-up in-group day, and server seconds then."""
+        if not names or start >= split:
+            return {}
+        # one row per (group, user, day) however many memberships overlap the day
+        days = (
             select(
+                GroupMembership.group.label("grp"),
+                DailyUsage.user,
                 DailyUsage.day,
-                func.count().filter(DailyUsage.active_seconds > 0),
-                func.count().filter(DailyUsage.server_seconds > 0),
+                DailyUsage.server_seconds,
+                DailyUsage.active_seconds,
             )
-            .where(DailyUsage.day >= start, DailyUsage.day < split)
-            .group_by(DailyUsage.day)
-        ):
-            points[day] = (active, running)
-        for day, per_user in self._day_usage(session, max(split, start), end, now).items():
-            points[day] = (
-                sum(1 for u in per_user.values() if u.active_seconds > 0),
-                sum(1 for u in per_user.values() if u.server_seconds > 0),
+            .join(
+                GroupMembership,
+                and_(GroupMembership.user == DailyUsage.user, _member_that_day(DailyUsage.day)),
             )
+            .where(
+                GroupMembership.group.in_(names),
+                DailyUsage.day >= start,
+                DailyUsage.day < split,
+            )
+            .distinct()
+            .subquery()
+        )
+        active = distinct(case((days.c.active_seconds > 0, days.c.user)))
+        return {
+            group: (int(n), float(seconds or 0.0))
+            for group, n, seconds in session.execute(
+                select(days.c.grp, func.count(active), func.sum(days.c.server_seconds)).group_by(
+                    days.c.grp
+                )
+            )
+        }
+
+    def _daily_series(
+        self,
+        session: Session,
+        start: datetime,
+        end: datetime,
+        split: datetime,
+        live: dict[datetime, dict[str, DayUsage]],
+    ) -> list[tuple[datetime, int, int]]:
+        """Per day: users active, users with a running server (roll-ups, then the live days)."""
+
+        def rolled() -> dict[datetime, tuple[int, int]]:
+            return {
+                day: (active, running)
+                for day, active, running in session.execute(
+                    select(
+                        DailyUsage.day,
+                        func.count().filter(DailyUsage.active_seconds > 0),
+                        func.count().filter(DailyUsage.server_seconds > 0),
+                    )
+                    .where(DailyUsage.day >= start, DailyUsage.day < min(split, end))
+                    .group_by(DailyUsage.day)
+                )
+            }
+
+        points = dict(self._remember("series:days", (start, end, split), rolled))
+        for day, per_user in live.items():
+            if start <= day < end:
+                points[day] = (
+                    sum(1 for u in per_user.values() if u.active_seconds > 0),
+                    sum(1 for u in per_user.values() if u.server_seconds > 0),
+                )
         days = int((end - start) / DAY)
         return [(d, *points.get(d, (0, 0))) for d in (start + i * DAY for i in range(days))]
 
@@ -476,14 +812,57 @@ def _open(row: ServerSession) -> OpenSession:
     return OpenSession(row.id, row.user, row.server, row.started, row.last_activity, row.last_seen)
 
 
-def _member_on(
-    members: dict[str, list[tuple[datetime, datetime | None]]], user: str, day: datetime
-) -> bool:
-    """Whether ``user`` was in the group at some time on ``day``."""
-    return any(
-        joined < day + DAY and (left is None or left > day)
-        for joined, left in members.get(user, [])
+def _member_that_day(day: SQLColumnExpression[datetime]) -> ColumnElement[bool]:
+    """In a query joined with the memberships: the membership overlaps ``day`` (the days a
+    member was in the group at some time, as :func:`logic.member_on`)."""
+    return and_(
+        day >= func.date(GroupMembership.joined),
+        or_(GroupMembership.left.is_(None), day < GroupMembership.left),
     )
+
+
+class _seconds_between(FunctionElement[float]):
+    """``end - start`` in seconds, to the microsecond, on SQLite and PostgreSQL."""
+
+    type = Float()
+    inherit_cache = True
+    name = "seconds_between"
+
+
+@compiles(_seconds_between, "postgresql")
+def _seconds_between_postgresql(element: _seconds_between, compiler: Any, **kw: Any) -> str:
+    start, end = (compiler.process(c, **kw) for c in element.clauses)
+    return f"EXTRACT(EPOCH FROM ({end} - {start}))"
+
+
+@compiles(_seconds_between, "sqlite")
+def _seconds_between_sqlite(element: _seconds_between, compiler: Any, **kw: Any) -> str:
+    # SQLAlchemy stores 'YYYY-MM-DD HH:MM:SS.ffffff'; SQLite's date functions keep only
+    # milliseconds, so whole seconds from strftime and the microseconds from the text.
+    start, end = (compiler.process(c, **kw) for c in element.clauses)
+    return (
+        f"((CAST(strftime('%s', {end}) AS INTEGER) - CAST(strftime('%s', {start}) AS INTEGER))"
+        f" + (CAST(substr({end}, 21) AS INTEGER) - CAST(substr({start}, 21) AS INTEGER))"
+        " / 1000000.0)"
+    )
+
+
+class _whole(FunctionElement[int]):
+    """The whole part of a number that is not negative."""
+
+    type = Integer()
+    inherit_cache = True
+    name = "whole"
+
+
+@compiles(_whole, "postgresql")
+def _whole_postgresql(element: _whole, compiler: Any, **kw: Any) -> str:
+    return f"CAST(FLOOR({compiler.process(element.clauses, **kw)}) AS INTEGER)"
+
+
+@compiles(_whole, "sqlite")
+def _whole_sqlite(element: _whole, compiler: Any, **kw: Any) -> str:
+    return f"CAST({compiler.process(element.clauses, **kw)} AS INTEGER)"  # truncates
 
 
 def _jsonable(value: Any) -> Any:

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from nbgrader.api import Gradebook
 
-from hubservices.common.csvsafe import csv_text, neutralize
+from hubservices.common.csvsafe import csv_chunks, csv_text, neutralize
 from hubservices.formgrader.export import GRADE_FIELDS, SafeCsvExportPlugin
 
 HOSTILE = [
@@ -74,3 +74,19 @@ def test_grades_export_neutralizes_ids_and_names_from_the_gradebook(
     assert (hostile["assignment"], hostile["score"], hostile["timestamp"]) == ("ps1", "0.0", "")
     assert rows["student1"]["last_name"] == "'-Lee"
     assert rows["student1"]["email"] == ""
+
+
+def test_chunks_are_whole_rows_and_join_to_the_whole_export() -> None:
+    """A streamed export: the header once, then pieces of whole rows (a quoted newline stays
+    inside its cell), formula cells neutralized in every piece."""
+    rows = [{"user": name, "sessions": i} for i, name in enumerate([*HOSTILE, "a\nb", "ann"])]
+    chunks = list(csv_chunks(["user", "sessions"], rows, rows_per_chunk=3))
+    assert len(chunks) == 3  # 8 rows: 3 + 3 + 2, the header with the first
+    assert "".join(chunks) == csv_text(["user", "sessions"], rows)
+    pieces = [list(csv.reader(io.StringIO(c, newline=""))) for c in chunks]
+    assert [len(p) for p in pieces] == [4, 3, 2]
+    assert pieces[0][0] == ["user", "sessions"]
+    assert pieces[2] == [["a\nb", "6"], ["ann", "7"]]
+    users = [r[0] for p in pieces for r in p][1:]
+    assert users == [*("'" + h for h in HOSTILE), "a\nb", "ann"]
+    assert list(csv_chunks(["user"], [])) == ["user\r\n"]

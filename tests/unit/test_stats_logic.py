@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import date, datetime, timedelta
+from itertools import islice
 
 import pytest
 
@@ -271,7 +273,9 @@ def test_time_series_counts_active_users_and_running_servers_per_step() -> None:
         SessionSpan("bob", start - timedelta(days=1), None),
     ]
     buckets = [("ann", start), ("ann", start + timedelta(minutes=15)), ("bob", start)]
-    series = logic.time_series(start, start + 4 * step, step, spans, buckets, start + 3 * step)
+    active = logic.active_per_step(start, step, buckets)
+    assert active == {0: 2}
+    series = logic.time_series(start, start + 4 * step, step, spans, active, start + 3 * step)
     assert series == [
         (start, 2, 2),
         (start + step, 0, 2),
@@ -290,6 +294,44 @@ def test_floor_time_and_iso() -> None:
     assert logic.floor_time(datetime(2026, 3, 4, 10, 14, 59), 900) == datetime(2026, 3, 4, 10)
     assert logic.iso(datetime(2026, 3, 4, 10)) == "2026-03-04T10:00:00Z"
     assert parse_time("2026-03-04T11:00:00+01:00") == datetime(2026, 3, 4, 10)
+
+
+def test_the_top_of_the_merged_report_reads_only_the_rolled_rows_it_shows() -> None:
+    """The dashboard's top users: the database hands rolled rows in report order; a live day
+    lifts u0500 to the top, yet of the 1,000 users only the top few are read."""
+    rolled_rows = [UserUsage(f"u{i:04d}", 1, 1000.0 - i, 1.0, 1) for i in range(1000)]
+    live = logic.live_rows(
+        {
+            datetime(2026, 3, 4): {
+                "u0500": logic.DayUsage(1, 3600.0 * 600, 0.0),
+                "u0001": logic.DayUsage(1, 3600.0 * 2, 0.0),
+                "new": logic.DayUsage(1, 3600.0 * 5, 3600.0),
+            }
+        }
+    )
+    of_live = {r.user: r for r in rolled_rows if r.user in live}
+    read = 0
+
+    def rolled() -> Iterator[UserUsage]:
+        nonlocal read
+        for row in rolled_rows:
+            read += 1
+            yield row
+
+    top = list(islice(logic.merge_sorted_usage(rolled(), live, of_live), 5))
+    everything = logic.merge_usage([*rolled_rows, *(r for rows in live.values() for r in rows)])
+    assert top == everything[:5]
+    assert [r.user for r in top] == ["u0500", "u0001", "u0000", "u0002", "u0003"]
+    assert read == 4  # u0000, u0001 (live: merged apart, skipped), u0002, u0003
+
+
+def test_merge_sorted_usage_is_the_whole_report_in_order() -> None:
+    rolled_rows = [UserUsage(f"u{i}", 1, 10.0 - i, 1.0, 1) for i in range(10)]
+    live = logic.live_rows({datetime(2026, 3, 4): {"u7": logic.DayUsage(1, 3600.0 * 8, 0.0)}})
+    merged = logic.merge_sorted_usage(
+        iter(rolled_rows), live, {r.user: r for r in rolled_rows if r.user == "u7"}
+    )
+    assert list(merged) == logic.merge_usage([*rolled_rows, *live["u7"]])
 
 
 def test_a_steady_poll_updates_the_active_users_and_keeps_the_rest_of_the_sync() -> None:

@@ -7,6 +7,9 @@ clock by a variable: these tests are about what is stored, the real hub is in in
 from __future__ import annotations
 
 import asyncio
+import csv
+import io
+import json
 import sqlite3
 from collections.abc import AsyncIterator, Iterator
 from datetime import datetime, timedelta
@@ -19,14 +22,33 @@ from alembic.migration import MigrationContext
 from prometheus_client import CollectorRegistry
 from sqlalchemy import Column, DateTime, Integer, MetaData, String, Table, func, insert, select
 
+from hubservices.common.csvsafe import csv_text
 from hubservices.common.db import Database
 from hubservices.common.hubapi import HubUnavailable
+from hubservices.stats import handlers, logic
 from hubservices.stats import poller as poller_module
-from hubservices.stats.logic import DAY, UsageQuery, day_start, iso
+from hubservices.stats.logic import (
+    DAY,
+    ClosedSession,
+    HubSnapshot,
+    LiveServer,
+    SessionChanges,
+    UsageQuery,
+    day_start,
+    iso,
+    parse_usage_query,
+)
 from hubservices.stats.metrics import PollMetrics
-from hubservices.stats.models import ActivityBucket, Base, DailyUsage, ServerSession
+from hubservices.stats.models import (
+    ActivityBucket,
+    Base,
+    DailyUsage,
+    GroupMembership,
+    Meta,
+    ServerSession,
+)
 from hubservices.stats.poller import Poller
-from hubservices.stats.store import RANGES, StatsStore
+from hubservices.stats.store import RANGES, ROLLED_UNTIL, StatsStore
 
 DAY0 = datetime(2026, 3, 2)  # a Monday
 
@@ -387,3 +409,185 @@ async def test_database_locked_35_seconds_fails_one_poll_and_loses_nothing(
     stored = {s[0]: s for s in sessions(db)}
     assert len(sessions(db)) == 2
     assert stored["ann"][4] == "stopped" and stored["bob"][3] is None
+
+
+NOW = DAY0 + timedelta(days=9, hours=12)  # Wednesday of the next week, 12:00
+HOSTILE = "=cmd|' /C calc'!A0"
+
+
+def store_history(db: Database) -> StatsStore:
+    """Ten days of sessions and activity of nine users in three groups, on quarter hours (so
+    sums are exact whichever way they are added), nothing rolled up yet.
+
+    ann moves from c1 to c2; eve leaves c3 and rejoins it the same day; hal only runs today,
+    three servers at once, enough to lead the semester's top users from the live day alone.
+    """
+    names = ["ann", "bob", HOSTILE, "-2+3", "carl", "dee", "eve", "fay", "gus"]
+    runs, marks = [], []
+    for d in range(10):
+        day = DAY0 + timedelta(days=d)
+        for i, name in enumerate(names):
+            if (i + d) % 3 == 0:
+                continue
+            started = day + timedelta(hours=8 + i % 4, minutes=15 * (i % 3))
+            if i == 4 and d == 4:
+                started = day + timedelta(hours=22)  # runs over midnight
+            ended = started + timedelta(hours=1 + (i * d) % 5, minutes=30)
+            runs.append((name, "", started, None if d == 9 and i % 2 else ended))
+            marks += [(name, started + timedelta(minutes=15 * k)) for k in range(1 + i % 6)]
+        marks.append(("fay", day + timedelta(hours=20)))  # active without a server
+    today = DAY0 + timedelta(days=9)
+    runs += [("hal", s, today, None) for s in ("", "a", "b")]
+    marks.append(("hal", today + timedelta(hours=1)))
+    joined = DAY0 - timedelta(days=30)
+    memberships = [
+        ("c1", "ann", joined, DAY0 + timedelta(days=5, hours=13)),
+        ("c2", "ann", DAY0 + timedelta(days=3, hours=10), None),
+        ("c1", "bob", joined, None),
+        ("c1", HOSTILE, joined, None),
+        ("c1", "-2+3", joined, None),
+        ("c2", "carl", joined, None),
+        ("c2", "dee", joined, None),
+        ("c3", "eve", joined, DAY0 + timedelta(days=2, hours=10)),
+        ("c3", "eve", DAY0 + timedelta(days=2, hours=15), None),
+        ("c3", "hal", joined, None),
+    ]
+    with db.session() as s:
+        s.add_all(
+            ServerSession(
+                user=u, server=srv, started=t, ended=e, end_reason=e and "stopped", last_seen=NOW
+            )
+            for u, srv, t, e in runs
+        )
+        s.add_all(ActivityBucket(user=u, bucket=t) for u, t in set(marks))
+        s.add_all(GroupMembership(group=g, user=u, joined=j, left=x) for g, u, j, x in memberships)
+        s.add(Meta(key=ROLLED_UNTIL, value=DAY0.isoformat()))  # every day still raw ("live")
+    return StatsStore(db, bucket_seconds=900)
+
+
+def dashboards(store: StatsStore) -> dict[str, dict]:
+    return {name: store.dashboard(name, NOW, top=3) for name in RANGES}
+
+
+def test_dashboard_tables_are_the_usage_reports(db: Database) -> None:
+    """Group table and top users, from grouped queries over roll-ups plus the live day, show
+    what each group's (and everyone's) usage report says, and what raw rows alone say."""
+    store = store_history(db)
+    from_raw = dashboards(store)
+    assert store.roll_up(NOW) == 9  # all but today: now from the daily table
+    rolled = dashboards(store)
+    assert rolled == from_raw
+    for name, board in rolled.items():
+        length, step = RANGES[name]
+        first = day_start(logic.floor_time(NOW - length, int(step.total_seconds())) + step)
+        report = store.usage(UsageQuery(first, day_start(NOW) + DAY, None, None, "json"), NOW)
+        assert board["users"] == [r.as_dict() for r in report[:3]]
+        assert [g["group"] for g in board["groups"]] == ["c1", "c2", "c3"]
+        assert [g["members"] for g in board["groups"]] == [3, 3, 2]
+        for row in board["groups"]:
+            query = UsageQuery(first, day_start(NOW) + DAY, None, row["group"], "json")
+            per_group = store.usage(query, NOW)
+            assert row["active_users"] == sum(1 for r in per_group if r.active_hours > 0)
+            assert row["server_hours"] == pytest.approx(sum(r.server_hours for r in per_group))
+    semester = rolled["semester"]
+    assert semester["users"][0]["user"] == "hal"  # 36 h today: the live day lifts hal first
+    c3 = semester["groups"][2]
+    assert c3["active_users"] == 2  # eve (twice a member on day 2, counted once) and hal
+
+    with db.session() as s:
+        runs = s.execute(select(ServerSession.started, ServerSession.ended)).all()
+        marks = s.execute(select(ActivityBucket.user, ActivityBucket.bucket)).all()
+    for name, board in rolled.items():
+        start = datetime.fromisoformat(board["series"][0]["t"].rstrip("Z"))
+        lengths = [(e - t).total_seconds() for t, e in runs if e is not None and e >= start]
+        assert board["session_lengths"]["counts"] == logic.duration_histogram(lengths)
+        if name != "semester":
+            step = timedelta(seconds=board["step_seconds"])
+            active = logic.active_per_step(start, step, marks)
+            assert [p["active_users"] for p in board["series"]] == [
+                active.get(i, 0) for i in range(len(board["series"]))
+            ]
+    assert sum(rolled["week"]["session_lengths"]["counts"]) > 20
+    assert sum(p["active_users"] for p in rolled["day"]["series"]) > 5
+
+
+@pytest.mark.parametrize("params", [{}, {"group": "c1"}, {"group": "c3"}, {"user": HOSTILE}])
+def test_streamed_export_is_the_whole_report(
+    db: Database, monkeypatch: pytest.MonkeyPatch, params: dict[str, str]
+) -> None:
+    """``api/usage`` streams in pieces of ROWS_PER_CHUNK rows; joined, they are the report
+    encoded at once, from raw rows and from roll-ups alike (CSV: formula cells neutralized)."""
+    monkeypatch.setattr(handlers, "ROWS_PER_CHUNK", 2)
+    store = store_history(db)
+    query = parse_usage_query({"from": "2026-03-01", **params, "format": "csv"}, NOW.date())
+
+    def export() -> list[str]:
+        return list(handlers.usage_export(query, store.usage_rows(query, NOW)))
+
+    from_raw, whole = export(), store.usage(query, NOW)
+    assert store.roll_up(NOW) == 9
+    chunks = export()
+    assert "".join(chunks) == "".join(from_raw)
+    assert store.usage(query, NOW) == whole
+    assert len(chunks) == max(1, -(-len(whole) // 2))  # the header comes with the first rows
+    assert "".join(chunks) == csv_text(logic.USAGE_FIELDS, (r.as_dict() for r in whole))
+    rows = list(csv.DictReader(io.StringIO("".join(chunks), newline="")))
+    assert [r["user"] for r in rows] == [
+        "'" + r.user if r.user in (HOSTILE, "-2+3") else r.user for r in whole
+    ]
+    if not params:
+        assert len(rows) == 10 and rows[0]["user"] == "hal"
+
+
+def test_streamed_json_export_is_the_whole_report(db: Database) -> None:
+    store = store_history(db)
+    store.roll_up(NOW)
+    query = parse_usage_query({"from": "2026-03-01", "group": "c2"}, NOW.date())
+    body = "".join(handlers.usage_export(query, store.usage_rows(query, NOW)))
+    users = [r.as_dict() for r in store.usage(query, NOW)]
+    assert body == json.dumps(
+        {"from": "2026-03-01", "to": "2026-03-11", "user": None, "group": "c2", "users": users}
+    )
+    assert {u["user"] for u in users} == {"ann", "carl", "dee"}
+
+
+def test_remembered_dashboard_sums_follow_what_is_first_seen_about_the_past(
+    db: Database,
+) -> None:
+    """The dashboard keeps its sums over earlier days until the next roll-up, yet shows at once
+    what a poll first sees about them (the service was down overnight): activity of late
+    yesterday, a run started two days ago, and that run closed at the time it was last seen."""
+    store = store_history(db)
+    store.roll_up(NOW)
+    semester_before, week_before = (store.dashboard(r, NOW) for r in ("semester", "week"))
+
+    def grew(week: dict, hours_before_today: int, field: str) -> int:
+        t = iso(day_start(NOW) - timedelta(hours=hours_before_today))
+        now, then = ({p["t"]: p for p in w["series"]}[t] for w in (week, week_before))
+        return int(now[field] - then[field])
+
+    snapshot = HubSnapshot(NOW, "5.3.0", {"zed": None}, [], frozenset())
+    late = {"zed": day_start(NOW) - timedelta(minutes=15)}  # yesterday 23:45
+    store.apply(snapshot, SessionChanges(), late, [], [])
+    week = store.dashboard("week", NOW)
+    assert grew(week, 1, "active_users") == 1
+
+    run = LiveServer("zed", "", NOW - timedelta(days=2), None, "running")
+    (opened,) = store.apply(snapshot, SessionChanges(opened=[run]), {}, [], [])
+    week = store.dashboard("week", NOW)
+    assert grew(week, 25, "running_servers") == 1  # two days ago 23:00
+    assert grew(week, 1, "running_servers") == 1  # still open
+
+    closed = ClosedSession(opened, NOW - timedelta(days=1, hours=12), "unobserved")
+    store.apply(snapshot, SessionChanges(closed=[closed]), {}, [], [])
+    week, semester = (store.dashboard(r, NOW) for r in ("week", "semester"))
+    assert grew(week, 1, "running_servers") == 0  # ended yesterday 00:00
+    assert grew(week, 25, "running_servers") == 1
+    counts = zip(
+        semester_before["session_lengths"]["counts"],
+        semester["session_lengths"]["counts"],
+        strict=True,
+    )
+    assert [b - a for a, b in counts] == [0] * 7 + [1, 0, 0, 0]  # 12 h: in (8 h, 1 d]
+    fresh = StatsStore(db, bucket_seconds=900)
+    assert (week, semester) == (fresh.dashboard("week", NOW), fresh.dashboard("semester", NOW))
