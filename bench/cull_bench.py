@@ -60,6 +60,7 @@ from tests.harness.hub import Hub
 TIMEOUT = 3600  # the cullers' --timeout
 IDLE_SECONDS = 4000  # how long ago the idle servers were last active
 CHUNK = 500  # users per POST /users
+FILL_TIMEOUT = 600  # seconds the benchmark waits for one of the hub's answers while filling it
 BARE = "bare stops"  # the hub's own limit: the idle servers' DELETEs and nothing else
 STOP_LOG = re.compile(r"server took ([0-9.]+) seconds to stop")
 HOP_BY_HOP = {
@@ -483,7 +484,12 @@ class Result:
 
 async def bench(args: argparse.Namespace, hub: Hub, dbs: Databases) -> Result:
     layout = Layout.make(args.users, args.servers, args.idle)
-    async with HubAPI(hub.api_url, hub.admin_token, concurrency=50, page_size=200) as direct:
+    # A long timeout: filling a hub of 50,000 users, a start can wait minutes for the hub, and a
+    # POST that timed out is not resent (the hub may have acted on it).
+    direct_client = HubAPI(
+        hub.api_url, hub.admin_token, concurrency=50, page_size=200, timeout=FILL_TIMEOUT
+    )
+    async with direct_client as direct:
         print(f"filling the hub: {args.users} users, {args.servers} servers...", flush=True)
         filled = await fill(direct, layout)
         print("  " + ", ".join(f"{k} {v:.0f}s" for k, v in filled.items()), flush=True)
