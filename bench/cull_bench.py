@@ -786,6 +786,9 @@ def hub_config(args: argparse.Namespace) -> str:
 c.JupyterHub.spawner_class = "tests.harness.lightspawner.LightSpawner"
 c.LightSpawner.stop_delay = {args.stop_delay!r}
 c.JupyterHub.concurrent_spawn_limit = 0
+# The hub's proxy-activity sweep (every 5 min) would mark the idle servers active at their
+# route's creation once filling the hub takes longer than that (5,000 servers: 8 minutes).
+c.JupyterHub.last_activity_interval = 0
 """
 
 
