@@ -167,6 +167,7 @@ MATRIX: dict[tuple[str, str], Row] = {
     ("cull", "api/cycles"): api("api/cycles", ADMINS, GET=200, POST=202),
     ("cull", "api/culls"): api("api/culls", ADMINS, GET=200),
     ("cull", "api/upcoming"): api("api/upcoming", ADMINS, GET=200),
+    ("cull", "assets/(.*)"): page("assets/cull.js", PUBLIC, GET=200),  # "Run a cycle now"'s JS
     **{("stats", route): row for route, row in common_rows(ADMINS, ADMINS).items()},
     ("stats", ""): page("", ADMINS, GET=200),
     ("stats", "api/dashboard"): api("api/dashboard", ADMINS, GET=200),

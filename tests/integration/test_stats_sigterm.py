@@ -67,7 +67,11 @@ async def test_sigterm_mid_poll_leaves_no_half_written_poll(
     hub = Hub(
         tmp_path,
         services=["stats"],
-        service_args={"stats": ["--poll-interval=1", f"--db-url={postgres_url}"]},
+        # every poll a full sync: the leaver's group membership, without a server, is stored
+        # at the next poll
+        service_args={
+            "stats": ["--poll-interval=1", "--sync-interval=0", f"--db-url={postgres_url}"]
+        },
         extra_config=CONFIG,
     )
     with hub, pg.connect() as locker:
