@@ -85,7 +85,10 @@ class Hub:
         self.log_path = self.workdir / "jupyterhub.log"
         self.config_path = self.workdir / "jupyterhub_config.py"
         self.proc: subprocess.Popen | None = None
-        self._seen_pids: set[int] = set()
+        #: every process the hub started, as psutil.Process objects: they refuse to signal a
+        #: process that has since exited and whose pid was given to another (pid_max can be
+        #: 32768, and a long test run wraps around it)
+        self._seen: set[psutil.Process] = set()  # a Process is its pid and start time
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -223,7 +226,7 @@ for _service in _services:
         if self.proc is None:
             return
         with contextlib.suppress(psutil.NoSuchProcess):
-            self._seen_pids.update(c.pid for c in psutil.Process(self.proc.pid).children(True))
+            self._seen.update(psutil.Process(self.proc.pid).children(True))
 
     def stop(self, timeout: float = 20) -> None:
         """Stop the hub (it stops its proxy, services and servers), then kill any leftover."""
@@ -237,9 +240,9 @@ for _service in _services:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
-        for pid in self._seen_pids:
+        for process in self._seen:
             with contextlib.suppress(psutil.NoSuchProcess):
-                psutil.Process(pid).kill()
+                process.kill()
         self.proc = None
 
     def restart(self, timeout: float = 150) -> None:
@@ -250,13 +253,10 @@ for _service in _services:
     def leftover_processes(self) -> list[psutil.Process]:
         """Processes this hub started that are still alive (should be none after stop)."""
         alive = []
-        for pid in self._seen_pids:
-            try:
-                proc = psutil.Process(pid)
-                if proc.status() != psutil.STATUS_ZOMBIE:
-                    alive.append(proc)
-            except psutil.NoSuchProcess:
-                pass
+        for process in self._seen:
+            with contextlib.suppress(psutil.NoSuchProcess):  # also: its pid is another's now
+                if process.is_running() and process.status() != psutil.STATUS_ZOMBIE:
+                    alive.append(process)
         return alive
 
     def log_tail(self, lines: int = 60) -> str:

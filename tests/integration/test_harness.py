@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import psutil
 import pytest
 
 from hubservices.common.hubapi import HubAPI
@@ -29,11 +28,9 @@ async def test_restart_keeps_logins_and_stop_leaves_nothing(tmp_path: Path) -> N
         r = client.get(hub.service_url("cull"), follow_redirects=False)
         assert r.status_code == 200
         client.close()
-        started = set(hub._seen_pids)
+        started = set(hub._seen)
         assert len(started) >= 3  # proxy, cull service, admin's server
     finally:
         hub.stop()
     assert hub.leftover_processes() == []
-    assert not any(
-        psutil.pid_exists(pid) and psutil.Process(pid).status() != "zombie" for pid in started
-    )
+    assert not any(p.is_running() and p.status() != "zombie" for p in started)
