@@ -46,18 +46,12 @@ class Stats(HubServiceApp):
 
     sync_interval = Float(
         3600.0,
+        min=0,
         help="""Seconds between two full syncs of every user and group membership. The polls
         in between ask only for users with a running or pending server, so sessions stay exact;
         users without a server (their activity, new and deleted users) and group changes of
         users without a server show at the next full sync. 0: every poll is a full sync.""",
     ).tag(config=True)
-
-    @validate("sync_interval")
-    def _check_sync_interval(self, proposal: dict[str, Any]) -> float:
-        value: float = proposal["value"]
-        if value < 0:
-            raise TraitError(f"sync_interval must not be negative, not {value}")
-        return value
 
     activity_bucket = Integer(
         900, help="Seconds per activity bucket: active time is counted in these steps."
@@ -72,15 +66,9 @@ class Stats(HubServiceApp):
 
     retention_days = Integer(
         400,
+        min=0,
         help="Days raw sessions and activity are kept after their daily roll-up (0: forever).",
     ).tag(config=True)
-
-    @validate("retention_days")
-    def _check_retention_days(self, proposal: dict[str, Any]) -> int:
-        value: int = proposal["value"]
-        if value < 0:
-            raise TraitError(f"retention_days must not be negative, not {value}")
-        return value
 
     metrics_groups = SetTrait(
         Unicode(), help="Hub groups that get per-group metrics (opt-in; no per-user labels)."
