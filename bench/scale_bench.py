@@ -8,8 +8,10 @@ stats service attached as the hub starts it. Then, in this order:
   first full sync, a full sync with nothing changed, a steady poll (users with a server); wall
   time, hub requests, time waiting for the hub and the hub's CPU for each, against the hub's
   CPU for scraping its own ``/hub/metrics``;
-- cull: one cycle of ours and one of jupyterhub-idle-culler (``bench.cull_bench``'s comparison);
-- stats reports (``bench.stats_bench``'s report part) over ``--report-users`` x a year.
+- cull: one cycle of ours and one of jupyterhub-idle-culler (``bench.cull_bench``'s comparison).
+
+The dashboard and exports over 50,000 users and a year need no hub: ``bench.stats_bench --only
+report --report-users 50000`` measures them.
 
 Run from the project root: ``.venv/bin/python -m bench.scale_bench [--write-docs]``.
 """

@@ -70,6 +70,10 @@ class Poller:
         self.rolled_day: datetime | None = None
         self.previous_poll: datetime | None = None
         self._writing: concurrent.futures.Future[Any] | None = None
+        #: the thread computing the dashboard's kept sums, if any, and the day and the store's
+        #: count of writes to the past it computed them for
+        self.warming: threading.Thread | None = None
+        self._warmed: tuple[datetime, int] | None = None
 
     async def poll(self) -> None:
         """One poll; a failure is counted and logged, and the next poll starts over."""
@@ -166,3 +170,26 @@ class Poller:
             self.rolled_day = today
             if days:
                 log.info("Rolled up %d day(s) of usage", days)
+        warmed = (today, self.store.past_writes)
+        if self._warmed != warmed and not (self.warming and self.warming.is_alive()):
+            self._warmed = warmed
+            self._warm_dashboard(snapshot.taken)
+
+    def _warm_dashboard(self, now: datetime) -> None:
+        """Sum the dashboard's rolled-up days in the background after a roll-up, a restart, or
+        a write to an earlier day (which drops the kept sums), so no admin waits for it. A
+        daemon thread: it only reads, and SIGTERM need not wait for it."""
+
+        def run() -> None:
+            started = time.monotonic()
+            try:
+                self.store.warm_dashboard(now)
+            except Exception:  # the next request computes what it needs itself
+                log.exception("Summing the dashboard's rolled-up days failed")
+                return
+            log.info(
+                "Dashboard sums of the rolled-up days ready in %.1f s", time.monotonic() - started
+            )
+
+        self.warming = threading.Thread(target=run, name="stats-dashboard", daemon=True)
+        self.warming.start()

@@ -103,7 +103,7 @@ class StatsStore:
         self._memo_lock = threading.Lock()
         #: bumped when a write changes what happened before today (runs, activity): the
         #: dashboard's kept sums over earlier days hold only as long as it stays the same
-        self._past_writes = 0
+        self.past_writes = 0
 
     # -- the poller's writes ------------------------------------------------------------------
 
@@ -139,13 +139,13 @@ class StatsStore:
         """Store one poll's changes; return the sessions it opened (with their ids)."""
         now = snapshot.taken
         today = logic.day_start(now)
-        past_writes = self._past_writes
+        past_writes = self.past_writes
         if (
             any(c.ended < today for c in changes.closed)
             or any(s.started is not None and s.started < today for s in changes.opened)
             or any(bucket < today for bucket in buckets.values())
         ):
-            self._past_writes += 1  # a run or activity before today, first seen now
+            self.past_writes += 1  # a run or activity before today, first seen now
         with self.db.session() as session:
             if changes.closed:
                 session.execute(
@@ -180,10 +180,10 @@ class StatsStore:
                     )
                     .values(left=now)
                 )
-        if self._past_writes != past_writes:
+        if self.past_writes != past_writes:
             # again once committed: sums a dashboard computed meanwhile, from before the
             # commit, must not be kept under the new count either
-            self._past_writes += 1
+            self.past_writes += 1
         return opened
 
     def _open_sessions(
@@ -219,7 +219,7 @@ class StatsStore:
                 row = ServerSession(user=server.user, server=server.server, started=server.started)
                 session.add(row)
             elif row.ended is not None and row.ended < logic.day_start(now):
-                self._past_writes += 1  # reopened: it no longer ended before today
+                self.past_writes += 1  # reopened: it no longer ended before today
             row.ended = row.end_reason = None
             row.last_activity = server.last_activity
             row.last_seen = now
@@ -503,7 +503,7 @@ class StatsStore:
                 cut = max(start, split)
                 series = self._remember(
                     f"series:{range_name}",
-                    (start, cut, self._past_writes),
+                    (start, cut, self.past_writes),
                     lambda: self._step_series(session, start, cut, step, now),
                 ) + self._step_series(session, cut, end, step, now)
             else:
@@ -531,7 +531,7 @@ class StatsStore:
             group_rows = self._group_usage(session, range_name, groups, first_day, split, live)
             past = self._remember(
                 f"lengths:{range_name}",
-                (start, split, self._past_writes),
+                (start, split, self.past_writes),
                 lambda: self._session_lengths(session, start, split),
             )
             lengths = [
@@ -551,6 +551,13 @@ class StatsStore:
             "session_lengths": {"buckets": list(logic.DURATION_BUCKETS), "counts": lengths},
             "culls": self.recent_culls(),
         }
+
+    def warm_dashboard(self, now: datetime) -> None:
+        """Compute every range's dashboard once, so that its sums over the rolled-up days are
+        kept before anyone asks: after a roll-up or a restart the first request would
+        otherwise sum the whole range itself (seconds, at tens of thousands of users)."""
+        for range_name in RANGES:
+            self.dashboard(range_name, now)
 
     def _remember(self, name: str, key: tuple[Any, ...], compute: Callable[[], T]) -> T:
         """``compute()``, kept until ``key`` changes: the dashboard's sums over rolled-up days
