@@ -386,8 +386,10 @@ async def test_the_days_roll_up_sums_the_dashboard_before_anyone_asks(
         user("ann", {"": DAY0}, last=clock.now, groups=["c1"]),
         user("bob", {"": bob_since}, last=bob_since),
     ]
+    warmed_before = poller.warming
     await poller.poll()
     assert poller.store.past_writes != past_writes
+    assert poller.warming is not None and poller.warming is not warmed_before
     poller.warming.join(timeout=30)
     assert reads_of_rolled_days(poller.store) == []
 
