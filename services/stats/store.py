@@ -20,6 +20,7 @@ from sqlalchemy import (
     Float,
     Integer,
     MetaData,
+    Row,
     SQLColumnExpression,
     Table,
     and_,
@@ -104,6 +105,9 @@ class StatsStore:
         #: bumped when a write changes what happened before today (runs, activity): the
         #: dashboard's kept sums over earlier days hold only as long as it stays the same
         self.past_writes = 0
+        #: bumped after each poll's writes commit: the raw rows of the live days the dashboard
+        #: read hold as long as it stays the same
+        self.writes = 0
 
     # -- the poller's writes ------------------------------------------------------------------
 
@@ -184,6 +188,7 @@ class StatsStore:
             # again once committed: sums a dashboard computed meanwhile, from before the
             # commit, must not be kept under the new count either
             self.past_writes += 1
+        self.writes += 1
         return opened
 
     def _open_sessions(
@@ -300,12 +305,45 @@ class StatsStore:
         self, session: Session, start: datetime, end: datetime, now: datetime
     ) -> dict[datetime, dict[str, DayUsage]]:
         """Daily usage per user for each day in [start, end), from sessions and buckets."""
-        spans = self._spans(session, start, end)
-        buckets = session.execute(
-            select(ActivityBucket.user, ActivityBucket.bucket).where(
-                ActivityBucket.bucket >= start, ActivityBucket.bucket < end
+        return self._usage_by_day(start, end, *self._raw_rows(session, start, end), now)
+
+    def _live_days(
+        self, session: Session, start: datetime, end: datetime, now: datetime
+    ) -> dict[datetime, dict[str, DayUsage]]:
+        """:meth:`_day_usage` of the dashboard's live days. Their raw rows change only when a
+        poll writes, so they are read once per poll (not once per request and range) and only
+        the usage is computed again, up to ``now``."""
+        rows = self._remember(
+            "live_rows", (start, end, self.writes), lambda: self._raw_rows(session, start, end)
+        )
+        return self._usage_by_day(start, end, *rows, now)
+
+    def _raw_rows(
+        self, session: Session, start: datetime, end: datetime
+    ) -> tuple[list[SessionSpan], Sequence[Row[str, datetime]]]:
+        """The sessions that ran and the activity buckets in [start, end).
+
+        Read through the session's connection (Core): a busy day has hundreds of thousands of
+        buckets, which the ORM's row loading would take several times as long over."""
+        buckets = (
+            session.connection()
+            .execute(
+                select(ActivityBucket.user, ActivityBucket.bucket).where(
+                    ActivityBucket.bucket >= start, ActivityBucket.bucket < end
+                )
             )
-        ).all()
+            .all()
+        )
+        return self._spans(session, start, end), buckets
+
+    def _usage_by_day(
+        self,
+        start: datetime,
+        end: datetime,
+        spans: list[SessionSpan],
+        buckets: Sequence[Row[str, datetime]],
+        now: datetime,
+    ) -> dict[datetime, dict[str, DayUsage]]:
         result = {}
         day = start
         while day < end:
@@ -323,7 +361,7 @@ class StatsStore:
         )
         if user is not None:
             query = query.where(ServerSession.user == user)
-        return [SessionSpan(*row) for row in session.execute(query)]
+        return [SessionSpan(*row) for row in session.connection().execute(query)]
 
     # -- reports ------------------------------------------------------------------------------
 
@@ -497,7 +535,7 @@ class StatsStore:
         first_day, last_day = logic.day_start(start), logic.day_start(now) + DAY
         with self.db.session() as session:
             split = min(max(self.rolled_until(session, now), first_day), last_day)
-            live = self._day_usage(session, split, last_day, now) if split < last_day else {}
+            live = self._live_days(session, split, last_day, now) if split < last_day else {}
             if step < DAY:
                 # steps before the live days are kept, like the sums over rolled-up days
                 cut = max(start, split)
@@ -520,7 +558,8 @@ class StatsStore:
             ]
             report = UsageQuery(first_day, last_day, None, None, "json")
             live_rows = logic.live_rows(live)
-            with closing(self._rolled_ordered(session, range_name, report, split)) as rolled:
+            reads = top + len(live_rows)  # the merge skips the rolled rows of live users
+            with closing(self._rolled_ordered(session, range_name, report, split, reads)) as rolled:
                 # read only as far as the top needs: the cursor is closed before the rest
                 top_rows = logic.merge_sorted_usage(
                     rolled,
@@ -595,19 +634,32 @@ class StatsStore:
         return {user: row for user in live if (row := known.get(user)) is not None}
 
     def _rolled_ordered(
-        self, session: Session, range_name: str, report: UsageQuery, split: datetime
+        self,
+        session: Session,
+        range_name: str,
+        report: UsageQuery,
+        split: datetime,
+        reads: int,
     ) -> Generator[UserUsage, None, None]:
-        """The rolled-up report in its order: the first ROLLED_PREFIX rows remembered, the rest
-        (rarely needed by the top) read from the database again."""
+        """The rolled-up report in its order, of which the caller reads about ``reads`` rows:
+        a prefix of at least that many (and ROLLED_PREFIX) is remembered, the rest read from
+        the database again if ever needed. The merge with the live days skips the rows of
+        users active today, so the dashboard's top reads up to top + those users; a prefix
+        too short for that is read again, twice as long, once, not on every request."""
         if report.start >= split:
             return
 
-        def prefix() -> tuple[list[UserUsage], bool]:
+        def prefix(length: int) -> tuple[list[UserUsage], bool]:
             with closing(self._rolled(session, report, split, ordered=True)) as rows:
-                first = list(islice(rows, ROLLED_PREFIX + 1))
-            return first[:ROLLED_PREFIX], len(first) <= ROLLED_PREFIX
+                first = list(islice(rows, length + 1))
+            return first[:length], len(first) <= length
 
-        rows, complete = self._remember(f"top:{range_name}", (report.start, split), prefix)
+        name, key = f"top:{range_name}", (report.start, split)
+        rows, complete = self._remember(name, key, lambda: prefix(max(ROLLED_PREFIX, 2 * reads)))
+        if not complete and len(rows) < reads:  # more users active than when it was read
+            rows, complete = prefix(2 * reads)
+            with self._memo_lock:
+                self._memos[name] = (key, (rows, complete))
         yield from rows
         if not complete:
             with closing(self._rolled(session, report, split, ordered=True)) as rest:
