@@ -16,8 +16,7 @@ both: the default), its figures side by side in one table:
   day rolled up by the store): the time to sum every range's rolled-up days (what the poller
   does in the background after the day's roll-up), the usage report (all users, one group), the
   dashboard of every range (p50/p95 of ``--dashboard-runs`` requests), and the CSV and JSON
-  exports as ``api/usage`` streams them (time, size,
-  pieces, peak RSS growth of this process).
+  exports as ``api/usage`` streams them (time, size, pieces, peak RSS growth of this process).
 
 Run from the project root: ``.venv/bin/python -m bench.stats_bench [--only poll|storage|report]
 [--db sqlite|postgresql|both]``.

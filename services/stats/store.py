@@ -607,9 +607,13 @@ class StatsStore:
         if kept is not None and kept[0] == key:
             return cast(T, kept[1])
         value = compute()
+        self._keep(name, key, value)
+        return value
+
+    def _keep(self, name: str, key: tuple[Any, ...], value: Any) -> None:
+        """Keep ``value`` as :meth:`_remember`'s ``name`` until ``key`` changes."""
         with self._memo_lock:
             self._memos[name] = (key, value)
-        return value
 
     def _rolled_of_live(
         self,
@@ -658,8 +662,7 @@ class StatsStore:
         rows, complete = self._remember(name, key, lambda: prefix(max(ROLLED_PREFIX, 2 * reads)))
         if not complete and len(rows) < reads:  # more users active than when it was read
             rows, complete = prefix(2 * reads)
-            with self._memo_lock:
-                self._memos[name] = (key, (rows, complete))
+            self._keep(name, key, (rows, complete))
         yield from rows
         if not complete:
             with closing(self._rolled(session, report, split, ordered=True)) as rest:
